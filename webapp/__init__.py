@@ -1,0 +1,128 @@
+"""The staff MMS dashboard: application factory."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Mapping
+from pathlib import Path
+
+from flask import Flask, jsonify
+from sqlalchemy import event, text
+from sqlalchemy.engine import Engine
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from .config import ConfigError, Settings, load_settings
+from .extensions import csrf, db, limiter, login_manager, migrate
+
+__all__ = ["ConfigError", "create_app"]
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_pragmas(dbapi_connection, _record):
+    # WAL lets the web server read while the worker writes; foreign keys are
+    # off by default in SQLite. The busy timeout is set through connect_args.
+    if isinstance(dbapi_connection, sqlite3.Connection):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+
+def create_app(config: Mapping[str, str] | None = None) -> Flask:
+    """Build the app. `config` replaces the process environment (tests pass their own)."""
+    app = Flask(
+        __name__,
+        template_folder=str(ROOT / "templates"),
+        static_folder=str(ROOT / "static"),
+        instance_path=str(ROOT / "instance"),
+    )
+    if config is None:
+        from dotenv import load_dotenv
+
+        load_dotenv(ROOT / ".env")
+        config = os.environ
+    settings = load_settings(config, instance_path=Path(app.instance_path))
+    _configure(app, settings)
+
+    from . import logs, security
+
+    logs.init_app(app)
+    security.init_app(app)
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(ROOT / "migrations"), render_as_batch=True,
+                     compare_type=True)
+    csrf.init_app(app)
+    limiter.init_app(app)
+    login_manager.init_app(app)
+
+    from . import tasks
+
+    tasks.init_app(app)
+
+    from .auth import bp as auth_bp
+    from .messages import bp as messages_bp
+    from .webhooks import bp as webhooks_bp
+
+    app.register_blueprint(auth_bp)
+    app.register_blueprint(messages_bp)
+    app.register_blueprint(webhooks_bp)
+
+    from . import cli, errors
+
+    errors.init_app(app)
+    cli.init_app(app)
+
+    @app.get("/healthz")
+    @limiter.exempt
+    def healthz():
+        try:
+            db.session.execute(text("SELECT 1"))
+        except Exception:  # any database failure means "not healthy"
+            app.logger.exception("health check: database unreachable")
+            db.session.rollback()
+            return jsonify(status="unavailable", database="unreachable"), 503
+        return jsonify(status="ok", database="ok")
+
+    @app.context_processor
+    def inject_globals():
+        return {"sandbox": settings.sandbox}
+
+    return app
+
+
+def _configure(app: Flask, settings: Settings) -> None:
+    app.extensions["settings"] = settings
+    engine_options: dict = {}
+    if settings.database_url.startswith("sqlite"):
+        Path(settings.instance_path).mkdir(parents=True, exist_ok=True)
+        engine_options["connect_args"] = {"timeout": 15}
+    else:
+        engine_options["pool_pre_ping"] = True
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        TESTING=settings.testing,
+        SQLALCHEMY_DATABASE_URI=settings.database_url,
+        SQLALCHEMY_ENGINE_OPTIONS=engine_options,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.production,
+        SESSION_COOKIE_NAME="__Host-session" if settings.production else "session",
+        REMEMBER_COOKIE_HTTPONLY=True,
+        REMEMBER_COOKIE_SAMESITE="Lax",
+        REMEMBER_COOKIE_SECURE=settings.production,
+        PERMANENT_SESSION_LIFETIME=60 * 60 * 12,
+        MAX_CONTENT_LENGTH=256 * 1024,
+        WTF_CSRF_TIME_LIMIT=60 * 60 * 8,
+        RATELIMIT_STORAGE_URI=settings.ratelimit_storage_uri,
+        RATELIMIT_HEADERS_ENABLED=True,
+        RATELIMIT_SWALLOW_ERRORS=False,
+    )
+    if settings.trusted_proxies:
+        n = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
+

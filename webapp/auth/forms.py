@@ -1,0 +1,53 @@
+from flask_wtf import FlaskForm
+from wtforms import EmailField, PasswordField, SelectField, SubmitField
+from wtforms.validators import DataRequired, EqualTo, Length, ValidationError
+
+from .passwords import MAX_LENGTH, WeakPassword, check_policy
+
+
+class PasswordPolicy:
+    """Runs the shared password policy as a WTForms validator."""
+
+    def __call__(self, form, field):
+        email = getattr(getattr(form, "email", None), "data", None)
+        try:
+            check_policy(field.data or "", email)
+        except WeakPassword as exc:
+            raise ValidationError(str(exc)) from exc
+
+
+class LoginForm(FlaskForm):
+    email = EmailField("Email", validators=[DataRequired(), Length(max=254)])
+    password = PasswordField("Password", validators=[DataRequired(), Length(max=MAX_LENGTH)])
+    submit = SubmitField("Log in")
+
+
+class ChangePasswordForm(FlaskForm):
+    current_password = PasswordField("Current password", validators=[DataRequired()])
+    new_password = PasswordField("New password", validators=[DataRequired(), PasswordPolicy()])
+    confirm = PasswordField("Repeat the new password", validators=[
+        DataRequired(), EqualTo("new_password", message="The two passwords differ.")])
+    submit = SubmitField("Change password")
+
+
+class CreateUserForm(FlaskForm):
+    email = EmailField("Email", validators=[DataRequired(), Length(max=254)])
+    role = SelectField("Role", choices=[("staff", "Staff"), ("admin", "Admin")])
+    password = PasswordField("Initial password", validators=[DataRequired(), PasswordPolicy()])
+    submit = SubmitField("Create account")
+
+
+class ResetPasswordForm(FlaskForm):
+    password = PasswordField("New password", validators=[DataRequired(), PasswordPolicy()])
+    submit = SubmitField("Reset password")
+
+
+class RoleForm(FlaskForm):
+    role = SelectField("Role", choices=[("staff", "Staff"), ("admin", "Admin")])
+    submit = SubmitField("Change role")
+
+
+class ActionForm(FlaskForm):
+    """A button-only POST form (logout, deactivate): CSRF token and nothing else."""
+
+    submit = SubmitField("Confirm")

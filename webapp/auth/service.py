@@ -1,0 +1,124 @@
+"""Staff accounts: the rules, shared by the admin pages and the CLI."""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import func, select
+
+from ..config import current_settings
+from ..extensions import db
+from ..logs import event
+from ..models import User, utcnow
+from .passwords import burn_equal_time, check_policy, hash_password, verify_password
+
+log = logging.getLogger(__name__)
+
+
+class AccountError(ValueError):
+    """A user-management request breaks a rule; the message says which."""
+
+
+def normalize_email(email: str) -> str:
+    return email.strip().casefold()
+
+
+def find_user(email: str) -> User | None:
+    return db.session.scalar(select(User).where(User.email == normalize_email(email)))
+
+
+def get_user(user_id: int) -> User:
+    user = db.session.get(User, user_id)
+    if user is None:
+        raise AccountError("No such user.")
+    return user
+
+
+def authenticate(email: str, password: str) -> User | None:
+    """The active user with these credentials, or None. Same cost either way."""
+    rounds = current_settings().bcrypt_rounds
+    user = find_user(email)
+    if user is None:
+        burn_equal_time(rounds)
+        return None
+    if not verify_password(password, user.password_hash) or not user.is_active:
+        return None
+    user.last_login_at = utcnow()
+    db.session.commit()
+    return user
+
+
+def create_user(email: str, password: str, role: str = "staff", actor: User | None = None) -> User:
+    email = normalize_email(email)
+    if "@" not in email or len(email) > 254:
+        raise AccountError("Enter a valid email address.")
+    if role not in User.ROLES:
+        raise AccountError(f"Role must be one of: {', '.join(User.ROLES)}.")
+    if find_user(email) is not None:
+        raise AccountError(f"An account for {email} already exists.")
+    check_policy(password, email)
+    user = User(email=email, role=role,
+                password_hash=hash_password(password, current_settings().bcrypt_rounds))
+    db.session.add(user)
+    db.session.commit()
+    event(log, "user created", email=email, role=role, by=actor.email if actor else "cli")
+    return user
+
+
+def set_password(user: User, new_password: str, actor: User | None = None) -> None:
+    """Set a password and end every session the user has."""
+    check_policy(new_password, user.email)
+    user.password_hash = hash_password(new_password, current_settings().bcrypt_rounds)
+    user.session_version += 1
+    db.session.commit()
+    event(log, "password set", email=user.email, by=actor.email if actor else "cli")
+
+
+def change_own_password(user: User, current_password: str, new_password: str) -> None:
+    if not verify_password(current_password, user.password_hash):
+        raise AccountError("Your current password is not right.")
+    set_password(user, new_password, actor=user)
+
+
+def end_all_sessions(user: User) -> None:
+    user.session_version += 1
+    db.session.commit()
+
+
+def _active_admins() -> int:
+    return db.session.scalar(
+        select(func.count()).select_from(User).where(User.role == "admin", User.is_active)
+    ) or 0
+
+
+def set_active(user: User, active: bool, actor: User | None = None) -> None:
+    if user.is_active == active:
+        return
+    if not active and user.is_admin and _active_admins() <= 1:
+        raise AccountError("This is the last active admin; make someone else an admin first.")
+    user.is_active = active
+    if not active:
+        user.session_version += 1
+    db.session.commit()
+    event(log, "user activated" if active else "user deactivated", email=user.email,
+          by=actor.email if actor else "cli")
+
+
+def set_role(user: User, role: str, actor: User | None = None) -> None:
+    if role not in User.ROLES:
+        raise AccountError(f"Role must be one of: {', '.join(User.ROLES)}.")
+    if user.role == role:
+        return
+    if user.is_admin and user.is_active and _active_admins() <= 1:
+        raise AccountError("This is the last active admin; make someone else an admin first.")
+    user.role = role
+    db.session.commit()
+    event(log, "role changed", email=user.email, role=role, by=actor.email if actor else "cli")
+
+
+def list_users() -> list[User]:
+    return list(db.session.scalars(select(User).order_by(User.email)))
+
+
+def has_users() -> bool:
+    return db.session.scalar(select(func.count()).select_from(User)) > 0

@@ -1,0 +1,197 @@
+from __future__ import annotations
+
+import logging
+from functools import wraps
+
+from flask import abort, flash, redirect, render_template, request, session, url_for
+from flask_login import current_user, login_required, login_user, logout_user
+
+from ..extensions import db, limiter, login_manager
+from ..logs import event
+from ..models import User
+from ..security import safe_next
+from . import bp, service
+from .forms import (
+    ActionForm,
+    ChangePasswordForm,
+    CreateUserForm,
+    LoginForm,
+    ResetPasswordForm,
+    RoleForm,
+)
+from .passwords import WeakPassword
+
+log = logging.getLogger(__name__)
+
+login_manager.login_view = "auth.login"
+login_manager.login_message = "Please log in to see this page."
+login_manager.login_message_category = "info"
+
+
+@login_manager.user_loader
+def load_user(user_id: str) -> User | None:
+    # The id carries the session version: a cookie issued before a logout,
+    # password change or deactivation names an old version and is refused.
+    try:
+        id_part, version = user_id.split(":", 1)
+        user = db.session.get(User, int(id_part))
+        version_number = int(version)
+    except ValueError:
+        return None
+    if user is None or not user.is_active or user.session_version != version_number:
+        return None
+    return user
+
+
+def admin_required(view):
+    @wraps(view)
+    @login_required
+    def wrapped(*args, **kwargs):
+        if not current_user.is_admin:
+            abort(403)
+        return view(*args, **kwargs)
+
+    return wrapped
+
+
+def _login_account_key() -> str:
+    return "login-account:" + service.normalize_email(request.form.get("email", ""))[:254]
+
+
+def _login_failed(response) -> bool:
+    return response.status_code < 300 or response.status_code >= 400
+
+
+@bp.route("/login", methods=["GET", "POST"])
+@limiter.limit("20 per minute", methods=["POST"])
+@limiter.limit("5 per 15 minutes", key_func=_login_account_key, methods=["POST"],
+               deduct_when=_login_failed)
+def login():
+    if current_user.is_authenticated:
+        return redirect(url_for("messages.history"))
+    form = LoginForm()
+    if form.validate_on_submit():
+        user = service.authenticate(form.email.data, form.password.data)
+        if user is not None:
+            session.clear()  # a fresh session at login: nothing from before carries over
+            login_user(user)
+            event(log, "login succeeded", email=user.email, address=request.remote_addr)
+            target = safe_next(request.args.get("next")) or url_for("messages.history")
+            return redirect(target, 303)
+        event(log, "login failed", logging.WARNING,
+              email=service.normalize_email(form.email.data), address=request.remote_addr)
+        form.password.errors.append("Email or password is not right, or the account is "
+                                    "deactivated.")
+    return render_template("auth/login.html", form=form)
+
+
+@bp.post("/logout")
+@login_required
+def logout():
+    form = ActionForm()
+    if form.validate_on_submit():
+        service.end_all_sessions(current_user)
+        event(log, "logout", email=current_user.email)
+        logout_user()
+        session.clear()
+        flash("You have logged out.", "info")
+    return redirect(url_for("auth.login"), 303)
+
+
+@bp.route("/account/password", methods=["GET", "POST"])
+@login_required
+def change_password():
+    form = ChangePasswordForm()
+    if form.validate_on_submit():
+        try:
+            service.change_own_password(current_user, form.current_password.data,
+                                        form.new_password.data)
+        except service.AccountError as exc:
+            form.current_password.errors.append(str(exc))
+        else:
+            # Every other session ends; this one continues under the new version.
+            login_user(current_user)
+            flash("Your password has changed. Other sessions have been logged out.", "success")
+            return redirect(url_for("messages.history"), 303)
+    return render_template("auth/change_password.html", form=form)
+
+
+@bp.route("/admin/users", methods=["GET", "POST"])
+@admin_required
+def users():
+    form = CreateUserForm()
+    if form.validate_on_submit():
+        try:
+            user = service.create_user(form.email.data, form.password.data, form.role.data,
+                                       actor=current_user)
+        except (service.AccountError, WeakPassword) as exc:
+            form.email.errors.append(str(exc))
+        else:
+            flash(f"Account created for {user.email}.", "success")
+            return redirect(url_for("auth.users"), 303)
+    return render_template("admin/users.html", users=service.list_users(), form=form)
+
+
+@bp.get("/admin/users/<int:user_id>")
+@admin_required
+def user_detail(user_id: int):
+    user = _user_or_404(user_id)
+    return render_template("admin/user.html", user=user, reset_form=ResetPasswordForm(),
+                           role_form=RoleForm(role=user.role), action_form=ActionForm())
+
+
+@bp.post("/admin/users/<int:user_id>/password")
+@admin_required
+def reset_password(user_id: int):
+    user = _user_or_404(user_id)
+    form = ResetPasswordForm()
+    if form.validate_on_submit():
+        service.set_password(user, form.password.data, actor=current_user)
+        flash(f"Password reset for {user.email}; their sessions have ended.", "success")
+        return redirect(url_for("auth.user_detail", user_id=user.id), 303)
+    return render_template("admin/user.html", user=user, reset_form=form,
+                           role_form=RoleForm(role=user.role), action_form=ActionForm()), 400
+
+
+@bp.post("/admin/users/<int:user_id>/role")
+@admin_required
+def change_role(user_id: int):
+    user = _user_or_404(user_id)
+    form = RoleForm()
+    if form.validate_on_submit():
+        _apply(lambda: service.set_role(user, form.role.data, actor=current_user),
+               f"{user.email} is now {form.role.data}.")
+    return redirect(url_for("auth.user_detail", user_id=user.id), 303)
+
+
+@bp.post("/admin/users/<int:user_id>/deactivate")
+@admin_required
+def deactivate(user_id: int):
+    user = _user_or_404(user_id)
+    if ActionForm().validate_on_submit():
+        _apply(lambda: service.set_active(user, False, actor=current_user),
+               f"{user.email} is deactivated and logged out everywhere.")
+    return redirect(url_for("auth.user_detail", user_id=user.id), 303)
+
+
+@bp.post("/admin/users/<int:user_id>/activate")
+@admin_required
+def activate(user_id: int):
+    user = _user_or_404(user_id)
+    if ActionForm().validate_on_submit():
+        _apply(lambda: service.set_active(user, True, actor=current_user),
+               f"{user.email} can log in again.")
+    return redirect(url_for("auth.user_detail", user_id=user.id), 303)
+
+
+def _user_or_404(user_id: int) -> User:
+    return db.session.get(User, user_id) or abort(404)
+
+
+def _apply(change, success: str) -> None:
+    try:
+        change()
+    except service.AccountError as exc:
+        flash(str(exc), "error")
+    else:
+        flash(success, "success")

@@ -1,0 +1,148 @@
+"""Command-line interface: `flask users ...`, `flask plivo-simulator`, `flask worker`, ..."""
+
+from __future__ import annotations
+
+import secrets
+import sys
+
+import click
+from flask import Flask, current_app
+from flask.cli import AppGroup
+
+from .auth import service as accounts
+from .auth.passwords import WeakPassword
+from .config import current_settings
+
+users = AppGroup("users", help="Manage staff accounts.")
+messages = AppGroup("messages", help="Maintenance of the message table.")
+
+
+def _fail(message: str) -> None:
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(1)
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    return click.prompt("Password", hide_input=True, confirmation_prompt=True)
+
+
+@users.command("create")
+@click.argument("email")
+@click.option("--admin", is_flag=True, help="Give the account the admin role.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+def create_user(email: str, admin: bool, password_stdin: bool) -> None:
+    """Create an account (the password is asked for twice)."""
+    password = _read_password(password_stdin)
+    try:
+        user = accounts.create_user(email, password, "admin" if admin else "staff")
+    except (accounts.AccountError, WeakPassword) as exc:
+        _fail(str(exc))
+    click.echo(f"Created {user.role} account {user.email}.")
+
+
+@users.command("list")
+def list_users() -> None:
+    """List every account."""
+    for user in accounts.list_users():
+        state = "active" if user.is_active else "deactivated"
+        last = user.last_login_at.isoformat(timespec="seconds") if user.last_login_at else "never"
+        click.echo(f"{user.email}\t{user.role}\t{state}\tlast login: {last}")
+
+
+@users.command("set-password")
+@click.argument("email")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+def set_password(email: str, password_stdin: bool) -> None:
+    """Set an account's password and end all its sessions."""
+    user = accounts.find_user(email) or _fail(f"no account for {email}")
+    password = _read_password(password_stdin)
+    try:
+        accounts.set_password(user, password)
+    except WeakPassword as exc:
+        _fail(str(exc))
+    click.echo(f"Password changed for {user.email}; their sessions have ended.")
+
+
+@users.command("deactivate")
+@click.argument("email")
+def deactivate(email: str) -> None:
+    """Deactivate an account and end all its sessions."""
+    user = accounts.find_user(email) or _fail(f"no account for {email}")
+    try:
+        accounts.set_active(user, False)
+    except accounts.AccountError as exc:
+        _fail(str(exc))
+    click.echo(f"Deactivated {user.email}.")
+
+
+@users.command("bootstrap")
+def bootstrap() -> None:
+    """On an empty database, create an admin and print its password once."""
+    if accounts.has_users():
+        return
+    email = "admin@example.com"
+    password = secrets.token_urlsafe(15)
+    accounts.create_user(email, password, "admin")
+    line = "=" * 64
+    click.echo(f"{line}\nFirst run: an admin account was created.\n"
+               f"  email:    {email}\n  password: {password}\n"
+               f"Log in at {current_settings().public_base_url}/login and change it.\n{line}")
+
+
+@click.command("plivo-simulator")
+@click.option("--port", type=int, default=None, help="Port (default: SIMULATOR_PORT, 8025).")
+@click.option("--callback-delay", type=float, default=1.0, show_default=True,
+              help="Seconds between status callbacks.")
+@click.option("--latency", type=float, default=0.0, help="Seconds to wait before answering.")
+@click.option("--rate-per-5s", type=int, default=None, help="Answer 429 above this rate.")
+def plivo_simulator(port: int | None, callback_delay: float, latency: float,
+                    rate_per_5s: int | None) -> None:
+    """Serve the Plivo simulator on 127.0.0.1 (sandbox mode)."""
+    from werkzeug.serving import run_simple
+
+    from .plivo_simulator import MAGIC_NUMBERS, PlivoSimulator
+
+    settings = current_settings()
+    simulator = PlivoSimulator(settings.plivo_auth_id, settings.plivo_auth_token,
+                               callback_delay=callback_delay, latency=latency,
+                               rate_per_5s=rate_per_5s)
+    port = port or settings.simulator_port
+    click.echo(f"Plivo simulator on http://127.0.0.1:{port} (account {settings.plivo_auth_id})")
+    for number, behaviour in MAGIC_NUMBERS.items():
+        click.echo(f"  +{number}: {behaviour}")
+    run_simple("127.0.0.1", port, simulator.app, threaded=True)
+
+
+@click.command("sandbox")
+@click.option("--check", is_flag=True, help="Exit 0 in sandbox mode, 1 with real credentials.")
+def sandbox(check: bool) -> None:
+    """Tell whether the app runs against the bundled simulator."""
+    on = current_settings().sandbox
+    if not check:
+        click.echo("sandbox" if on else "live")
+    sys.exit(0 if on else 1)
+
+
+@click.command("worker")
+@click.option("--threads", type=int, default=None, help="Worker threads (default QUEUE_WORKERS).")
+def worker(threads: int | None) -> None:
+    """Run a task-queue worker that sends queued messages."""
+    from .tasks import run_worker
+
+    run_worker(current_app._get_current_object(), threads or current_settings().queue_workers)
+
+
+@messages.command("requeue")
+@click.option("--older-than", type=int, default=60, show_default=True, help="Seconds.")
+def requeue(older_than: int) -> None:
+    """Queue again pending messages no worker has tried (e.g. the queue was down)."""
+    from .messages.service import requeue_stuck
+
+    click.echo(f"Queued {requeue_stuck(older_than)} message(s) again.")
+
+
+def init_app(app: Flask) -> None:
+    for command in (users, messages, plivo_simulator, sandbox, worker):
+        app.cli.add_command(command)

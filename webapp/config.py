@@ -1,0 +1,281 @@
+"""Settings: read from the environment once, validated at start.
+
+Every key is documented in `.env.example` and the README. A bad value raises
+`ConfigError` whose message names the key; `wsgi.py` turns it into one line on
+stderr and a non-zero exit, never a stack trace.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import phonenumbers
+from flask import current_app
+
+APP_ENVS = ("development", "production", "testing")
+SIGNATURE_MODES = ("enforce", "log-only")
+
+# Credentials the bundled simulator accepts. They only ever reach a loopback
+# simulator: sandbox mode refuses to point them at anything else.
+SANDBOX_AUTH_ID = "MASANDBOX00000000000"
+SANDBOX_AUTH_TOKEN = "sandbox-token-not-a-secret"  # noqa: S105
+SANDBOX_SENDER = "+14155550100"
+SANDBOX_SIMULATOR_PORT = 8025
+
+_AUTH_ID_RE = re.compile(r"^(MA|SA)[A-Z0-9]{18}$")
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed. The message starts with the key."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    app_env: str
+    secret_key: str
+    database_url: str
+    instance_path: Path
+    plivo_auth_id: str
+    plivo_auth_token: str
+    plivo_main_auth_token: str | None
+    plivo_api_url: str
+    sandbox: bool
+    simulator_port: int
+    sender_numbers: tuple[str, ...]
+    public_base_url: str
+    signature_mode: str
+    ratelimit_storage_uri: str
+    trusted_proxies: int
+    task_queue_url: str
+    queue_workers: int
+    send_rate_per_5s: int
+    send_max_in_flight: int
+    sends_per_minute_per_user: int
+    media_probe: bool
+    media_probe_allow_hosts: frozenset[str]
+    probe_timeout_seconds: float
+    sent_no_receipt_after_minutes: int
+    bcrypt_rounds: int
+    log_level: str
+    log_format: str
+    plivo_connect_timeout_seconds: float = 3.0
+    plivo_read_timeout_seconds: float = 10.0
+
+    @property
+    def production(self) -> bool:
+        return self.app_env == "production"
+
+    @property
+    def testing(self) -> bool:
+        return self.app_env == "testing"
+
+    @property
+    def status_callback_url(self) -> str:
+        return self.public_base_url + "/webhooks/plivo/status"
+
+
+def _int(env: Mapping[str, str], key: str, default: int, lo: int, hi: int) -> int:
+    raw = env.get(key, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{key}: expected a whole number, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise ConfigError(f"{key}: must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], key: str, default: float, lo: float, hi: float) -> float:
+    raw = env.get(key, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{key}: expected a number, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise ConfigError(f"{key}: must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def _choice(env: Mapping[str, str], key: str, default: str, choices: tuple[str, ...]) -> str:
+    value = env.get(key, "").strip().lower() or default
+    if value not in choices:
+        raise ConfigError(f"{key}: must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def _flag(env: Mapping[str, str], key: str, default: bool) -> bool:
+    raw = env.get(key, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{key}: expected on or off, got {raw!r}")
+
+
+def _http_url(key: str, value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{key}: expected an http(s) URL, got {value!r}")
+    if parts.query or parts.fragment:
+        raise ConfigError(f"{key}: must not carry a query or fragment")
+    return value.rstrip("/")
+
+
+def _e164_list(key: str, raw: str) -> tuple[str, ...]:
+    numbers = []
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        try:
+            parsed = phonenumbers.parse(item, "US")
+        except phonenumbers.NumberParseException:
+            raise ConfigError(f"{key}: {item!r} is not a phone number") from None
+        if not phonenumbers.is_valid_number(parsed) or phonenumbers.region_code_for_number(
+            parsed
+        ) not in ("US", "CA"):
+            raise ConfigError(f"{key}: {item!r} is not a valid US or Canadian number")
+        e164 = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+        if e164 not in numbers:
+            numbers.append(e164)
+    if not numbers:
+        raise ConfigError(f"{key}: give at least one MMS-enabled number")
+    return tuple(numbers)
+
+
+def _secret_key(env: Mapping[str, str], app_env: str, instance_path: Path) -> str:
+    value = env.get("SECRET_KEY", "").strip()
+    if value:
+        if len(value) < 32:
+            raise ConfigError("SECRET_KEY: must be at least 32 characters")
+        return value
+    if app_env == "production":
+        raise ConfigError("SECRET_KEY: required in production (python -c 'import secrets; "
+                          "print(secrets.token_hex(32))')")
+    if app_env == "testing":
+        return secrets.token_hex(32)
+    # Development: generate once and keep it, so sessions survive a restart.
+    key_file = instance_path / "secret_key"
+    if key_file.exists():
+        return key_file.read_text().strip()
+    instance_path.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_hex(32)
+    key_file.write_text(value)
+    key_file.chmod(0o600)
+    return value
+
+
+def load_settings(env: Mapping[str, str] | None = None, instance_path: Path | None = None) -> Settings:
+    """Build Settings from `env` (default: the process environment)."""
+    env = os.environ if env is None else env
+    instance_path = Path(env.get("INSTANCE_PATH") or instance_path or Path.cwd() / "instance")
+    app_env = _choice(env, "APP_ENV", "development", APP_ENVS)
+
+    auth_id = env.get("PLIVO_AUTH_ID", "").strip()
+    auth_token = env.get("PLIVO_AUTH_TOKEN", "").strip()
+    if bool(auth_id) != bool(auth_token):
+        missing = "PLIVO_AUTH_TOKEN" if auth_id else "PLIVO_AUTH_ID"
+        raise ConfigError(f"{missing}: set both PLIVO_AUTH_ID and PLIVO_AUTH_TOKEN, or neither "
+                          "for sandbox mode")
+    sandbox = not auth_id
+    simulator_port = _int(env, "SIMULATOR_PORT", SANDBOX_SIMULATOR_PORT, 1, 65535)
+    if sandbox:
+        if app_env == "production":
+            raise ConfigError("PLIVO_AUTH_ID: production needs real Plivo credentials")
+        auth_id, auth_token = SANDBOX_AUTH_ID, SANDBOX_AUTH_TOKEN
+        api_url = _http_url("PLIVO_API_URL", env.get("PLIVO_API_URL", "").strip()
+                            or f"http://127.0.0.1:{simulator_port}")
+        if urlsplit(api_url).hostname not in ("127.0.0.1", "localhost", "::1"):
+            raise ConfigError("PLIVO_API_URL: sandbox mode only talks to a simulator on "
+                              "127.0.0.1; set PLIVO_AUTH_ID and PLIVO_AUTH_TOKEN for a real account")
+    else:
+        if not _AUTH_ID_RE.match(auth_id):
+            raise ConfigError("PLIVO_AUTH_ID: expected MA or SA followed by 18 capital letters "
+                              "or digits")
+        api_url = _http_url("PLIVO_API_URL",
+                            env.get("PLIVO_API_URL", "").strip() or "https://api.plivo.com")
+
+    senders_raw = env.get("PLIVO_SENDER_NUMBERS", "").strip()
+    if not senders_raw and not sandbox:
+        raise ConfigError("PLIVO_SENDER_NUMBERS: required with real credentials "
+                          "(your MMS-enabled Plivo numbers, comma-separated)")
+    sender_numbers = _e164_list("PLIVO_SENDER_NUMBERS", senders_raw or SANDBOX_SENDER)
+
+    public_base_url = _http_url(
+        "PUBLIC_BASE_URL", env.get("PUBLIC_BASE_URL", "").strip() or "http://127.0.0.1:5000"
+    )
+    if app_env == "production" and not public_base_url.startswith("https://"):
+        raise ConfigError("PUBLIC_BASE_URL: must be https:// in production")
+
+    database_url = env.get("DATABASE_URL", "").strip() or f"sqlite:///{instance_path}/mms.sqlite3"
+    if not re.match(r"^(sqlite|postgresql(\+psycopg)?)://", database_url):
+        raise ConfigError("DATABASE_URL: expected sqlite:///PATH or postgresql+psycopg://...")
+
+    task_queue_url = (env.get("TASK_QUEUE_URL", "").strip()
+                      or f"sqlite:///{instance_path}/tasks.sqlite3")
+    if not re.match(r"^(sqlite:///.+|redis://.+|rediss://.+|immediate)$", task_queue_url):
+        raise ConfigError("TASK_QUEUE_URL: expected sqlite:///PATH, redis://... or immediate")
+
+    ratelimit_storage_uri = env.get("RATELIMIT_STORAGE_URI", "").strip() or "memory://"
+    if not re.match(r"^(memory|redis|rediss)://", ratelimit_storage_uri):
+        raise ConfigError("RATELIMIT_STORAGE_URI: expected memory:// or redis://...")
+
+    bcrypt_rounds = _int(env, "BCRYPT_ROUNDS", 12, 4, 16)
+    if bcrypt_rounds < 12 and app_env != "testing":
+        raise ConfigError("BCRYPT_ROUNDS: must be at least 12 outside tests")
+
+    allow_hosts = frozenset(
+        h.strip().lower() for h in env.get("MEDIA_PROBE_ALLOW_HOSTS", "").split(",") if h.strip()
+    )
+    if allow_hosts and app_env == "production":
+        raise ConfigError("MEDIA_PROBE_ALLOW_HOSTS: test-only, refused in production")
+
+    return Settings(
+        app_env=app_env,
+        secret_key=_secret_key(env, app_env, instance_path),
+        database_url=database_url,
+        instance_path=instance_path,
+        plivo_auth_id=auth_id,
+        plivo_auth_token=auth_token,
+        plivo_main_auth_token=env.get("PLIVO_MAIN_AUTH_TOKEN", "").strip() or None,
+        plivo_api_url=api_url,
+        sandbox=sandbox,
+        simulator_port=simulator_port,
+        sender_numbers=sender_numbers,
+        public_base_url=public_base_url,
+        signature_mode=_choice(env, "PLIVO_SIGNATURE_MODE", "enforce", SIGNATURE_MODES),
+        ratelimit_storage_uri=ratelimit_storage_uri,
+        trusted_proxies=_int(env, "TRUSTED_PROXIES", 0, 0, 5),
+        task_queue_url=task_queue_url,
+        queue_workers=_int(env, "QUEUE_WORKERS", 10, 1, 100),
+        send_rate_per_5s=_int(env, "SEND_RATE_PER_5S", 300, 1, 300),
+        send_max_in_flight=_int(env, "SEND_MAX_IN_FLIGHT", 10, 1, 100),
+        sends_per_minute_per_user=_int(env, "SENDS_PER_MINUTE_PER_USER", 30, 1, 10_000),
+        # The simulator fetches no media and sandbox machines may have no network.
+        media_probe=_flag(env, "MEDIA_PROBE", not sandbox),
+        media_probe_allow_hosts=allow_hosts,
+        probe_timeout_seconds=_float(env, "PROBE_TIMEOUT_SECONDS", 3.0, 0.1, 3.0),
+        sent_no_receipt_after_minutes=_int(env, "SENT_NO_RECEIPT_AFTER_MINUTES", 60, 1, 10_080),
+        bcrypt_rounds=bcrypt_rounds,
+        log_level=_choice(env, "LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper(),
+        log_format=_choice(env, "LOG_FORMAT", "json" if app_env == "production" else "text",
+                           ("json", "text")),
+        plivo_connect_timeout_seconds=_float(env, "PLIVO_CONNECT_TIMEOUT_SECONDS", 3.0, 0.1, 3.0),
+        plivo_read_timeout_seconds=_float(env, "PLIVO_READ_TIMEOUT_SECONDS", 10.0, 0.1, 10.0),
+    )
+
+
+def current_settings() -> Settings:
+    """The Settings of the app handling the current request or task."""
+    return current_app.extensions["settings"]

@@ -1,0 +1,70 @@
+"""Friendly error pages; never a stack trace to a user."""
+
+from __future__ import annotations
+
+import math
+import time
+
+from flask import Flask, jsonify, render_template, request
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException, InternalServerError
+
+from .extensions import db, limiter
+
+MESSAGES = {
+    400: ("Bad request", "The request could not be understood."),
+    403: ("Not allowed", "Your account does not have access to this page."),
+    404: ("Page not found", "There is nothing at this address."),
+    405: ("Method not allowed", "This address does not accept that kind of request."),
+    413: ("Too large", "What you sent is larger than this dashboard accepts."),
+    429: ("Too many attempts", "Please wait before trying again."),
+    500: ("Something went wrong", "The error has been logged. Please try again in a moment."),
+}
+
+
+def _wants_json() -> bool:
+    return request.path.startswith("/webhooks/") or request.path == "/healthz"
+
+
+def retry_after_seconds() -> int | None:
+    """Seconds until the rate limit that refused this request resets."""
+    current = limiter.current_limit
+    if current is None:
+        return None
+    return max(1, math.ceil(current.reset_at - time.time()))
+
+
+def render_error(code: int, detail: str | None = None):
+    title, message = MESSAGES.get(code, (str(code), ""))
+    if _wants_json():
+        return jsonify(error=title, detail=detail or message), code
+    return render_template("errors/error.html", code=code, title=title,
+                           message=detail or message), code
+
+
+def init_app(app: Flask) -> None:
+    @app.errorhandler(CSRFError)
+    def csrf_error(_exc):
+        return render_error(400, "The form expired or was sent from another site. "
+                                 "Go back, reload the page and try again.")
+
+    @app.errorhandler(429)
+    def too_many(_exc):
+        wait = retry_after_seconds()
+        if wait is None:
+            return render_error(429)
+        minutes = math.ceil(wait / 60)
+        when = f"{wait} seconds" if wait < 90 else f"{minutes} minutes"
+        response, code = render_error(429, f"Too many attempts. Try again in {when}.")
+        return response, code, {"Retry-After": str(wait)}
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        if exc.code is None or exc.code >= 500:
+            db.session.rollback()
+        return render_error(exc.code or 500)
+
+    @app.errorhandler(InternalServerError)
+    def server_error(_exc):
+        db.session.rollback()
+        return render_error(500)

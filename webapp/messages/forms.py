@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+import re
+import secrets
+
+import phonenumbers
+from flask_wtf import FlaskForm
+from wtforms import Field, HiddenField, SelectField, SubmitField, TextAreaField
+from wtforms.validators import DataRequired, Length, Regexp, ValidationError
+from wtforms.widgets import TextInput
+
+MAX_RECIPIENTS = 25
+MAX_TEXT = 1600
+MAX_MEDIA = 10
+# Plivo media ids as its Media API returns them (a UUID).
+MEDIA_ID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
+                         r"[0-9a-fA-F]{12}$")
+NUMBER_SPLIT_RE = re.compile(r"[,;\n\r]+")
+
+
+def parse_recipients(raw: str, sender: str | None = None) -> list[str]:
+    """E.164 numbers from free text, duplicates removed. Raises ValueError."""
+    items = [item.strip() for item in NUMBER_SPLIT_RE.split(raw or "") if item.strip()]
+    if not items:
+        raise ValueError("Enter at least one phone number.")
+    numbers: list[str] = []
+    for item in items:
+        if len(item) > 40:
+            raise ValueError(f"“{item[:40]}…” is not a phone number.")
+        try:
+            parsed = phonenumbers.parse(item, "US")
+        except phonenumbers.NumberParseException:
+            raise ValueError(f"“{item}” is not a phone number.") from None
+        if not phonenumbers.is_valid_number(parsed):
+            raise ValueError(f"“{item}” is not a valid phone number.")
+        if phonenumbers.region_code_for_number(parsed) not in ("US", "CA"):
+            raise ValueError(f"“{item}”: MMS can only be sent to US and Canadian numbers.")
+        e164 = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+        if e164 == sender:
+            raise ValueError(f"“{item}” is the sending number; it cannot message itself.")
+        if e164 not in numbers:
+            numbers.append(e164)
+    if len(numbers) > MAX_RECIPIENTS:
+        raise ValueError(f"Send to at most {MAX_RECIPIENTS} numbers at once "
+                         f"({len(numbers)} given).")
+    return numbers
+
+
+def classify_media(item: str) -> tuple[str, str]:
+    """("url", url) or ("media_id", id) for one media row. Raises ValueError."""
+    if item.lower().startswith("https://"):
+        if len(item) > 2000:
+            raise ValueError("The address is too long.")
+        return "url", item
+    if item.lower().startswith("http://"):
+        raise ValueError("Media addresses must start with https://.")
+    if MEDIA_ID_RE.match(item):
+        return "media_id", item.lower()
+    raise ValueError("Enter an https:// address or a Plivo media ID.")
+
+
+class MultiStringField(Field):
+    """Every value posted under one name (the media rows), in order."""
+
+    widget = TextInput()
+
+    def process_formdata(self, valuelist):
+        self.data = [value.strip() for value in valuelist]
+
+    def _value(self):
+        return ""
+
+
+class ComposeForm(FlaskForm):
+    sender = SelectField("From", validators=[DataRequired()])
+    recipients = TextAreaField(
+        "To", validators=[DataRequired(message="Enter at least one phone number.")],
+        description=f"Up to {MAX_RECIPIENTS} US or Canadian numbers, separated by commas or "
+                    "new lines.")
+    text = TextAreaField("Message", validators=[Length(max=MAX_TEXT, message=(
+        f"The text can be at most {MAX_TEXT} characters."))],
+        description=f"Optional, up to {MAX_TEXT} characters.")
+    media = MultiStringField("Pictures or clips", default=list)
+    idempotency_key = HiddenField(validators=[DataRequired(), Regexp(r"^[A-Za-z0-9_-]{16,64}$")])
+    submit = SubmitField("Send")
+
+    def __init__(self, *args, senders: tuple[str, ...] = (), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.sender.choices = [(n, phonenumbers.format_number(
+            phonenumbers.parse(n), phonenumbers.PhoneNumberFormat.NATIONAL)) for n in senders]
+        if not self.idempotency_key.data:
+            self.idempotency_key.data = secrets.token_urlsafe(24)
+        self.parsed_recipients: list[str] = []
+        self.parsed_media: list[tuple[str, str]] = []
+        self.media_errors: list[str] = []
+
+    def validate_recipients(self, field):
+        try:
+            self.parsed_recipients = parse_recipients(field.data, self.sender.data)
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from exc
+
+    def validate_media(self, field):
+        rows = [item for item in (field.data or []) if item]
+        if not rows:
+            raise ValidationError("Add at least one picture or clip.")
+        if len(rows) > MAX_MEDIA:
+            raise ValidationError(f"Attach at most {MAX_MEDIA} items ({len(rows)} given).")
+        parsed, errors = [], []
+        for number, item in enumerate(rows, start=1):
+            try:
+                parsed.append(classify_media(item))
+            except ValueError as exc:
+                errors.append(f"Item {number}: {exc}")
+        if errors:
+            self.media_errors = errors
+            raise ValidationError(" ".join(errors))
+        if len(set(parsed)) != len(parsed):
+            raise ValidationError("The same item is attached twice.")
+        self.parsed_media = parsed

@@ -1,0 +1,354 @@
+"""Messages: create, dispatch, apply statuses. Views and tasks call this; it owns the rules."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from flask import current_app
+from limits import RateLimitItemPerSecond
+from limits.storage import storage_from_string
+from limits.strategies import MovingWindowRateLimiter
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
+from tenacity import stop_after_delay as tenacity_stop_after_delay
+
+from .. import plivo_gateway as gateway
+from .. import statuses
+from ..config import Settings, current_settings
+from ..extensions import db
+from ..logs import event
+from ..models import Message, StatusEvent, User, utcnow
+from ..tasks import enqueue_dispatch
+
+log = logging.getLogger(__name__)
+
+
+# ---- create -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SendRequest:
+    sender: str
+    recipients: list[str]
+    text: str
+    media: list[dict]  # {"url", "content_type", "size"} or {"media_id"}
+    idempotency_key: str
+
+
+def messages_for_key(user: User, key: str) -> list[Message]:
+    return list(db.session.scalars(
+        select(Message).where(Message.created_by_id == user.id, Message.idempotency_key == key)
+        .order_by(Message.id)))
+
+
+def create_messages(user: User, send: SendRequest) -> tuple[list[Message], bool]:
+    """Record one pending message per recipient, then queue each for sending.
+
+    Returns (messages, created). The same idempotency key again returns the
+    messages of the first request and creates nothing: a double click or a
+    refresh cannot send twice.
+    """
+    existing = messages_for_key(user, send.idempotency_key)
+    if existing:
+        return existing, False
+    rows = [
+        Message(created_by_id=user.id, idempotency_key=send.idempotency_key, sender=send.sender,
+                recipient=recipient, text=send.text, media=send.media)
+        for recipient in send.recipients
+    ]
+    db.session.add_all(rows)
+    try:
+        db.session.commit()
+    except IntegrityError:
+        # Another request with the same key won the race; show its messages.
+        db.session.rollback()
+        return messages_for_key(user, send.idempotency_key), False
+    event(log, "messages created", count=len(rows), by=user.email, key=send.idempotency_key)
+    for message in rows:
+        try:
+            enqueue_dispatch(message.id)
+        except Exception:  # the queue is down: the row stays pending, `requeue` picks it up
+            log.exception("could not queue message %s", message.public_id)
+    return rows, True
+
+
+# ---- dispatch -----------------------------------------------------------------------------
+class DispatchLimiter:
+    """Plivo's limits, shared by every dispatch in this process (and across
+    processes when the storage is Redis): a moving window of requests per 5 s,
+    and a cap on requests in flight."""
+
+    def __init__(self, storage_uri: str, per_5s: int, max_in_flight: int) -> None:
+        self._window = MovingWindowRateLimiter(storage_from_string(storage_uri))
+        self._item = RateLimitItemPerSecond(per_5s, 5)
+        self._in_flight = threading.BoundedSemaphore(max_in_flight)
+
+    @contextmanager
+    def slot(self, sleep: Callable[[float], None] = time.sleep):
+        with self._in_flight:
+            while not self._window.hit(self._item, "plivo-send"):
+                reset_at, _ = self._window.get_window_stats(self._item, "plivo-send")
+                sleep(min(max(0.01, reset_at - time.time()), 5.0))
+            yield
+
+
+def _dispatch_limiter(settings: Settings) -> DispatchLimiter:
+    limiter = current_app.extensions.get("dispatch_limiter")
+    if limiter is None:
+        limiter = DispatchLimiter(settings.ratelimit_storage_uri, settings.send_rate_per_5s,
+                                  settings.send_max_in_flight)
+        current_app.extensions["dispatch_limiter"] = limiter
+    return limiter
+
+
+@dataclass
+class RetryPolicy:
+    """Full-jitter exponential backoff; injectable clock and randomness for tests."""
+
+    attempts: int = 5
+    base_seconds: float = 2.0
+    cap_seconds: float = 60.0
+    within_seconds: float = 120.0
+    sleep: Callable[[float], None] = time.sleep
+    rng: random.Random = field(default_factory=random.Random)
+
+    def wait(self, state: RetryCallState) -> float:
+        ceiling = min(self.cap_seconds, self.base_seconds * 2 ** (state.attempt_number - 1))
+        delay = self.rng.uniform(0, ceiling)
+        exc = state.outcome.exception() if state.outcome else None
+        retry_after = getattr(exc, "retry_after", None)
+        return max(delay, retry_after or 0.0)
+
+
+def gateway_config(settings: Settings) -> gateway.GatewayConfig:
+    return gateway.GatewayConfig(
+        auth_id=settings.plivo_auth_id, auth_token=settings.plivo_auth_token,
+        api_url=settings.plivo_api_url, connect_timeout=settings.plivo_connect_timeout_seconds,
+        read_timeout=settings.plivo_read_timeout_seconds)
+
+
+def _claim(message_id: int) -> bool:
+    """Take a pending message for sending; False if another worker has it."""
+    result = db.session.execute(
+        update(Message)
+        .where(Message.id == message_id, Message.status == statuses.PENDING,
+               Message.attempts == 0)
+        .values(attempts=1, updated_at=utcnow()))
+    db.session.commit()
+    return result.rowcount == 1
+
+
+def dispatch_message(message_id: int, policy: RetryPolicy | None = None) -> None:
+    """Send one pending message through Plivo and record the outcome.
+
+    Retries only where Plivo cannot have acted (connect errors, 429, 5xx).
+    A 4xx makes the message `error`; a timeout after sending makes it
+    `unknown`, never resent automatically.
+    """
+    policy = policy or RetryPolicy()
+    if not _claim(message_id):
+        return
+    message = db.session.get(Message, message_id)
+    settings = current_settings()
+    config = gateway_config(settings)
+    limiter = _dispatch_limiter(settings)
+    media_urls = [m["url"] for m in message.media if "url" in m]
+    media_ids = [m["media_id"] for m in message.media if "media_id" in m]
+
+    tries = 0
+
+    def attempt() -> str:
+        nonlocal tries
+        tries += 1
+        if tries > 1:  # the claim counted the first; a crash mid-send leaves the count true
+            message.attempts = tries
+            db.session.commit()
+        with limiter.slot(policy.sleep):
+            return gateway.send_mms(config, src=message.sender, dst=message.recipient,
+                                    text=message.text, media_urls=media_urls,
+                                    media_ids=media_ids,
+                                    callback_url=settings.status_callback_url)
+
+    def note_retry(state: RetryCallState) -> None:
+        exc = state.outcome.exception()
+        message.last_attempt_error = str(exc)
+        db.session.commit()
+        event(log, "send will be retried", logging.WARNING, message=message.public_id,
+              attempt=state.attempt_number, error=str(exc))
+
+    retrying = Retrying(
+        retry=retry_if_exception_type(gateway.PlivoRetryable),
+        stop=stop_after_attempt(policy.attempts)
+        | tenacity_stop_after_delay(policy.within_seconds),
+        wait=policy.wait, sleep=policy.sleep, before_sleep=note_retry, reraise=True)
+    try:
+        plivo_uuid = retrying(attempt)
+    except gateway.PlivoRejected as exc:
+        _finish_without_uuid(message, statuses.ERROR, f"Plivo refused the message: {exc.reason}")
+    except gateway.PlivoRetryable as exc:
+        _finish_without_uuid(message, statuses.ERROR,
+                             f"Plivo was unavailable after {message.attempts} attempts "
+                             f"({exc.reason}); nothing was sent.")
+    except gateway.PlivoAmbiguous as exc:
+        _finish_without_uuid(message, statuses.UNKNOWN, exc.reason)
+    else:
+        record_uuid(message, plivo_uuid)
+
+
+def _finish_without_uuid(message: Message, status: str, reason: str) -> None:
+    message.status = status
+    message.error_reason = reason
+    message.last_attempt_error = reason
+    if statuses.is_final(status):
+        message.final_at = utcnow()
+    db.session.commit()
+    event(log, "send ended without a message id", logging.WARNING, message=message.public_id,
+          status=status, reason=reason)
+
+
+def record_uuid(message: Message, plivo_uuid: str) -> None:
+    """Plivo accepted the message: store its uuid, then apply any callbacks
+    that arrived before we knew it."""
+    message.plivo_uuid = plivo_uuid
+    message.last_attempt_error = None
+    if statuses.should_apply(message.status, message.status_sequence, statuses.QUEUED, 0):
+        message.status = statuses.QUEUED
+        message.queued_at = message.queued_at or utcnow()
+    db.session.commit()
+    event(log, "message accepted by Plivo", message=message.public_id, plivo_uuid=plivo_uuid)
+    adopt_early_events(message)
+
+
+def adopt_early_events(message: Message) -> None:
+    early = list(db.session.scalars(
+        select(StatusEvent).where(StatusEvent.plivo_uuid == message.plivo_uuid,
+                                  StatusEvent.message_id.is_(None), StatusEvent.accepted)
+        .order_by(StatusEvent.sequence)))
+    for status_event in early:
+        status_event.message_id = message.id
+        status_event.applied = apply_status_event(message, status_event)
+    if early:
+        db.session.commit()
+
+
+# ---- statuses -----------------------------------------------------------------------------
+def _parse_plivo_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    for fmt in ("%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%d %H:%M:%S"):
+        try:
+            return datetime.strptime(value, fmt).replace(tzinfo=UTC)
+        except ValueError:
+            continue
+    return None
+
+
+def apply_status_event(message: Message, status_event: StatusEvent) -> bool:
+    """Apply one callback to its message by the state machine; True if it changed it."""
+    if status_event.status not in statuses.CALLBACK_STATUSES or not statuses.should_apply(
+            message.status, message.status_sequence, status_event.status, status_event.sequence):
+        return False
+    payload = status_event.payload
+    message.status = status_event.status
+    message.status_sequence = status_event.sequence
+    code = status_event.error_code
+    if code and code not in ("000", "0"):
+        message.error_code = code
+        message.error_reason = statuses.explain_error_code(code)
+    if (payload.get("Units") or "").isdigit():
+        message.units = int(payload["Units"])
+    if payload.get("TotalAmount"):
+        message.total_amount = payload["TotalAmount"][:20]
+    now = utcnow()
+    message.queued_at = message.queued_at or _parse_plivo_time(payload.get("QueuedTime")) or now
+    if statuses.rank(message.status) >= statuses.rank(statuses.SENT) and message.status != statuses.FAILED:
+        message.sent_at = message.sent_at or _parse_plivo_time(payload.get("SentTime")) or now
+    if message.is_final:
+        message.final_at = _parse_plivo_time(payload.get("DeliveryReportTime")) or now
+    return True
+
+
+def requeue_stuck(older_than_seconds: int = 60) -> int:
+    """Queue again the pending messages nobody has tried (the queue was down)."""
+    cutoff = utcnow().timestamp() - older_than_seconds
+    stuck = [m for m in db.session.scalars(
+        select(Message).where(Message.status == statuses.PENDING, Message.attempts == 0))
+        if m.created_at.timestamp() < cutoff]
+    for message in stuck:
+        enqueue_dispatch(message.id)
+    return len(stuck)
+
+
+# ---- status callbacks ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class Callback:
+    plivo_uuid: str
+    status: str
+    sequence: int
+    error_code: str | None
+
+
+def parse_callback(payload: dict[str, str]) -> Callback:
+    """The fields we act on, checked. Raises ValueError naming what is wrong."""
+    plivo_uuid = (payload.get("MessageUUID") or "").strip()
+    status = (payload.get("Status") or "").strip().lower()
+    if not plivo_uuid or len(plivo_uuid) > 64:
+        raise ValueError("MessageUUID is missing or too long")
+    if not status or len(status) > 32 or not status.replace("_", "").isalpha():
+        raise ValueError("Status is missing or malformed")
+    raw_sequence = (payload.get("Sequence") or "0").strip()
+    if not raw_sequence.isdigit() or len(raw_sequence) > 9:
+        raise ValueError("Sequence must be a whole number")
+    error_code = (payload.get("ErrorCode") or "").strip()[:16] or None
+    return Callback(plivo_uuid, status, int(raw_sequence), error_code)
+
+
+def _message_by_uuid(plivo_uuid: str) -> Message | None:
+    return db.session.scalar(select(Message).where(Message.plivo_uuid == plivo_uuid))
+
+
+def record_status_callback(callback: Callback, payload: dict[str, str], signature: str) -> str:
+    """Store a callback in the ledger once and apply it; one short transaction.
+
+    Returns "applied", "recorded" (kept, status unchanged: older, unknown
+    status, or the message does not know its uuid yet) or "duplicate".
+    """
+    message = _message_by_uuid(callback.plivo_uuid)
+    status_event = StatusEvent(
+        plivo_uuid=callback.plivo_uuid, message_id=message.id if message else None,
+        status=callback.status, sequence=callback.sequence, error_code=callback.error_code,
+        payload=payload, signature=signature, accepted=True)
+    db.session.add(status_event)
+    try:
+        db.session.flush()
+    except IntegrityError:
+        db.session.rollback()  # Plivo retried a callback we already hold
+        return "duplicate"
+    if message is not None:
+        status_event.applied = apply_status_event(message, status_event)
+    db.session.commit()
+    if message is None:
+        # The dispatch may have stored the uuid between our lookup and commit;
+        # whichever of the two commits last adopts the event.
+        message = _message_by_uuid(callback.plivo_uuid)
+        if message is not None:
+            adopt_early_events(message)
+            return "applied"
+    return "applied" if status_event.applied else "recorded"
+
+
+def record_refused_callback(payload: dict[str, str], signature: str) -> None:
+    """Keep a refused callback in the ledger for inspection; it changes nothing."""
+    plivo_uuid = (payload.get("MessageUUID") or "")[:64]
+    if not plivo_uuid:
+        return
+    db.session.add(StatusEvent(
+        plivo_uuid=plivo_uuid, message_id=None, status=(payload.get("Status") or "")[:32],
+        sequence=0, error_code=None, payload=payload, signature=signature, accepted=False))
+    db.session.commit()

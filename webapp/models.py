@@ -1,0 +1,161 @@
+"""Database models, SQLAlchemy 2.0 style. Every timestamp is timezone-aware UTC."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    Numeric,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from . import statuses
+from .extensions import db
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator):
+    """Stores UTC, always hands back an aware datetime (SQLite keeps no zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class User(db.Model):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(100))
+    role: Mapped[str] = mapped_column(String(10), default="staff")
+    is_active: Mapped[bool] = mapped_column(default=True)
+    # Part of the Flask-Login id: bumping it kills every cookie issued before.
+    session_version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    ROLES = ("admin", "staff")
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+    # Flask-Login protocol
+    @property
+    def is_authenticated(self) -> bool:
+        return True
+
+    @property
+    def is_anonymous(self) -> bool:
+        return False
+
+    def get_id(self) -> str:
+        return f"{self.id}:{self.session_version}"
+
+    def __repr__(self) -> str:
+        return f"<User {self.id} {self.role}>"
+
+
+def new_public_id() -> str:
+    return secrets.token_urlsafe(12)
+
+
+class Message(db.Model):
+    __tablename__ = "messages"
+    __table_args__ = (
+        UniqueConstraint("created_by_id", "idempotency_key", "recipient",
+                         name="uq_messages_idempotency"),
+        Index("ix_messages_created_at_id", "created_at", "id"),
+        Index("ix_messages_status_created_at", "status", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(24), unique=True, default=new_public_id)
+    created_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    idempotency_key: Mapped[str] = mapped_column(String(64))
+    sender: Mapped[str] = mapped_column(String(16))
+    recipient: Mapped[str] = mapped_column(String(16), index=True)
+    text: Mapped[str] = mapped_column(Text, default="")
+    # [{"url": ..., "content_type": ..., "size": ...} | {"media_id": ...}]
+    media: Mapped[list[dict]] = mapped_column(JSON, default=list)
+    status: Mapped[str] = mapped_column(String(16), default=statuses.PENDING)
+    status_sequence: Mapped[int] = mapped_column(Integer, default=0)
+    error_code: Mapped[str | None] = mapped_column(String(16))
+    error_reason: Mapped[str | None] = mapped_column(Text)
+    plivo_uuid: Mapped[str | None] = mapped_column(String(64), unique=True)
+    units: Mapped[int | None] = mapped_column(Integer)
+    total_amount: Mapped[str | None] = mapped_column(Numeric(12, 5).with_variant(String(20), "sqlite"))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_attempt_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    queued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    final_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    created_by: Mapped[User] = relationship(lazy="joined")
+    events: Mapped[list[StatusEvent]] = relationship(
+        back_populates="message", order_by="StatusEvent.received_at"
+    )
+
+    @property
+    def is_final(self) -> bool:
+        return statuses.is_final(self.status)
+
+    def __repr__(self) -> str:
+        return f"<Message {self.public_id} {self.status}>"
+
+
+class StatusEvent(db.Model):
+    """The ledger: every accepted (or refused) status callback, stored once."""
+
+    __tablename__ = "status_events"
+    # A retried callback is stored once. Refused (forged) callbacks stay out of
+    # the unique key, so a forgery cannot take the place of the genuine event.
+    __table_args__ = (
+        Index("uq_status_events_callback", "plivo_uuid", "status", "sequence", unique=True,
+              sqlite_where=text("accepted"), postgresql_where=text("accepted")),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    plivo_uuid: Mapped[str] = mapped_column(String(64), index=True)
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id"), index=True)
+    status: Mapped[str] = mapped_column(String(32))
+    error_code: Mapped[str | None] = mapped_column(String(16))
+    sequence: Mapped[int] = mapped_column(Integer, default=0)
+    payload: Mapped[dict] = mapped_column(JSON)
+    # v3, ma-v3, v2, or invalid / missing (kept when refused, or in log-only mode)
+    signature: Mapped[str] = mapped_column(String(16))
+    accepted: Mapped[bool] = mapped_column(default=True)
+    applied: Mapped[bool] = mapped_column(default=False)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    message: Mapped[Message | None] = relationship(back_populates="events")

@@ -1,0 +1,171 @@
+"""The only module that imports the Plivo SDK.
+
+It turns every outcome of a send into one of our own: a uuid (accepted), or
+`PlivoRejected` (4xx: Plivo refused, never retry), `PlivoRetryable` (Plivo
+cannot have acted: connect error, 429, 500/502/503/504), `PlivoAmbiguous`
+(the request may have been acted on: read timeout, empty answer).
+See PLIVO.md sections 1.5, 1.6 and 7 for the SDK quirks handled here.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+
+import plivo
+import plivo.exceptions
+import plivo.rest.client
+import requests
+import urllib3.exceptions
+
+RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+class GatewayError(Exception):
+    """Base of the send outcomes other than success."""
+
+    def __init__(self, reason: str, status: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+
+class PlivoRejected(GatewayError):
+    """Plivo refused the request (4xx). Resending the same request cannot help."""
+
+
+class PlivoRetryable(GatewayError):
+    """Plivo cannot have acted on the request; it is safe to send again."""
+
+    def __init__(self, reason: str, status: int | None = None,
+                 retry_after: float | None = None) -> None:
+        super().__init__(reason, status)
+        self.retry_after = retry_after
+
+
+class PlivoAmbiguous(GatewayError):
+    """The request may have reached Plivo; resending could send twice."""
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    auth_id: str
+    auth_token: str
+    api_url: str
+    connect_timeout: float = 3.0
+    read_timeout: float = 10.0
+
+
+_local = threading.local()
+
+
+def _client(config: GatewayConfig) -> tuple[plivo.RestClient, threading.local]:
+    """One SDK client per thread (requests sessions are not thread-safe)."""
+    if getattr(_local, "config", None) != config:
+        # The SDK resets client.base_uri from this module global on every JSON
+        # request, so the global is the only switch that holds (PLIVO.md section 7).
+        plivo.rest.client.PLIVO_API_BASE_URI = config.api_url.rstrip("/") + "/v1/Account"
+        client = plivo.RestClient(config.auth_id, config.auth_token,
+                                  timeout=(config.connect_timeout, config.read_timeout))
+        # The SDK discards the HTTP status and headers of 429/5xx answers; this
+        # hook keeps the last response so we can tell them apart.
+        client.session.hooks["response"].append(_remember_response)
+        client.multipart_session.hooks["response"].append(_remember_response)
+        _local.client, _local.config = client, config
+    _local.last_response = None
+    return _local.client, _local
+
+
+def _remember_response(response: requests.Response, *args, **kwargs) -> None:
+    _local.last_response = response
+
+
+def _retry_after(response: requests.Response | None) -> float | None:
+    value = response.headers.get("Retry-After") if response is not None else None
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
+        except (TypeError, ValueError):
+            return None
+
+
+def _connection_never_made(exc: requests.ConnectionError) -> bool:
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    cause = exc.args[0] if exc.args else None
+    reason = getattr(cause, "reason", cause)
+    return isinstance(reason, urllib3.exceptions.NewConnectionError | ConnectionRefusedError)
+
+
+def send_mms(config: GatewayConfig, *, src: str, dst: str, text: str, media_urls: list[str],
+             media_ids: list[str], callback_url: str) -> str:
+    """Send one MMS to one destination; return Plivo's message uuid.
+
+    `src` and `dst` are E.164. `dst` is always a single number: the SDK turns a
+    list into the literal string "['a', 'b']" (PLIVO.md section 1.5).
+    """
+    client, state = _client(config)
+    try:
+        response = client.messages.create(
+            src=src.lstrip("+"),
+            dst=dst.lstrip("+"),
+            text=text or None,
+            type_="mms",
+            media_urls=list(media_urls) or None,
+            media_ids=list(media_ids) or None,
+            url=callback_url,
+            method="POST",
+        )
+    except requests.ReadTimeout as exc:
+        raise PlivoAmbiguous("Plivo did not answer in time; the message may have been sent."
+                             ) from exc
+    except requests.ConnectionError as exc:
+        if _connection_never_made(exc):
+            raise PlivoRetryable("Could not connect to Plivo.") from exc
+        raise PlivoAmbiguous("The connection to Plivo broke after the request was sent."
+                             ) from exc
+    except plivo.exceptions.PlivoRestError as exc:
+        raise _classify(exc, state.last_response) from exc
+    if response is None:
+        # A 2xx with an empty body: Plivo took the request but we have no uuid.
+        raise PlivoAmbiguous("Plivo accepted the request but sent no message id.")
+    uuids = list(getattr(response, "message_uuid", None) or [])
+    invalid = list(getattr(response, "invalid_number", None) or [])
+    if not uuids:
+        reason = f"Plivo refused the number {invalid[0]}." if invalid else "Plivo sent no id."
+        raise PlivoRejected(reason, status=state.last_response and state.last_response.status_code)
+    return str(uuids[0])
+
+
+def _classify(exc: plivo.exceptions.PlivoRestError, response: requests.Response | None
+              ) -> GatewayError:
+    reason = exc.args[0] if exc.args else str(exc)
+    if isinstance(reason, list):  # client-side validation: a list of strings
+        return PlivoRejected("; ".join(map(str, reason)))
+    status = response.status_code if response is not None else None
+    if status is None:
+        # The SDK raised before sending anything (argument validation, credentials).
+        return PlivoRejected(str(reason))
+    if status in RETRYABLE_STATUSES:
+        return PlivoRetryable(f"Plivo answered {status}.", status, _retry_after(response))
+    return PlivoRejected(str(reason), status)
+
+
+def get_message(config: GatewayConfig, uuid: str) -> dict:
+    """Plivo's record of one message (state, error code, units, amount)."""
+    client, state = _client(config)
+    try:
+        message = client.messages.get(uuid)
+    except requests.RequestException as exc:
+        raise PlivoRetryable("Could not reach Plivo.") from exc
+    except plivo.exceptions.PlivoRestError as exc:
+        raise _classify(exc, state.last_response) from exc
+    return {key: getattr(message, key, None) for key in (
+        "message_uuid", "message_state", "error_code", "units", "total_amount", "to_number",
+        "from_number")}

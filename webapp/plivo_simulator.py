@@ -1,0 +1,264 @@
+"""A Plivo-compatible HTTP server for sandbox mode and the tests.
+
+It speaks the parts of Plivo's Message and Media APIs the dashboard uses, so
+the real SDK runs end to end with no network, and it posts status callbacks
+signed exactly as Plivo signs them (V3 and V2 headers). Magic destinations
+trigger every failure path; see MAGIC_NUMBERS and the README.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import secrets
+import threading
+import time
+import uuid
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+import requests
+from flask import Flask, Response, jsonify, request
+from werkzeug.serving import BaseWSGIServer, make_server
+
+from .webhooks.signatures import signed_headers
+
+log = logging.getLogger(__name__)
+
+# Destination (E.164 without "+") -> behaviour. Documented in the README.
+MAGIC_NUMBERS = {
+    "14155550400": "400: not a valid phone number",
+    "14155550030": "accepted, then undelivered with error 30 (spam detected)",
+    "14155550900": "accepted, then failed with error 900 (insufficient credit)",
+    "14155550500": "500 on the first attempt, then accepted",
+    "14155550429": "429 with Retry-After: 1 on the first attempt, then accepted",
+    "14155550408": "never answers (the request times out)",
+    "14155550001": "callbacks arrive before the send request is answered",
+}
+
+
+@dataclass
+class SimulatedMessage:
+    uuid: str
+    src: str
+    dst: str
+    text: str
+    media_urls: list[str]
+    media_ids: list[str]
+    url: str | None
+    method: str
+    state: str = "queued"
+    error_code: str = ""
+    callbacks: list[dict] = field(default_factory=list)
+
+
+class PlivoSimulator:
+    def __init__(self, auth_id: str, auth_token: str, *, callback_delay: float = 0.3,
+                 hang_seconds: float = 30.0, latency: float = 0.0,
+                 rate_per_5s: int | None = None) -> None:
+        self.auth_id = auth_id
+        self.auth_token = auth_token
+        self.callback_delay = callback_delay
+        self.hang_seconds = hang_seconds
+        self.latency = latency
+        self.rate_per_5s = rate_per_5s
+        self.requests: list[dict] = []  # every send request body, in arrival order
+        self.messages: dict[str, SimulatedMessage] = {}
+        self.callback_results: list[tuple[str, str, int]] = []  # (uuid, status, http status)
+        self._seen_bodies: Counter[str] = Counter()
+        self._window: deque[float] = deque()
+        self._lock = threading.Lock()
+        self.app = self._build_app()
+
+    # ---- HTTP API --------------------------------------------------------------------
+    def _build_app(self) -> Flask:
+        app = Flask("plivo_simulator")
+        prefix = "/v1/Account/<auth_id>"
+
+        @app.before_request
+        def check_auth():
+            if request.path.startswith("/__sim/"):
+                return None
+            auth = request.authorization
+            if (auth is None or auth.username != self.auth_id
+                    or auth.password != self.auth_token
+                    or (request.view_args or {}).get("auth_id") != self.auth_id):
+                return self._error(401, "Authentication failed")
+            if self.latency:
+                time.sleep(self.latency)
+            return None
+
+        app.post(f"{prefix}/Message/")(self._send)
+        app.get(f"{prefix}/Message/<message_uuid>/")(self._get_message)
+        app.get(f"{prefix}/Message/<message_uuid>/Media/")(self._list_message_media)
+        app.post(f"{prefix}/Media/")(self._upload_media)
+
+        @app.get("/__sim/requests")
+        def recorded():
+            return jsonify(requests=self.requests,
+                           callbacks=[list(c) for c in self.callback_results])
+
+        return app
+
+    @staticmethod
+    def _error(status: int, message: str, headers: dict | None = None) -> Response:
+        body = json.dumps({"api_id": str(uuid.uuid4()), "error": message})
+        return Response(body, status, headers or {}, content_type="application/json")
+
+    def _throttled(self) -> bool:
+        if not self.rate_per_5s:
+            return False
+        with self._lock:
+            now = time.monotonic()
+            while self._window and now - self._window[0] >= 5.0:
+                self._window.popleft()
+            if len(self._window) >= self.rate_per_5s:
+                return True
+            self._window.append(now)
+            return False
+
+    def _send(self, auth_id: str):
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict):
+            return self._error(400, "body must be JSON")
+        if self._throttled():
+            return self._error(429, "too many requests", {"Retry-After": "1"})
+        with self._lock:
+            self.requests.append(body)
+            fingerprint = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+            self._seen_bodies[fingerprint] += 1
+            first_attempt = self._seen_bodies[fingerprint] == 1
+        dst = str(body.get("dst", ""))
+        media_urls = body.get("media_urls") or []
+        media_ids = body.get("media_ids") or []
+        if not body.get("src") or not dst:
+            return self._error(400, "src and dst are required")
+        if "<" in dst or not dst.isdigit():
+            return self._error(400, f"{dst} is not a valid phone number")
+        if body.get("type") != "mms":
+            return self._error(400, "this simulator only sends MMS")
+        if len(media_urls) + len(media_ids) > 10:
+            return self._error(400, "too many media attachments (at most 10)")
+        if dst == "14155550400":
+            return self._error(400, f"{dst} is not a valid phone number")
+        if dst == "14155550500" and first_attempt:
+            return self._error(500, "internal server error")
+        if dst == "14155550429" and first_attempt:
+            return self._error(429, "too many requests", {"Retry-After": "1"})
+        if dst == "14155550408":
+            time.sleep(self.hang_seconds)
+            return self._error(504, "gateway timeout")
+        message = SimulatedMessage(
+            uuid=str(uuid.uuid4()), src=str(body["src"]), dst=dst, text=body.get("text") or "",
+            media_urls=list(media_urls), media_ids=list(media_ids), url=body.get("url"),
+            method=(body.get("method") or "POST").upper(),
+        )
+        with self._lock:
+            self.messages[message.uuid] = message
+        if message.url:
+            if dst == "14155550001":
+                self._run_callbacks(message, delay=0)  # before we answer: the race
+            else:
+                threading.Thread(target=self._run_callbacks, args=(message,), daemon=True).start()
+        return jsonify(api_id=str(uuid.uuid4()), message="message(s) queued",
+                       message_uuid=[message.uuid]), 202
+
+    def _get_message(self, auth_id: str, message_uuid: str):
+        message = self.messages.get(message_uuid)
+        if message is None:
+            return self._error(404, "not found")
+        return jsonify(
+            api_id=str(uuid.uuid4()), message_uuid=message.uuid, message_state=message.state,
+            message_type="mms", message_direction="outbound", from_number=message.src,
+            to_number=message.dst, error_code=message.error_code or "000", units=1,
+            total_amount="0.01600", total_rate="0.01600",
+        )
+
+    def _list_message_media(self, auth_id: str, message_uuid: str):
+        message = self.messages.get(message_uuid)
+        if message is None:
+            return self._error(404, "not found")
+        return jsonify(api_id=str(uuid.uuid4()),
+                       objects=[{"media_url": url} for url in message.media_urls])
+
+    def _upload_media(self, auth_id: str):
+        files = request.files.getlist("file")
+        if not files or len(files) > 10:
+            return self._error(400, "send between 1 and 10 files in the field 'file'")
+        objects = []
+        for item in files:
+            data = item.read()
+            if len(data) > 2 * 1024 * 1024:
+                return self._error(400, f"{item.filename} is larger than 2 MB")
+            media_id = str(uuid.uuid4())
+            objects.append({
+                "content_type": item.mimetype, "file_name": item.filename,
+                "media_id": media_id, "size": len(data), "status": "success",
+                "status_code": 201, "upload_time": time.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "media_url": f"https://media.plivo.com/Account/{auth_id}/Media/{media_id}",
+            })
+        return jsonify(api_id=str(uuid.uuid4()), objects=objects), 201
+
+    # ---- status callbacks ------------------------------------------------------------
+    def _outcome(self, dst: str) -> tuple[str, str]:
+        if dst == "14155550030":
+            return "undelivered", "30"
+        if dst == "14155550900":
+            return "failed", "900"
+        return "delivered", ""
+
+    def _run_callbacks(self, message: SimulatedMessage, delay: float | None = None) -> None:
+        delay = self.callback_delay if delay is None else delay
+        final, error_code = self._outcome(message.dst)
+        path = ["queued", final] if final == "failed" else ["queued", "sent", final]
+        for sequence, status in enumerate(path, start=1):
+            time.sleep(delay)
+            message.state, message.error_code = status, error_code if status == final else ""
+            self.post_callback(message, status, sequence, message.error_code)
+
+    def callback_params(self, message: SimulatedMessage, status: str, sequence: int,
+                        error_code: str = "") -> dict[str, str]:
+        now = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
+        return {
+            "MessageUUID": message.uuid, "ParentMessageUUID": message.uuid,
+            "To": message.dst, "From": message.src, "Type": "mms", "Status": status,
+            "ErrorCode": error_code, "Sequence": str(sequence), "PartInfo": "1 of 1",
+            "Units": "1", "TotalRate": "0.01600",
+            "TotalAmount": "0.01600" if status in ("sent", "delivered", "undelivered") else "0",
+            "MCC": "310", "MNC": "410", "MessageTime": now, "QueuedTime": now,
+            "SentTime": now if status != "queued" else "",
+            "DeliveryReportTime": now if status in ("delivered", "undelivered") else "",
+            "PowerpackUUID": "", "requester_ip": "127.0.0.1",
+        }
+
+    def post_callback(self, message: SimulatedMessage, status: str, sequence: int,
+                      error_code: str = "") -> int:
+        """POST (or GET) one signed callback, retrying like Plivo on failure."""
+        params = self.callback_params(message, status, sequence, error_code)
+        message.callbacks.append(params)
+        code = 0
+        for attempt in range(4):  # Plivo: the original plus 3 retries
+            nonce = str(secrets.randbelow(10**20)).zfill(20)
+            headers = signed_headers(message.method, message.url, params, self.auth_token, nonce)
+            try:
+                if message.method == "GET":
+                    resp = requests.get(message.url, params=params, headers=headers, timeout=8)
+                else:
+                    resp = requests.post(message.url, data=params, headers=headers, timeout=8)
+                code = resp.status_code
+            except requests.RequestException as exc:
+                log.warning("simulator: callback to %s failed: %s", message.url, exc)
+                code = 0
+            if 200 <= code < 300:
+                break
+            time.sleep(min(0.5 * (attempt + 1), 2.0))
+        with self._lock:
+            self.callback_results.append((message.uuid, status, code))
+        return code
+
+    # ---- serving ----------------------------------------------------------------------
+    def serve_in_thread(self, host: str = "127.0.0.1", port: int = 0) -> BaseWSGIServer:
+        server = make_server(host, port, self.app, threaded=True)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return server

@@ -1,0 +1,119 @@
+"""The message state machine: ranks, final states, plain-language labels.
+
+pending (ours) -> queued -> sent -> one final state. `unknown` (ours) means the
+request may have reached Plivo but no answer came back; `error` (ours) means
+Plivo refused the request. See DESIGN.md and PLIVO.md section 3.3.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+PENDING = "pending"
+UNKNOWN = "unknown"
+QUEUED = "queued"
+SENT = "sent"
+DELIVERED = "delivered"
+UNDELIVERED = "undelivered"
+FAILED = "failed"
+REJECTED = "rejected"
+ERROR = "error"
+
+RANKS: dict[str, int] = {
+    PENDING: 0,
+    UNKNOWN: 1,
+    QUEUED: 2,
+    SENT: 3,
+    DELIVERED: 4,
+    UNDELIVERED: 4,
+    FAILED: 4,
+    REJECTED: 4,
+    ERROR: 4,
+}
+FINAL_RANK = 4
+FINAL = frozenset(s for s, rank in RANKS.items() if rank == FINAL_RANK)
+ALL = tuple(RANKS)
+# What Plivo may post to the status callback for an outbound MMS.
+CALLBACK_STATUSES = frozenset({QUEUED, SENT, DELIVERED, UNDELIVERED, FAILED, REJECTED})
+
+LABELS = {
+    PENDING: "Waiting to send",
+    UNKNOWN: "Unknown — no answer from Plivo",
+    QUEUED: "Queued at Plivo",
+    SENT: "Sent — no receipt yet",
+    DELIVERED: "Delivered",
+    UNDELIVERED: "Not delivered",
+    FAILED: "Failed",
+    REJECTED: "Rejected by carrier",
+    ERROR: "Refused by Plivo",
+}
+SENT_NO_RECEIPT_LABEL = "Sent — carrier gives no receipts"
+
+# Badge colour family for each status, used by CSS classes.
+TONES = {
+    PENDING: "neutral", UNKNOWN: "warn", QUEUED: "neutral", SENT: "info",
+    DELIVERED: "good", UNDELIVERED: "bad", FAILED: "bad", REJECTED: "bad", ERROR: "bad",
+}
+
+# PLIVO.md section 5. Codes not listed are shown as "Unknown (code N)".
+ERROR_CODES = {
+    "10": "invalid message",
+    "20": "carrier network error (temporary)",
+    "30": "spam detected",
+    "40": "invalid sender number",
+    "50": "invalid destination number",
+    "60": "loop detected",
+    "70": "destination permanently unavailable",
+    "80": "destination temporarily unavailable",
+    "90": "no route available",
+    "100": "prohibited by carrier",
+    "110": "message too long",
+    "120": "MMS too large (over 5 MB)",
+    "200": "recipient opted out (sent STOP)",
+    "201": "US toll-free to Canada is blocked",
+    "420": "message expired in queue",
+    "450": "country barred by geo permissions",
+    "451": "geo permissions hourly threshold reached",
+    "900": "insufficient credit",
+    "1000": "unknown error at Plivo",
+}
+
+
+def rank(status: str) -> int:
+    return RANKS[status]
+
+
+def is_final(status: str) -> bool:
+    return status in FINAL
+
+
+def should_apply(current: str, current_sequence: int | None, new: str, new_sequence: int) -> bool:
+    """Whether a callback moves a message from `current` to `new`.
+
+    A higher rank wins; an equal rank wins only with a higher Sequence. Since
+    final states share the top rank, a final state never goes back, and among
+    final states the one Plivo generated last wins. This is a total order on
+    (rank, sequence), so any arrival order of the same callbacks ends the same.
+    """
+    if new not in RANKS:
+        return False
+    return (RANKS[new], new_sequence) > (RANKS[current], current_sequence or 0)
+
+
+def explain_error_code(code: str | None) -> str | None:
+    if not code or code in ("000", "0"):
+        return None
+    reason = ERROR_CODES.get(code.lstrip("0") or "0")
+    return f"{reason} ({code})" if reason else f"Unknown (code {code})"
+
+
+def label(status: str, error_code: str | None = None, sent_at: datetime | None = None,
+          now: datetime | None = None, no_receipt_after: timedelta | None = None) -> str:
+    """The plain-language label shown in the history badge."""
+    if status == SENT and sent_at and now and no_receipt_after and now - sent_at >= no_receipt_after:
+        return SENT_NO_RECEIPT_LABEL
+    text = LABELS.get(status, status)
+    explained = explain_error_code(error_code)
+    if explained and status in (UNDELIVERED, FAILED, REJECTED):
+        return f"{text}: {explained}"
+    return text
