@@ -1,8 +1,11 @@
 from flask_wtf import FlaskForm
-from wtforms import EmailField, PasswordField, SelectField, SubmitField
+from wtforms import EmailField, PasswordField, SelectChoice, SelectField, SubmitField
 from wtforms.validators import DataRequired, EqualTo, Length, ValidationError
 
 from .passwords import MAX_LENGTH, WeakPassword, check_policy
+
+
+ROLE_CHOICES = [SelectChoice("staff", "Staff"), SelectChoice("admin", "Admin")]
 
 
 class PasswordPolicy:
@@ -32,7 +35,7 @@ class ChangePasswordForm(FlaskForm):
 
 class CreateUserForm(FlaskForm):
     email = EmailField("Email", validators=[DataRequired(), Length(max=254)])
-    role = SelectField("Role", choices=[("staff", "Staff"), ("admin", "Admin")])
+    role = SelectField("Role", choices=ROLE_CHOICES)
     password = PasswordField("Initial password", validators=[DataRequired(), PasswordPolicy()])
     submit = SubmitField("Create account")
 
@@ -43,7 +46,7 @@ class ResetPasswordForm(FlaskForm):
 
 
 class RoleForm(FlaskForm):
-    role = SelectField("Role", choices=[("staff", "Staff"), ("admin", "Admin")])
+    role = SelectField("Role", choices=ROLE_CHOICES)
     submit = SubmitField("Change role")
 
 

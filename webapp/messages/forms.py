@@ -5,7 +5,7 @@ import secrets
 
 import phonenumbers
 from flask_wtf import FlaskForm
-from wtforms import Field, HiddenField, SelectField, SubmitField, TextAreaField
+from wtforms import Field, HiddenField, SelectChoice, SelectField, SubmitField, TextAreaField
 from wtforms.validators import DataRequired, Length, Regexp, ValidationError
 from wtforms.widgets import TextInput
 
@@ -86,7 +86,7 @@ class ComposeForm(FlaskForm):
 
     def __init__(self, *args, senders: tuple[str, ...] = (), **kwargs):
         super().__init__(*args, **kwargs)
-        self.sender.choices = [(n, phonenumbers.format_number(
+        self.sender.choices = [SelectChoice(n, phonenumbers.format_number(
             phonenumbers.parse(n), phonenumbers.PhoneNumberFormat.NATIONAL)) for n in senders]
         if not self.idempotency_key.data:
             self.idempotency_key.data = secrets.token_urlsafe(24)

@@ -1,0 +1,250 @@
+from __future__ import annotations
+
+import pytest
+from flask import url_for
+
+from webapp.auth import service as accounts
+from webapp.auth.passwords import MAX_LENGTH, hash_password, verify_password
+from webapp.extensions import db
+from webapp.models import User
+
+from .conftest import PASSWORD, login, post_form
+
+ADMIN_ENDPOINTS = [
+    ("GET", "auth.users", {}),
+    ("POST", "auth.users", {}),
+    ("GET", "auth.user_detail", {"user_id": 1}),
+    ("POST", "auth.reset_password", {"user_id": 1}),
+    ("POST", "auth.change_role", {"user_id": 1}),
+    ("POST", "auth.deactivate", {"user_id": 1}),
+    ("POST", "auth.activate", {"user_id": 1}),
+]
+
+
+def test_login_then_logout(client, make_user):
+    make_user("amy@example.com")
+    response = login(client, "AMY@example.com ")
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/messages"
+    assert client.get("/messages").status_code == 200
+    response = post_form(client, "/logout", {}, form_page="/messages")
+    assert response.status_code == 303
+    assert client.get("/messages").status_code == 302
+
+
+def test_wrong_password_and_unknown_email_get_the_same_answer(client, make_user):
+    make_user("amy@example.com")
+    wrong = login(client, "amy@example.com", "not the right password")
+    unknown = login(client, "nobody@example.com", "not the right password")
+    assert wrong.status_code == unknown.status_code == 200
+    text = "Email or password is not right"
+    assert text in wrong.get_data(as_text=True)
+    assert text in unknown.get_data(as_text=True)
+    assert client.get("/messages").status_code == 302
+
+
+def test_inactive_user_is_refused(app, client, make_user):
+    user = make_user("amy@example.com")
+    with app.app_context():
+        db.session.get(User, user.id).is_active = False
+        db.session.commit()
+    response = login(client, "amy@example.com")
+    assert response.status_code == 200
+    assert client.get("/messages").status_code == 302
+
+
+def test_login_throttled_per_account_after_five_failures(client, make_user):
+    make_user("amy@example.com")
+    for _ in range(5):
+        assert login(client, "amy@example.com", "wrong password!!").status_code == 200
+    response = login(client, "amy@example.com")  # even the right password now waits
+    assert response.status_code == 429
+    assert "Try again in" in response.get_data(as_text=True)
+    assert int(response.headers["Retry-After"]) > 60
+    # Another account from the same address is not locked out.
+    make_user("bob@example.com")
+    assert login(client, "bob@example.com").status_code == 303
+
+
+def test_login_throttled_per_address(client):
+    codes = [login(client, f"user{i}@example.com", "wrong password!!").status_code
+             for i in range(21)]
+    assert codes[:20] == [200] * 20
+    assert codes[20] == 429
+
+
+def test_successful_logins_do_not_count_towards_the_account_limit(client, make_user):
+    make_user("amy@example.com")
+    for _ in range(6):
+        assert login(client, "amy@example.com").status_code == 303
+        post_form(client, "/logout", {}, form_page="/messages")
+
+
+def test_cookie_saved_before_logout_no_longer_works(app, make_user):
+    make_user("amy@example.com")
+    browser = app.test_client()
+    login(browser, "amy@example.com")
+    stolen = browser.get_cookie("session").value
+    post_form(browser, "/logout", {}, form_page="/messages")
+    thief = app.test_client()
+    thief.set_cookie("session", stolen)
+    assert thief.get("/messages").status_code == 302
+
+
+def test_cookie_saved_before_password_change_no_longer_works(app, make_user):
+    make_user("amy@example.com")
+    browser = app.test_client()
+    login(browser, "amy@example.com")
+    stolen = browser.get_cookie("session").value
+    response = post_form(browser, "/account/password", {
+        "current_password": PASSWORD, "new_password": "a brand new passphrase",
+        "confirm": "a brand new passphrase"})
+    assert response.status_code == 303
+    assert browser.get("/messages").status_code == 200  # this session continues
+    thief = app.test_client()
+    thief.set_cookie("session", stolen)
+    assert thief.get("/messages").status_code == 302
+    assert login(app.test_client(), "amy@example.com", "a brand new passphrase").status_code == 303
+
+
+def test_change_password_needs_the_current_one(client, login_as):
+    login_as("staff")
+    response = post_form(client, "/account/password", {
+        "current_password": "not my password at all", "new_password": "a brand new passphrase",
+        "confirm": "a brand new passphrase"})
+    assert response.status_code == 200
+    assert "current password is not right" in response.get_data(as_text=True)
+
+
+OPEN_REDIRECTS = [
+    "//evil.example", "/\\evil.example", "https:evil.example", "https://evil.example/",
+    "javascript:alert(1)", "JaVaScRiPt:alert(1)", "%2F%2Fevil.example", "/%2F/evil.example",
+    "/%5Cevil.example", " //evil.example", "\t//evil.example", "%20//evil.example",
+    "%09/evil.example", "///evil.example", "http:/evil.example", "\\\\evil.example",
+    "/%252F%252Fevil.example", "data:text/html,hi", "evil.example", "%0D%0A//evil.example",
+]
+
+
+@pytest.mark.parametrize("target", OPEN_REDIRECTS)
+def test_next_never_leaves_the_site(client, make_user, target):
+    make_user("amy@example.com")
+    from urllib.parse import quote
+
+    response = login(client, "amy@example.com", next_url=quote(target, safe=""))
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/messages"
+
+
+def test_next_to_a_local_page_is_followed(client, make_user):
+    make_user("amy@example.com")
+    response = login(client, "amy@example.com", next_url="/messages/new")
+    assert response.headers["Location"] == "/messages/new"
+
+
+def test_post_without_csrf_token_is_refused(client, make_user):
+    make_user("amy@example.com")
+    response = client.post("/login", data={"email": "amy@example.com", "password": PASSWORD})
+    assert response.status_code == 400
+    assert "form expired" in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(("method", "endpoint", "args"), ADMIN_ENDPOINTS)
+def test_staff_get_403_on_admin_pages(app, client, login_as, method, endpoint, args):
+    login_as("staff")
+    with app.test_request_context():
+        url = url_for(endpoint, **args)
+    token_page = "/messages"
+    if method == "GET":
+        assert client.get(url).status_code == 403
+    else:
+        assert post_form(client, url, {}, form_page=token_page).status_code == 403
+
+
+@pytest.mark.parametrize(("method", "endpoint", "args"), ADMIN_ENDPOINTS)
+def test_anonymous_sent_to_login_from_admin_pages(app, client, method, endpoint, args):
+    with app.test_request_context():
+        url = url_for(endpoint, **args)
+    response = client.open(url, method=method)
+    # A POST without a session has no CSRF token either; both refuse.
+    assert response.status_code in (302, 400)
+    if response.status_code == 302:
+        assert "/login" in response.headers["Location"]
+
+
+def test_admin_creates_staff_who_can_log_in(app, client, login_as):
+    login_as("admin")
+    response = post_form(client, "/admin/users", {
+        "email": "New.Person@Example.com", "role": "staff", "password": "twelve chars ok"})
+    assert response.status_code == 303
+    other = app.test_client()
+    assert login(other, "new.person@example.com", "twelve chars ok").status_code == 303
+    assert other.get("/admin/users").status_code == 403
+
+
+def test_admin_create_reports_duplicate_and_weak_password(client, login_as):
+    login_as("admin")
+    weak = post_form(client, "/admin/users", {"email": "x@example.com", "role": "staff",
+                                               "password": "short"})
+    assert "at least 12 characters" in weak.get_data(as_text=True)
+    dup = post_form(client, "/admin/users", {"email": "admin@example.com", "role": "staff",
+                                              "password": "twelve chars ok"})
+    assert "already exists" in dup.get_data(as_text=True)
+
+
+def test_last_active_admin_cannot_be_deactivated_or_demoted(app, client, login_as):
+    admin = login_as("admin")
+    post_form(client, f"/admin/users/{admin.id}/deactivate", {}, form_page="/admin/users")
+    post_form(client, f"/admin/users/{admin.id}/role", {"role": "staff"},
+              form_page="/admin/users")
+    with app.app_context():
+        user = db.session.get(User, admin.id)
+        assert user.is_active and user.role == "admin"
+    page = client.get(f"/admin/users/{admin.id}").get_data(as_text=True)
+    assert "last active admin" in page
+
+
+def test_admin_deactivates_resets_and_changes_role(app, client, login_as, make_user):
+    login_as("admin")
+    staff = make_user("amy@example.com")
+    staff_browser = app.test_client()
+    login(staff_browser, "amy@example.com")
+    post_form(client, f"/admin/users/{staff.id}/deactivate", {}, form_page="/admin/users")
+    assert staff_browser.get("/messages").status_code == 302  # logged out at once
+    assert login(app.test_client(), "amy@example.com").status_code == 200
+    post_form(client, f"/admin/users/{staff.id}/activate", {}, form_page="/admin/users")
+    post_form(client, f"/admin/users/{staff.id}/password", {"password": "another fine phrase"},
+              form_page="/admin/users")
+    post_form(client, f"/admin/users/{staff.id}/role", {"role": "admin"},
+              form_page="/admin/users")
+    other = app.test_client()
+    assert login(other, "amy@example.com", "another fine phrase").status_code == 303
+    assert other.get("/admin/users").status_code == 200
+
+
+def test_passwords_beyond_72_bytes_are_not_truncated():
+    long_a = "é" * 60 + "a"  # 121 bytes in UTF-8
+    long_b = "é" * 60 + "b"
+    stored = hash_password(long_a, 4)
+    assert verify_password(long_a, stored)
+    assert not verify_password(long_b, stored)
+    assert len(long_a) <= MAX_LENGTH
+
+
+def test_password_policy_limits(app):
+    with app.app_context():
+        with pytest.raises(ValueError, match="at most 128"):
+            accounts.create_user("a@example.com", "x" * 129 + "abcd")
+        with pytest.raises(ValueError, match="too common"):
+            accounts.create_user("a@example.com", "password1234")
+
+
+def test_session_cookie_flags(make_app, tmp_path):
+    app = make_app(APP_ENV="production", SECRET_KEY="s" * 40, PLIVO_AUTH_ID="MA" + "A" * 18,
+                   PLIVO_AUTH_TOKEN="token", PLIVO_SENDER_NUMBERS="+14155550100",
+                   PUBLIC_BASE_URL="https://dash.example.com", BCRYPT_ROUNDS="12",
+                   PLIVO_API_URL="https://api.plivo.com")
+    assert app.config["SESSION_COOKIE_SECURE"] is True
+    assert app.config["SESSION_COOKIE_HTTPONLY"] is True
+    assert app.config["SESSION_COOKIE_SAMESITE"] == "Lax"
+    response = app.test_client().get("/login")
+    assert "max-age" in response.headers["Strict-Transport-Security"]
