@@ -35,7 +35,7 @@ def base_env(tmp_path, **overrides: str) -> dict[str, str]:
         "APP_ENV": "testing",
         "INSTANCE_PATH": str(tmp_path),
         "DATABASE_URL": f"sqlite:///{tmp_path}/test.sqlite3",
-        "TASK_QUEUE_URL": "immediate",
+        "TASK_QUEUE_URL": "memory",  # queued, never run: unit tests send nothing
         "BCRYPT_ROUNDS": "4",
         "MEDIA_PROBE": "off",
         "LOG_LEVEL": "warning",
@@ -120,6 +120,7 @@ def simulator() -> Iterator[tuple[PlivoSimulator, str]]:
                          hang_seconds=2.0)
     server = sim.serve_in_thread()
     yield sim, f"http://127.0.0.1:{server.server_port}"
+    sim.stop()
     server.shutdown()
 
 
@@ -141,6 +142,7 @@ def live(make_app, simulator) -> Iterator[LiveServer]:
     _sim, sim_url = simulator
     port = free_port()
     app = make_app(PLIVO_API_URL=sim_url, PUBLIC_BASE_URL=f"http://127.0.0.1:{port}",
+                   TASK_QUEUE_URL="immediate",
                    PLIVO_READ_TIMEOUT_SECONDS="1")
     server = LiveServer(app, port)
     yield server

@@ -224,8 +224,11 @@ def load_settings(env: Mapping[str, str] | None = None, instance_path: Path | No
 
     task_queue_url = (env.get("TASK_QUEUE_URL", "").strip()
                       or f"sqlite:///{instance_path}/tasks.sqlite3")
-    if not re.match(r"^(sqlite:///.+|redis://.+|rediss://.+|immediate)$", task_queue_url):
-        raise ConfigError("TASK_QUEUE_URL: expected sqlite:///PATH, redis://... or immediate")
+    if not re.match(r"^(sqlite:///.+|redis://.+|rediss://.+|immediate|memory)$", task_queue_url):
+        raise ConfigError("TASK_QUEUE_URL: expected sqlite:///PATH, redis://..., or for tests "
+                          "immediate or memory")
+    if task_queue_url in ("immediate", "memory") and app_env != "testing":
+        raise ConfigError(f"TASK_QUEUE_URL: {task_queue_url} is for tests only")
 
     ratelimit_storage_uri = env.get("RATELIMIT_STORAGE_URI", "").strip() or "memory://"
     if not re.match(r"^(memory|redis|rediss)://", ratelimit_storage_uri):

@@ -69,6 +69,7 @@ class PlivoSimulator:
         self._seen_bodies: Counter[str] = Counter()
         self._window: deque[float] = deque()
         self._lock = threading.Lock()
+        self._stopped = threading.Event()
         self.app = self._build_app()
 
     # ---- HTTP API --------------------------------------------------------------------
@@ -213,7 +214,8 @@ class PlivoSimulator:
         final, error_code = self._outcome(message.dst)
         path = ["queued", final] if final == "failed" else ["queued", "sent", final]
         for sequence, status in enumerate(path, start=1):
-            time.sleep(delay)
+            if self._stopped.wait(delay):
+                return
             message.state, message.error_code = status, error_code if status == final else ""
             self.post_callback(message, status, sequence, message.error_code)
 
@@ -250,9 +252,8 @@ class PlivoSimulator:
             except requests.RequestException as exc:
                 log.warning("simulator: callback to %s failed: %s", message.url, exc)
                 code = 0
-            if 200 <= code < 300:
+            if 200 <= code < 300 or self._stopped.wait(min(0.5 * (attempt + 1), 2.0)):
                 break
-            time.sleep(min(0.5 * (attempt + 1), 2.0))
         with self._lock:
             self.callback_results.append((message.uuid, status, code))
         return code
@@ -262,3 +263,7 @@ class PlivoSimulator:
         server = make_server(host, port, self.app, threaded=True)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         return server
+
+    def stop(self) -> None:
+        """Stop sending callbacks (pending ones are dropped)."""
+        self._stopped.set()

@@ -1,7 +1,7 @@
 """The task queue (Huey): sending runs here, off the request path.
 
 SQLite storage under instance/ by default, Redis with TASK_QUEUE_URL=redis://...,
-and `immediate` (tasks run inline, in memory) for unit tests.
+and, for tests only, `immediate` (tasks run inline) or `memory` (kept, never run).
 """
 
 from __future__ import annotations
@@ -23,8 +23,10 @@ class TaskQueue:
 
 
 def _make_huey(url: str) -> Huey:
-    if url == "immediate":
+    if url == "immediate":  # tests: tasks run inline
         return MemoryHuey("mms", immediate=True, results=False)
+    if url == "memory":  # tests: tasks are kept in memory and never run
+        return MemoryHuey("mms", results=False)
     if url.startswith("sqlite:///"):
         return SqliteHuey("mms", filename=url.removeprefix("sqlite:///"), results=False)
     return RedisHuey("mms", url=url, results=False)

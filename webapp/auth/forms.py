@@ -4,7 +4,6 @@ from wtforms.validators import DataRequired, EqualTo, Length, ValidationError
 
 from .passwords import MAX_LENGTH, WeakPassword, check_policy
 
-
 ROLE_CHOICES = [SelectChoice("staff", "Staff"), SelectChoice("admin", "Admin")]
 
 

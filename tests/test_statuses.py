@@ -1,0 +1,102 @@
+"""The state machine, alone and through the callback ledger."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlalchemy import delete, func, select
+
+from webapp import create_app, statuses
+from webapp.extensions import db
+from webapp.messages import service
+from webapp.models import Message, StatusEvent, User
+
+from .conftest import base_env
+
+
+def test_final_state_never_goes_back():
+    assert not statuses.should_apply("delivered", 3, "sent", 9)
+    assert not statuses.should_apply("failed", 2, "queued", 5)
+    assert statuses.should_apply("sent", 2, "delivered", 3)
+
+
+def test_within_the_final_rank_the_later_sequence_wins():
+    assert statuses.should_apply("delivered", 3, "undelivered", 4)
+    assert not statuses.should_apply("undelivered", 4, "delivered", 3)
+
+
+def test_unknown_status_is_never_applied():
+    assert not statuses.should_apply("queued", 1, "read", 9)
+
+
+def test_labels_in_plain_words():
+    now = datetime.now(UTC)
+    assert statuses.label("delivered") == "Delivered"
+    assert statuses.label("undelivered", "30") == "Not delivered: spam detected (30)"
+    assert statuses.label("failed", "900") == "Failed: insufficient credit (900)"
+    assert statuses.label("failed", "130") == "Failed: Unknown (code 130)"
+    assert statuses.label("sent", None, now, now, timedelta(hours=1)) == "Sent — no receipt yet"
+    assert (statuses.label("sent", None, now - timedelta(hours=2), now, timedelta(hours=1))
+            == "Sent — carrier gives no receipts")
+
+
+# ---- through the ledger: any order, with duplicates ------------------------------------------
+PATHS = {
+    "delivered": [("queued", 1), ("sent", 2), ("delivered", 3)],
+    "undelivered": [("queued", 1), ("sent", 2), ("undelivered", 3)],
+    "failed": [("queued", 1), ("failed", 2)],
+    "late correction": [("queued", 1), ("sent", 2), ("delivered", 3), ("undelivered", 4)],
+    "no receipt": [("queued", 1), ("sent", 2)],
+}
+EXPECTED = {"delivered": "delivered", "undelivered": "undelivered", "failed": "failed",
+            "late correction": "undelivered", "no receipt": "sent"}
+
+
+@pytest.fixture(scope="module")
+def ledger_app(tmp_path_factory):
+    app = create_app(base_env(tmp_path_factory.mktemp("ledger")))
+    with app.app_context():
+        db.create_all()
+        db.session.add(User(email="x@example.com", password_hash="x", role="staff"))
+        db.session.commit()
+    return app
+
+
+@st.composite
+def callback_orders(draw):
+    name = draw(st.sampled_from(sorted(PATHS)))
+    events = PATHS[name]
+    repeated = events + draw(st.lists(st.sampled_from(events), max_size=6))
+    return name, draw(st.permutations(repeated))
+
+
+@settings(max_examples=60, deadline=None)
+@given(case=callback_orders(), uuid_first=st.booleans())
+def test_any_order_of_callbacks_ends_in_the_right_state(ledger_app, case, uuid_first):
+    name, order = case
+    with ledger_app.app_context():
+        db.session.execute(delete(StatusEvent))
+        db.session.execute(delete(Message))
+        message = Message(created_by_id=1, idempotency_key="k" * 16, sender="+14155550100",
+                          recipient="+14155550123", text="hi", media=[])
+        db.session.add(message)
+        db.session.commit()
+        half = len(order) // 2
+        if uuid_first:
+            service.record_uuid(message, "uuid-1")
+        for i, (status, sequence) in enumerate(order):
+            if not uuid_first and i == half:
+                service.record_uuid(message, "uuid-1")  # callbacks raced the send answer
+            callback = service.Callback("uuid-1", status, sequence, None)
+            service.record_status_callback(callback, {"Status": status}, "v3")
+        if not uuid_first and half >= len(order):
+            service.record_uuid(message, "uuid-1")
+        db.session.refresh(message)
+        assert message.status == EXPECTED[name]
+        rows = db.session.scalar(select(func.count()).select_from(StatusEvent))
+        assert rows == len(set(order))
+        assert db.session.scalar(select(func.count()).select_from(StatusEvent).where(
+            StatusEvent.message_id.is_(None))) == 0
