@@ -46,7 +46,9 @@ ROOT = Path(__file__).resolve().parent.parent
     ({"MEDIA_PROBE": "maybe"}, "MEDIA_PROBE"),
     ({"PROBE_TIMEOUT_SECONDS": "30"}, "PROBE_TIMEOUT_SECONDS"),
     ({"SECRET_KEY": "short"}, "SECRET_KEY"),
-    ({"APP_ENV": "development", "BCRYPT_ROUNDS": "10"}, "BCRYPT_ROUNDS"),
+    ({"APP_ENV": "development", "BCRYPT_ROUNDS": "10", "TASK_QUEUE_URL": "sqlite:///q.db"},
+     "BCRYPT_ROUNDS"),
+    ({"APP_ENV": "development", "TASK_QUEUE_URL": "memory"}, "TASK_QUEUE_URL"),
 ])
 def test_bad_configuration_names_the_key(tmp_path, overrides, key):
     with pytest.raises(ConfigError) as caught:
@@ -55,20 +57,20 @@ def test_bad_configuration_names_the_key(tmp_path, overrides, key):
 
 
 def test_production_requires_a_secret_key_and_credentials(tmp_path):
-    env = base_env(tmp_path, APP_ENV="production", BCRYPT_ROUNDS="12")
-    with pytest.raises(ConfigError, match="^PLIVO_AUTH_ID"):
+    env = base_env(tmp_path, APP_ENV="production", BCRYPT_ROUNDS="12", TASK_QUEUE_URL="")
+    with pytest.raises(ConfigError, match=r"^PLIVO_AUTH_ID"):
         load_settings(env)
     env.update(PLIVO_AUTH_ID="MA" + "B" * 18, PLIVO_AUTH_TOKEN="t",
                PLIVO_SENDER_NUMBERS="+14155550100", PLIVO_API_URL="",
                PUBLIC_BASE_URL="https://dash.example.com")
-    with pytest.raises(ConfigError, match="^SECRET_KEY"):
+    with pytest.raises(ConfigError, match=r"^SECRET_KEY"):
         load_settings(env)
     env["SECRET_KEY"] = "k" * 64
     assert load_settings(env).production
 
 
 def test_development_secret_key_is_generated_once(tmp_path):
-    env = base_env(tmp_path, APP_ENV="development", BCRYPT_ROUNDS="12")
+    env = base_env(tmp_path, APP_ENV="development", BCRYPT_ROUNDS="12", TASK_QUEUE_URL="")
     first = load_settings(env).secret_key
     assert load_settings(env).secret_key == first
     assert (tmp_path / "secret_key").stat().st_mode & 0o077 == 0
@@ -113,6 +115,8 @@ def test_security_headers_on_every_route(app, client, login_as):
         assert headers["Referrer-Policy"], endpoint
         assert len(headers["X-Request-ID"]) >= 8, endpoint
         assert "'unsafe-inline'" not in csp
+        if endpoint != "static":
+            assert headers["Cache-Control"] == "no-store", endpoint
         assert "Strict-Transport-Security" not in headers  # only in production
 
 

@@ -242,7 +242,7 @@ def test_session_cookie_flags(make_app, tmp_path):
     app = make_app(APP_ENV="production", SECRET_KEY="s" * 40, PLIVO_AUTH_ID="MA" + "A" * 18,
                    PLIVO_AUTH_TOKEN="token", PLIVO_SENDER_NUMBERS="+14155550100",
                    PUBLIC_BASE_URL="https://dash.example.com", BCRYPT_ROUNDS="12",
-                   PLIVO_API_URL="https://api.plivo.com")
+                   PLIVO_API_URL="https://api.plivo.com", TASK_QUEUE_URL="")
     assert app.config["SESSION_COOKIE_SECURE"] is True
     assert app.config["SESSION_COOKIE_HTTPONLY"] is True
     assert app.config["SESSION_COOKIE_SAMESITE"] == "Lax"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import unquote, urlsplit
 
-from flask import Flask
+from flask import Flask, request
 
 CSP = (
     "default-src 'self'; "
@@ -28,6 +28,9 @@ def init_app(app: Flask) -> None:
         headers.setdefault("Referrer-Policy", "same-origin")
         headers.setdefault("X-Frame-Options", "DENY")
         headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+        if request.endpoint != "static":
+            # Private pages must not come back from the cache after logout.
+            headers["Cache-Control"] = "no-store"
         if production:
             headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
         return response

@@ -15,6 +15,7 @@ import ipaddress
 import socket
 import ssl
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
@@ -177,8 +178,6 @@ def check_media(items: list[tuple[str, str]], *, enabled: bool, allow_hosts: fro
 
     Media ids were uploaded to Plivo already and cannot be probed.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
     urls = [value for kind, value in items if kind == "url"]
     results: dict[str, ProbedMedia | MediaRefused] = {}
     if enabled and urls:

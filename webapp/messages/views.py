@@ -60,7 +60,8 @@ def index():
 @limiter.limit(_user_send_limit, key_func=_user_key, methods=["POST"])
 def compose():
     settings = current_settings()
-    form = ComposeForm(senders=settings.sender_numbers)
+    form = ComposeForm(senders=settings.sender_numbers,
+                       test_hosts=settings.media_probe_allow_hosts)
     if form.validate_on_submit():
         # Probing takes network time: only for a key not sent yet.
         existing = service.messages_for_key(current_user, form.idempotency_key.data)

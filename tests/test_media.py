@@ -1,0 +1,227 @@
+"""The media probe: SSRF refusals with no connection made, and a real loopback media server."""
+
+from __future__ import annotations
+
+import re
+import socket
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from sqlalchemy import select
+
+from webapp.extensions import db
+from webapp.messages.media import MediaRefused, check_media, probe_media_url, system_resolver
+from webapp.models import Message
+
+from .conftest import csrf_token
+
+KB = 1024
+
+
+class CountingListener:
+    """A TCP listener that only counts connections: the SSRF targets point here."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.connections += 1
+            conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sock.close()
+
+
+@pytest.fixture
+def listener() -> Iterator[CountingListener]:
+    server = CountingListener()
+    yield server
+    server.close()
+
+
+def fake_dns(host: str, port: int) -> list[str]:
+    """Names that resolve to private addresses, as a hostile DNS would answer."""
+    table = {
+        "internal.corp.example": ["10.1.2.3"],
+        "rebind.example": ["93.184.216.34", "127.0.0.1"],
+        "metadata.example": ["169.254.169.254"],
+        "v6-local.example": ["fd12:3456::1"],
+        "public.example": ["93.184.216.34"],
+    }
+    return table[host] if host in table else system_resolver(host, port)
+
+
+SSRF_URLS = [
+    "https://127.0.0.1:{port}/a.jpg", "https://2130706433:{port}/a.jpg",
+    "https://0x7f000001:{port}/a.jpg", "https://017700000001:{port}/a.jpg",
+    "https://127.1:{port}/a.jpg", "https://0177.0.0.1:{port}/a.jpg",
+    "https://0.0.0.0:{port}/a.jpg", "https://[::1]:{port}/a.jpg",
+    "https://[::ffff:127.0.0.1]:{port}/a.jpg", "https://[::ffff:7f00:1]:{port}/a.jpg",
+    "https://[::]:{port}/a.jpg", "https://localhost:{port}/a.jpg",
+    "https://LOCALHOST.:{port}/a.jpg", "https://169.254.169.254/latest/meta-data/",
+    "https://10.0.0.1/a.jpg", "https://172.16.0.1/a.jpg", "https://192.168.1.1/a.jpg",
+    "https://100.64.0.1/a.jpg", "https://198.18.0.1/a.jpg", "https://192.0.2.1/a.jpg",
+    "https://224.0.0.1/a.jpg", "https://255.255.255.255/a.jpg", "https://[fc00::1]/a.jpg",
+    "https://[fe80::1]/a.jpg", "https://[2002:7f00:1::]/a.jpg", "https://[ff02::1]/a.jpg",
+    "https://internal.corp.example/a.jpg", "https://rebind.example/a.jpg",
+    "https://metadata.example/a.jpg", "https://v6-local.example/a.jpg",
+    "http://public.example/a.jpg", "https://user:pass@public.example/a.jpg",
+    "ftp://public.example/a.jpg", "https://public.example:99999/a.jpg",
+]
+
+
+@pytest.mark.parametrize("template", SSRF_URLS)
+def test_ssrf_targets_are_refused_without_connecting(listener, template):
+    url = template.format(port=listener.port)
+    with pytest.raises(MediaRefused):
+        probe_media_url(url, resolver=fake_dns, timeout=0.5)
+    assert listener.connections == 0
+
+
+# ---- a real media server on loopback ---------------------------------------------------------
+class MediaHandler(BaseHTTPRequestHandler):
+    routes = {
+        "/ok.jpg": (200, {"Content-Type": "image/jpeg", "Content-Length": str(40 * KB)}),
+        "/warn.jpg": (200, {"Content-Type": "image/jpeg", "Content-Length": str(700 * KB)}),
+        "/clip.mp4": (200, {"Content-Type": "video/mp4", "Content-Length": str(100 * KB)}),
+        "/big.jpg": (200, {"Content-Type": "image/jpeg", "Content-Length": str(3 * 1024 * KB)}),
+        "/page.html": (200, {"Content-Type": "text/html", "Content-Length": "100"}),
+        "/notype": (200, {"Content-Length": "100"}),
+        "/nolength.png": (200, {"Content-Type": "image/png"}),
+        "/missing.jpg": (404, {"Content-Type": "text/plain", "Content-Length": "0"}),
+        "/to-ok": (302, {"Location": "/ok.jpg", "Content-Length": "0"}),
+        "/to-private": (302, {"Location": "https://10.0.0.1/a.jpg", "Content-Length": "0"}),
+        "/loop": (302, {"Location": "/loop", "Content-Length": "0"}),
+    }
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def _answer(self, with_body: bool) -> None:
+        path = self.path.split("?", 1)[0]
+        if path == "/head405.png":
+            if self.command == "HEAD":
+                self.send_response(405)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(206)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Range", f"bytes 0-0/{50 * KB}")
+            self.send_header("Content-Length", "1")
+            self.end_headers()
+            self.wfile.write(b"x")
+            return
+        status, headers = self.routes.get(path, (404, {"Content-Length": "0"}))
+        self.send_response(status)
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.end_headers()
+
+    def do_HEAD(self) -> None:
+        self._answer(False)
+
+    def do_GET(self) -> None:
+        self._answer(True)
+
+
+@pytest.fixture
+def media_server() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), MediaHandler)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    yield f"127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+
+
+def probe(host: str, path: str):
+    return probe_media_url(f"http://{host}{path}", allow_hosts=frozenset({host}), timeout=2)
+
+
+def test_probe_accepts_media_with_type_and_length(media_server):
+    result = probe(media_server, "/ok.jpg")
+    assert (result.content_type, result.size, result.warnings) == ("image/jpeg", 40 * KB, ())
+
+
+def test_probe_falls_back_to_a_ranged_get(media_server):
+    assert probe(media_server, "/head405.png").size == 50 * KB
+
+
+def test_probe_follows_a_redirect(media_server):
+    assert probe(media_server, "/to-ok").content_type == "image/jpeg"
+
+
+def test_probe_warns_above_carrier_guidance_and_for_unformatted_types(media_server):
+    assert "600 KB" in probe(media_server, "/warn.jpg").warnings[0]
+    assert "only JPEG, PNG and GIF" in probe(media_server, "/clip.mp4").warnings[0]
+
+
+@pytest.mark.parametrize(("path", "reason"), [
+    ("/big.jpg", "2 MB per file"),
+    ("/page.html", "text/html cannot be sent"),
+    ("/notype", "no Content-Type"),
+    ("/nolength.png", "no Content-Length"),
+    ("/missing.jpg", "error (404)"),
+    ("/to-private", "not on the public internet"),
+    ("/loop", "redirects more than 3 times"),
+])
+def test_probe_refuses_bad_media(media_server, path, reason):
+    with pytest.raises(MediaRefused, match=re.escape(reason)):
+        probe(media_server, path)
+
+
+def test_total_size_over_five_megabytes_is_refused(media_server):
+    items = [("url", f"http://{media_server}/ok.jpg?{i}") for i in range(2)]
+    media, _, errors = check_media(items, enabled=True, allow_hosts=frozenset({media_server}),
+                                   timeout=2)
+    assert not errors and [m["size"] for m in media] == [40 * KB, 40 * KB]
+    big = [("url", f"http://{media_server}/warn.jpg?{i}") for i in range(8)]
+    _, warnings, errors = check_media(big, enabled=True, allow_hosts=frozenset({media_server}),
+                                      timeout=2)
+    assert any("under 5 MB" in e for e in errors) and warnings
+
+
+def test_compose_with_probe_on_refuses_and_accepts(make_app, media_server):
+    app = make_app(MEDIA_PROBE="on", MEDIA_PROBE_ALLOW_HOSTS=media_server)
+    client = app.test_client()
+    with app.app_context():
+        from webapp.auth.service import create_user
+
+        create_user("amy@example.com", "correct horse battery staple")
+    from .conftest import login
+
+    login(client, "amy@example.com")
+
+    def send(media: list[str]):
+        page = client.get("/messages/new").get_data(as_text=True)
+        key = re.search(r'name="idempotency_key" type="hidden" value="([^"]+)"', page).group(1)
+        return client.post("/messages/new", data={
+            "csrf_token": csrf_token(client, "/messages/new"), "idempotency_key": key,
+            "sender": "+14155550100", "recipients": "(415) 555-0123", "media": media})
+
+    refused = send([f"http://{media_server}/nolength.png"])
+    assert refused.status_code == 400
+    assert "Item 1: The address does not say how large" in refused.get_data(as_text=True)
+    accepted = send([f"http://{media_server}/ok.jpg"])
+    assert accepted.status_code == 303
+    with app.app_context():
+        row = db.session.scalars(select(Message)).one()
+        assert row.media == [{"url": f"http://{media_server}/ok.jpg",
+                              "content_type": "image/jpeg", "size": 40 * KB}]
