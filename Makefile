@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 FLASK  := $(BIN)/flask --app wsgi
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run install install-dev db test lint unit bench clean
+.PHONY: run install install-dev db test lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,7 @@ lint: install-dev
 	$(BIN)/ruff check .
 
 test: install-dev lint
+	scripts/install-test-deps.sh
 	$(BIN)/python -m pytest
 
 bench: install-dev

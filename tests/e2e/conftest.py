@@ -1,0 +1,200 @@
+"""The browser suite: real processes on loopback, real headless Chromium.
+
+The dashboard (gunicorn), a task-queue worker and the Plivo simulator run as
+separate processes for the session, with a loopback media server the probe is
+told to let through. Chromium is Debian's (/usr/bin/chromium): Playwright
+cannot download its own browsers here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import threading
+import time
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import requests
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from ..conftest import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+ARTIFACTS = ROOT / "test-artifacts" / "e2e"
+AXE = Path(__file__).parent / "vendor" / "axe.min.js"
+
+
+def pytest_collection_modifyitems(config, items):
+    if Path(CHROMIUM).exists():
+        return
+    reason = (f"Chromium not found at {CHROMIUM}: the browser suite did not run. "
+              "Install it with scripts/install-test-deps.sh (Debian package chromium).")
+    if os.environ.get("CI") == "true":
+        raise pytest.UsageError(reason)
+    for item in items:
+        if "e2e" in item.nodeid:
+            item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--no-first-run", "--disable-sync",
+                  "--disable-quic"])
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    """A fresh browser profile (context) per test."""
+    context = browser.new_context(accept_downloads=True)
+    context.set_default_timeout(10_000)
+    new_page = context.new_page()
+    yield new_page
+    context.close()
+
+
+def png(red: int, green: int, blue: int, size: int = 48) -> bytes:
+    """A small solid-colour PNG, made here so the suite ships no binaries."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    row = b"\x00" + bytes((red, green, blue)) * size
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(row * size)) + chunk(b"IEND", b""))
+
+
+IMAGES = {"/red.png": png(200, 30, 30), "/blue.png": png(30, 60, 200)}
+
+
+class MediaHandler(BaseHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+    def _send(self, body: bool) -> None:
+        data = IMAGES.get(self.path.split("?")[0])
+        if data is None:
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "image/png")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if body:
+            self.wfile.write(data)
+
+    def do_HEAD(self) -> None:
+        self._send(False)
+
+    def do_GET(self) -> None:
+        self._send(True)
+
+
+@dataclass
+class Stack:
+    url: str
+    admin_email: str
+    admin_password: str
+    media: str  # http://127.0.0.1:PORT
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory) -> Iterator[Stack]:
+    tmp = tmp_path_factory.mktemp("e2e-stack")
+    media_server = ThreadingHTTPServer(("127.0.0.1", 0), MediaHandler)
+    threading.Thread(target=media_server.serve_forever, args=(0.05,), daemon=True).start()
+    media_host = f"127.0.0.1:{media_server.server_port}"
+    web_port, sim_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PLIVO_", "APP_ENV"))}
+    env.update({
+        "APP_ENV": "testing", "BCRYPT_ROUNDS": "4", "INSTANCE_PATH": str(tmp),
+        "SECRET_KEY": "e2e-" + "k" * 40,  # shared by every gunicorn worker
+        "DATABASE_URL": f"sqlite:///{tmp}/e2e.sqlite3",
+        "TASK_QUEUE_URL": f"sqlite:///{tmp}/tasks.sqlite3",
+        "SIMULATOR_PORT": str(sim_port), "PUBLIC_BASE_URL": f"http://127.0.0.1:{web_port}",
+        "MEDIA_PROBE": "on", "MEDIA_PROBE_ALLOW_HOSTS": media_host,
+        "PLIVO_READ_TIMEOUT_SECONDS": "2", "LOG_LEVEL": "warning",
+    })
+    flask = [sys.executable, "-m", "flask", "--app", "wsgi"]
+
+    def run(*args: str) -> str:
+        return subprocess.run([*flask, *args], cwd=ROOT, env=env, check=True, timeout=120,
+                              capture_output=True, text=True).stdout
+
+    run("db", "upgrade")
+    printed = run("users", "bootstrap")
+    email = re.search(r"email:\s+(\S+)", printed).group(1)
+    password = re.search(r"password:\s+(\S+)", printed).group(1)
+    logs = (tmp / "processes.log").open("w")
+    processes = [
+        subprocess.Popen([*flask, "plivo-simulator", "--callback-delay", "0.4"], cwd=ROOT,
+                         env=env, stdout=logs, stderr=logs),
+        subprocess.Popen([*flask, "worker", "--threads", "4"], cwd=ROOT, env=env,
+                         stdout=logs, stderr=logs),
+        subprocess.Popen([sys.executable, "-m", "gunicorn", "--workers", "2", "--threads", "4",
+                          "--bind", f"127.0.0.1:{web_port}", "wsgi:app"], cwd=ROOT, env=env,
+                         stdout=logs, stderr=logs),
+    ]
+    url = f"http://127.0.0.1:{web_port}"
+    try:
+        wait_until_healthy(url, tmp / "processes.log")
+        yield Stack(url=url, admin_email=email, admin_password=password,
+                    media=f"http://{media_host}")
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=15)
+        logs.close()
+        media_server.shutdown()
+        media_server.server_close()
+
+
+def wait_until_healthy(url: str, log: Path, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(url + "/healthz", timeout=1).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not become healthy; see {log}")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "call" or not report.failed:
+        return
+    page = item.funcargs.get("page")
+    if page is None:
+        return
+    folder = ARTIFACTS / re.sub(r"[^A-Za-z0-9_.-]+", "_", item.name)
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        page.screenshot(path=str(folder / "page.png"), full_page=True)
+        (folder / "page.html").write_text(page.content())
+    except Exception as exc:  # the page may be gone; say so instead of hiding the failure
+        (folder / "error.txt").write_text(repr(exc))
+    report.sections.append(("e2e artifacts", f"screenshot and HTML written to {folder}"))
+    print(f"\nE2E ARTIFACTS: {folder}", file=sys.stderr)

@@ -1,0 +1,180 @@
+"""What a person does in the browser, start to finish, in real headless Chromium."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from .conftest import AXE, Stack
+
+STAFF_EMAIL = "casey@example.com"
+STAFF_PASSWORD = "casey's long passphrase"
+
+pytestmark = pytest.mark.e2e
+
+
+def log_in(page: Page, stack: Stack, email: str, password: str) -> None:
+    page.goto(stack.url + "/login")
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("heading", name="History")).to_be_visible()
+
+
+def log_out(page: Page) -> None:
+    page.locator("details.dropdown summary").click()
+    page.get_by_role("button", name="Log out").click()
+    expect(page.get_by_role("heading", name="Log in")).to_be_visible()
+
+
+def check_accessibility(page: Page) -> None:
+    page.evaluate(AXE.read_text())
+    result = page.evaluate("async () => await axe.run(document, {resultTypes: ['violations']})")
+    serious = [f"{v['id']}: {v['help']} {[n['target'] for n in v['nodes']]}"
+               for v in result["violations"] if v["impact"] in ("serious", "critical")]
+    assert not serious, f"{page.url}: {serious}"
+
+
+def compose(page: Page, stack: Stack, recipients: str, media: list[str], text: str = "") -> None:
+    page.goto(stack.url + "/messages/new")
+    page.get_by_label("To").fill(recipients)
+    page.get_by_label("Message").fill(text)
+    for i, url in enumerate(media):
+        if i:
+            page.get_by_role("button", name="Add another item").click()
+        page.locator("input[name=media]").nth(i).fill(url)
+    page.get_by_role("button", name="Send").click()
+
+
+@pytest.fixture(scope="module")
+def staff_account(stack, browser):
+    """The admin logs in with the printed credentials and creates a staff account."""
+    context = browser.new_context()
+    page = context.new_page()
+    log_in(page, stack, stack.admin_email, stack.admin_password)
+    page.get_by_role("link", name="Staff accounts").click()
+    page.get_by_label("Email").fill(STAFF_EMAIL)
+    page.get_by_label("Role").select_option("staff")
+    page.get_by_label("Initial password").fill(STAFF_PASSWORD)
+    page.get_by_role("button", name="Create account").click()
+    expect(page.get_by_text(f"Account created for {STAFF_EMAIL}")).to_be_visible()
+    expect(page.get_by_role("cell", name=STAFF_EMAIL, exact=True)).to_be_visible()
+    log_out(page)
+    context.close()
+    return STAFF_EMAIL
+
+
+def test_staff_sends_to_two_numbers_and_watches_them_deliver(page: Page, stack, staff_account):
+    log_in(page, stack, staff_account, STAFF_PASSWORD)
+    compose(page, stack, "(415) 555-0123\n(604) 555-0199",
+            [stack.media + "/red.png", stack.media + "/blue.png"], text="Spring sale!")
+    expect(page.get_by_role("heading", name="Sending 2 messages")).to_be_visible()
+    url_after_send = page.url
+    badges = page.locator("tbody .badge")
+    expect(badges).to_have_count(2)
+    # No reload: htmx swaps each row until it is final.
+    expect(badges.nth(0)).to_have_text("Delivered", timeout=20_000)
+    expect(badges.nth(1)).to_have_text("Delivered", timeout=20_000)
+    assert page.url == url_after_send
+    page.get_by_role("link", name="(604) 555-0199").click()
+    expect(page.get_by_role("heading", name="Message to (604) 555-0199")).to_be_visible()
+    timeline = page.locator("table.timeline tbody tr")
+    expect(timeline).to_have_count(3)
+    expect(timeline.nth(2)).to_contain_text("delivered")
+
+
+def test_magic_failure_number_shows_its_reason(page: Page, stack, staff_account):
+    log_in(page, stack, staff_account, STAFF_PASSWORD)
+    compose(page, stack, "(415) 555-0030, (415) 555-0400", [stack.media + "/red.png"])
+    expect(page.get_by_text("Not delivered: spam detected (30)")).to_be_visible(timeout=20_000)
+    expect(page.get_by_text("Refused by Plivo")).to_be_visible(timeout=20_000)
+
+
+def test_form_errors_sit_next_to_their_fields(page: Page, stack, staff_account):
+    log_in(page, stack, staff_account, STAFF_PASSWORD)
+    compose(page, stack, "+44 20 7183 8750", [stack.media + "/missing.png"], text="keep me")
+    expect(page.locator("#recipients-error")).to_contain_text(
+        "MMS can only be sent to US and Canadian numbers")
+    expect(page.get_by_label("To")).to_have_attribute("aria-invalid", "true")
+    expect(page.get_by_label("Message")).to_have_value("keep me")
+
+
+def test_history_filters_detail_and_export(page: Page, stack, staff_account):
+    log_in(page, stack, staff_account, STAFF_PASSWORD)
+    compose(page, stack, "(415) 555-0900", [stack.media + "/blue.png"], text="=1+2 credit")
+    expect(page.get_by_text("Failed: insufficient credit (900)")).to_be_visible(timeout=20_000)
+    page.get_by_role("link", name="History", exact=True).click()
+    page.locator("details.filters summary").click()
+    page.get_by_label("Failed", exact=True).check()
+    page.get_by_label("Text contains").fill("credit")
+    page.get_by_role("button", name="Apply filters").click()
+    rows = page.locator("tbody tr")
+    expect(rows).to_have_count(1)
+    assert "status=failed" in page.url and "q=credit" in page.url
+    with page.expect_download() as download_info:
+        page.get_by_role("link", name="Export these messages as CSV").click()
+    content = Path(download_info.value.path()).read_text(encoding="utf-8")
+    table = list(csv.reader(io.StringIO(content)))
+    assert len(table) == 2 and table[1][5] == "failed" and table[1][8] == "'=1+2 credit"
+    rows.first.get_by_role("link").click()
+    expect(page.locator("table.timeline")).to_contain_text("insufficient credit (900)")
+
+
+def test_logout_then_back_shows_no_private_page(page: Page, stack, staff_account):
+    log_in(page, stack, staff_account, STAFF_PASSWORD)
+    page.goto(stack.url + "/messages")
+    log_out(page)
+    page.go_back()
+    expect(page.get_by_role("heading", name="Log in")).to_be_visible()
+    page.goto(stack.url + "/messages")
+    expect(page.get_by_role("heading", name="Log in")).to_be_visible()
+
+
+def test_compose_with_the_keyboard_only(page: Page, stack, staff_account):
+    log_in(page, stack, staff_account, STAFF_PASSWORD)
+    page.goto(stack.url + "/messages/new")
+    page.locator("body").focus()
+    order = []
+    for _ in range(15):
+        page.keyboard.press("Tab")
+        order.append(page.evaluate("document.activeElement.id || document.activeElement.name"))
+        if order[-1] == "recipients":
+            break
+    assert order[-1] == "recipients"
+    page.keyboard.type("(415) 555-0124")
+    page.keyboard.press("Tab")
+    page.keyboard.type("Typed with the keyboard")
+    page.keyboard.press("Tab")  # the first media row
+    page.keyboard.type(stack.media + "/red.png")
+    page.keyboard.press("Tab")  # its Remove button
+    page.keyboard.press("Tab")  # Add another item
+    page.keyboard.press("Enter")
+    page.keyboard.type(stack.media + "/blue.png")
+    focused = page.evaluate("document.activeElement.id")
+    assert focused == "media-2"
+    for _ in range(3):  # Remove, Add another item, Send
+        page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.value") == "Send"
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", name="Sending 1 message")).to_be_visible()
+    expect(page.locator("tbody .badge")).to_have_text("Delivered", timeout=20_000)
+
+
+def test_pages_have_no_serious_accessibility_violations(page: Page, stack, staff_account):
+    log_in(page, stack, stack.admin_email, stack.admin_password)
+    page.goto(stack.url + "/messages")
+    first = page.locator("tbody tr a").first
+    detail = first.get_attribute("href") if first.count() else None
+    urls = ["/messages", "/messages/new", "/account/password", "/admin/users",
+            "/admin/users/1", "/messages?status=failed", "/no/such/page"]
+    if detail:
+        urls.append(detail)
+    for url in urls:
+        page.goto(stack.url + url)
+        check_accessibility(page)
+    log_out(page)
+    check_accessibility(page)  # the login page
