@@ -361,3 +361,37 @@ def test_worker_process_sends_a_queued_message(tmp_path, simulator, make_user):
         worker.wait(timeout=10)
         log.close()
     assert [r["dst"] for r in sim.requests] == ["14155550123"]
+
+
+# ---- recovery after a lost task or a killed worker -------------------------------------------
+def test_recovery_requeues_lost_tasks_and_resolves_open_sends(app, make_user):
+    from datetime import timedelta
+
+    from webapp.models import StatusEvent, utcnow
+
+    user = make_user()
+    lost = pending_message(app, user.id, "+14155550123")
+    answered = pending_message(app, user.id, "+14155550124")
+    silent = pending_message(app, user.id, "+14155550125")
+    fresh = pending_message(app, user.id, "+14155550126")
+    with app.app_context():
+        old = utcnow() - timedelta(minutes=10)
+        for message_id in (lost, answered, silent):
+            db.session.get(Message, message_id).created_at = old
+        for message_id in (answered, silent):  # claimed by a worker that then died
+            row = db.session.get(Message, message_id)
+            row.attempts, row.updated_at = 1, old
+        db.session.add(StatusEvent(plivo_uuid="plivo-answered", status="queued", sequence=1,
+                                   payload={"To": "14155550124", "From": "14155550100"},
+                                   signature="v3"))
+        db.session.commit()
+        queue = app.extensions["task_queue"].huey
+        before = queue.pending_count()
+        counts = service.recover_stalled(lease_seconds=60)
+        assert counts == {"requeued": 1, "adopted": 1, "unknown": 1}
+        assert queue.pending_count() == before + 1
+        assert db.session.get(Message, answered).plivo_uuid == "plivo-answered"
+        assert db.session.get(Message, answered).status == "queued"
+        assert db.session.get(Message, silent).status == "unknown"
+        assert db.session.get(Message, fresh).status == "pending"
+        assert db.session.get(Message, lost).status == "pending"

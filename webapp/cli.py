@@ -134,13 +134,17 @@ def worker(threads: int | None) -> None:
     run_worker(current_app._get_current_object(), threads or current_settings().queue_workers)
 
 
-@messages.command("requeue")
-@click.option("--older-than", type=int, default=60, show_default=True, help="Seconds.")
-def requeue(older_than: int) -> None:
-    """Queue again pending messages no worker has tried (e.g. the queue was down)."""
-    from .messages.service import requeue_stuck
+@messages.command("recover")
+@click.option("--older-than", type=int, default=None, help="Seconds (default QUEUE_LEASE_SECONDS).")
+def recover(older_than: int | None) -> None:
+    """Queue again messages the queue lost; resolve sends a killed worker left open.
 
-    click.echo(f"Queued {requeue_stuck(older_than)} message(s) again.")
+    Workers run this every QUEUE_SWEEP_SECONDS by themselves.
+    """
+    from .messages.service import recover_stalled
+
+    counts = recover_stalled(older_than or current_settings().queue_lease_seconds)
+    click.echo(", ".join(f"{name}: {count}" for name, count in counts.items()))
 
 
 def init_app(app: Flask) -> None:

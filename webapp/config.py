@@ -54,6 +54,8 @@ class Settings:
     trusted_proxies: int
     task_queue_url: str
     queue_workers: int
+    queue_sweep_seconds: int
+    queue_lease_seconds: int
     send_rate_per_5s: int
     send_max_in_flight: int
     sends_per_minute_per_user: int
@@ -262,6 +264,9 @@ def load_settings(env: Mapping[str, str] | None = None, instance_path: Path | No
         trusted_proxies=_int(env, "TRUSTED_PROXIES", 0, 0, 5),
         task_queue_url=task_queue_url,
         queue_workers=_int(env, "QUEUE_WORKERS", 10, 1, 100),
+        queue_sweep_seconds=_int(env, "QUEUE_SWEEP_SECONDS", 30, 1, 3600),
+        # Longer than a send's whole retry budget (about 2 minutes).
+        queue_lease_seconds=_int(env, "QUEUE_LEASE_SECONDS", 180, 1, 86_400),
         send_rate_per_5s=_int(env, "SEND_RATE_PER_5S", 300, 1, 300),
         send_max_in_flight=_int(env, "SEND_MAX_IN_FLIGHT", 10, 1, 100),
         sends_per_minute_per_user=_int(env, "SENDS_PER_MINUTE_PER_USER", 30, 1, 10_000),

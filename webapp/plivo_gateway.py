@@ -78,6 +78,11 @@ def _client(config: GatewayConfig) -> tuple[plivo.RestClient, threading.local]:
     return _local.client, _local
 
 
+def warm_up(config: GatewayConfig) -> None:
+    """Build this thread's SDK client now (building it takes a while)."""
+    _client(config)
+
+
 def _remember_response(response: requests.Response, *args, **kwargs) -> None:
     _local.last_response = response
 

@@ -7,6 +7,8 @@ and, for tests only, `immediate` (tasks run inline) or `memory` (kept, never run
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from dataclasses import dataclass
 
 from flask import Flask, current_app
@@ -50,8 +52,31 @@ def enqueue_dispatch(message_id: int) -> None:
     current_app.extensions["task_queue"].dispatch(message_id)
 
 
+def _sweep_forever(app: Flask, every_seconds: int, lease_seconds: int) -> None:
+    from .messages.service import recover_stalled
+
+    while True:
+        time.sleep(every_seconds)
+        try:
+            with app.app_context():
+                counts = recover_stalled(lease_seconds)
+        except Exception:  # keep sweeping: a database blip must not end the thread
+            log.exception("recovery sweep failed")
+            continue
+        if any(counts.values()):
+            log.warning("recovery sweep: %s", counts)
+
+
 def run_worker(app: Flask, workers: int) -> None:
-    """Run a consumer in this process with `workers` threads, until a signal stops it."""
+    """Run a consumer in this process with `workers` threads, until a signal stops it.
+
+    A sweeper thread also re-queues lost tasks and resolves sends a killed
+    worker left open (see messages.service.recover_stalled).
+    """
+    settings = app.extensions["settings"]
+    threading.Thread(target=_sweep_forever, daemon=True, name="recovery-sweep",
+                     args=(app, settings.queue_sweep_seconds,
+                           settings.queue_lease_seconds)).start()
     huey = app.extensions["task_queue"].huey
     consumer = huey.create_consumer(workers=workers, worker_type="thread", periodic=False,
                                     initial_delay=0.05, max_delay=0.5)

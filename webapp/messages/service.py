@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from flask import current_app
 from limits import RateLimitItemPerSecond
@@ -73,7 +73,7 @@ def create_messages(user: User, send: SendRequest) -> tuple[list[Message], bool]
     for message in rows:
         try:
             enqueue_dispatch(message.id)
-        except Exception:  # the queue is down: the row stays pending, `requeue` picks it up
+        except Exception:  # queue down: the row stays pending; the recovery sweep queues it later
             log.exception("could not queue message %s", message.public_id)
     return rows, True
 
@@ -133,6 +133,10 @@ def gateway_config(settings: Settings) -> gateway.GatewayConfig:
         read_timeout=settings.plivo_read_timeout_seconds)
 
 
+class _ClaimedElsewhere(Exception):
+    """Another worker took this message first."""
+
+
 def _claim(message_id: int) -> bool:
     """Take a pending message for sending; False if another worker has it."""
     result = db.session.execute(
@@ -152,28 +156,35 @@ def dispatch_message(message_id: int, policy: RetryPolicy | None = None) -> None
     `unknown`, never resent automatically.
     """
     policy = policy or RetryPolicy()
-    if not _claim(message_id):
-        return
     message = db.session.get(Message, message_id)
+    if message is None or message.status != statuses.PENDING or message.attempts:
+        return
     settings = current_settings()
     config = gateway_config(settings)
     limiter = _dispatch_limiter(settings)
-    media_urls = [m["url"] for m in message.media if "url" in m]
-    media_ids = [m["media_id"] for m in message.media if "media_id" in m]
-
+    # Everything the request needs is read before the claim, so nothing but
+    # the request itself stands between the claim and Plivo.
+    request = {"src": message.sender, "dst": message.recipient, "text": message.text,
+               "media_urls": [m["url"] for m in message.media if "url" in m],
+               "media_ids": [m["media_id"] for m in message.media if "media_id" in m],
+               "callback_url": settings.status_callback_url}
+    gateway.warm_up(config)
     tries = 0
 
     def attempt() -> str:
         nonlocal tries
         tries += 1
-        if tries > 1:  # the claim counted the first; a crash mid-send leaves the count true
-            message.attempts = tries
-            db.session.commit()
         with limiter.slot(policy.sleep):
-            return gateway.send_mms(config, src=message.sender, dst=message.recipient,
-                                    text=message.text, media_urls=media_urls,
-                                    media_ids=media_ids,
-                                    callback_url=settings.status_callback_url)
+            # Claim (or count) right before the request, after any wait: a
+            # worker killed before this line leaves a message the recovery
+            # sweep may safely queue again; after it, the send is ambiguous.
+            if tries == 1:
+                if not _claim(message_id):
+                    raise _ClaimedElsewhere
+            else:
+                message.attempts = tries
+                db.session.commit()
+            return gateway.send_mms(config, **request)
 
     def note_retry(state: RetryCallState) -> None:
         exc = state.outcome.exception()
@@ -189,6 +200,8 @@ def dispatch_message(message_id: int, policy: RetryPolicy | None = None) -> None
         wait=policy.wait, sleep=policy.sleep, before_sleep=note_retry, reraise=True)
     try:
         plivo_uuid = retrying(attempt)
+    except _ClaimedElsewhere:
+        return
     except gateway.PlivoRejected as exc:
         _finish_without_uuid(message, statuses.ERROR, f"Plivo refused the message: {exc.reason}")
     except gateway.PlivoRetryable as exc:
@@ -274,15 +287,46 @@ def apply_status_event(message: Message, status_event: StatusEvent) -> bool:
     return True
 
 
-def requeue_stuck(older_than_seconds: int = 60) -> int:
-    """Queue again the pending messages nobody has tried (the queue was down)."""
-    cutoff = utcnow().timestamp() - older_than_seconds
-    stuck = [m for m in db.session.scalars(
-        select(Message).where(Message.status == statuses.PENDING, Message.attempts == 0))
-        if m.created_at.timestamp() < cutoff]
-    for message in stuck:
-        enqueue_dispatch(message.id)
-    return len(stuck)
+def recover_stalled(lease_seconds: int) -> dict[str, int]:
+    """Repair what a dead queue or a killed worker left behind. Safe to run anywhere, often.
+
+    - pending and never tried, older than the lease: queue again (the queue lost
+      the task, or was down when the message was recorded);
+    - claimed by a worker but never answered, older than the lease: the worker
+      died mid-send. If Plivo's callbacks for this recipient arrived meanwhile,
+      they name the uuid: adopt it. Otherwise the message becomes `unknown`,
+      never resent blindly.
+    """
+    cutoff = utcnow() - timedelta(seconds=lease_seconds)
+    counts = {"requeued": 0, "adopted": 0, "unknown": 0}
+    never_tried = list(db.session.scalars(select(Message.id).where(
+        Message.status == statuses.PENDING, Message.attempts == 0, Message.created_at < cutoff)))
+    for message_id in never_tried:
+        enqueue_dispatch(message_id)
+    counts["requeued"] = len(never_tried)
+    stalled = list(db.session.scalars(select(Message).where(
+        Message.status == statuses.PENDING, Message.attempts > 0,
+        Message.plivo_uuid.is_(None), Message.updated_at < cutoff)))
+    if not stalled:
+        return counts
+    orphans = list(db.session.scalars(select(StatusEvent).where(
+        StatusEvent.message_id.is_(None), StatusEvent.accepted,
+        StatusEvent.received_at >= min(m.created_at for m in stalled))))
+    for message in stalled:
+        match = next((e for e in orphans
+                      if e.payload.get("To") == message.recipient.lstrip("+")
+                      and e.payload.get("From") == message.sender.lstrip("+")
+                      and e.received_at >= message.created_at
+                      and _message_by_uuid(e.plivo_uuid) is None), None)
+        if match is not None:
+            record_uuid(message, match.plivo_uuid)
+            counts["adopted"] += 1
+        else:
+            _finish_without_uuid(message, statuses.UNKNOWN,
+                                 "The sending worker stopped mid-request; Plivo may or may not "
+                                 "have the message. Check before sending again.")
+            counts["unknown"] += 1
+    return counts
 
 
 # ---- status callbacks ---------------------------------------------------------------------

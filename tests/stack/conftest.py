@@ -1,0 +1,172 @@
+"""The production stack: PostgreSQL and Redis on loopback, gunicorn, several queue workers.
+
+PostgreSQL and Redis come from Debian's packages (scripts/install-test-deps.sh)
+and are started here under a temporary directory on free loopback ports, then
+stopped. Outside CI a missing server skips the suite with its reason; with
+CI=true it fails the run.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import requests
+
+from ..conftest import free_port
+from ..e2e.conftest import wait_until_healthy
+
+ROOT = Path(__file__).resolve().parents[2]
+INITDB = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+REDIS = shutil.which("redis-server")
+
+
+def pytest_collection_modifyitems(config, items):
+    missing = [name for name, found in (("PostgreSQL", INITDB), ("Redis", REDIS)) if not found]
+    if not missing:
+        return
+    reason = (f"{' and '.join(missing)} not installed: the production-stack suite did not run. "
+              "Install with scripts/install-test-deps.sh (Debian: postgresql, redis-server).")
+    if os.environ.get("CI") == "true":
+        raise pytest.UsageError(reason)
+    for item in items:
+        if "/stack/" in item.nodeid or item.nodeid.startswith("tests/stack"):
+            item.add_marker(pytest.mark.skip(reason=reason))
+
+
+def _as_postgres(cmd: list[str]) -> list[str]:
+    # PostgreSQL refuses to run as root.
+    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[str]:
+    bindir = Path(INITDB[-1]).parent
+    base = Path(tempfile.mkdtemp(prefix="mms-pg-"))
+    data = base / "data"
+    if os.geteuid() == 0:
+        shutil.chown(base, "postgres")
+    port = free_port()
+    subprocess.run(_as_postgres([str(bindir / "initdb"), "-D", str(data), "-U", "postgres",
+                                 "--auth=trust", "-E", "UTF8", "--no-sync"]),
+                   check=True, capture_output=True, timeout=120)
+    options = f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+    subprocess.run(_as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-w",
+                                 "-l", str(data / "server.log"), "start"]),
+                   check=True, capture_output=True, timeout=120)
+    try:
+        subprocess.run(_as_postgres([str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port),
+                                     "-U", "postgres", "mms"]), check=True, capture_output=True)
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/mms"
+    finally:
+        subprocess.run(_as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate",
+                                     "stop"]), capture_output=True, timeout=60)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory) -> Iterator[str]:
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    process = subprocess.Popen([REDIS, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                "--appendonly", "no", "--dir", str(workdir)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 15
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=port)
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    client.close()
+    yield f"redis://127.0.0.1:{port}"
+    process.terminate()
+    process.wait(timeout=15)
+
+
+@dataclass
+class ProductionStack:
+    url: str
+    sim_url: str
+    env: dict[str, str]
+    gunicorn: subprocess.Popen
+    workers: list[subprocess.Popen]
+    logs: object
+    others: list[subprocess.Popen] = field(default_factory=list)
+
+    def flask(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", *args], cwd=ROOT,
+                              env=self.env, input=stdin, capture_output=True, text=True,
+                              timeout=120)
+
+    def start_worker(self) -> subprocess.Popen:
+        worker = subprocess.Popen([sys.executable, "-m", "flask", "--app", "wsgi", "worker",
+                                   "--threads", "8"], cwd=ROOT, env=self.env,
+                                  stdout=self.logs, stderr=self.logs)
+        self.workers.append(worker)
+        return worker
+
+    def web_worker_pids(self) -> list[int]:
+        children = Path(f"/proc/{self.gunicorn.pid}/task/{self.gunicorn.pid}/children")
+        return [int(pid) for pid in children.read_text().split()]
+
+    def sim_requests(self) -> list[dict]:
+        return requests.get(self.sim_url + "/__sim/requests", timeout=10).json()["requests"]
+
+
+@pytest.fixture(scope="session")
+def production(postgres, redis_url, tmp_path_factory) -> Iterator[ProductionStack]:
+    tmp = tmp_path_factory.mktemp("stack")
+    web_port, sim_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PLIVO_", "APP_ENV"))}
+    env.update({
+        "APP_ENV": "testing", "BCRYPT_ROUNDS": "4", "INSTANCE_PATH": str(tmp),
+        "SECRET_KEY": "stack-" + "k" * 40, "DATABASE_URL": postgres,
+        "RATELIMIT_STORAGE_URI": redis_url + "/0", "TASK_QUEUE_URL": redis_url + "/1",
+        "TRUSTED_PROXIES": "0", "SIMULATOR_PORT": str(sim_port),
+        "PUBLIC_BASE_URL": f"http://127.0.0.1:{web_port}", "SENDS_PER_MINUTE_PER_USER": "10",
+        "QUEUE_SWEEP_SECONDS": "1", "QUEUE_LEASE_SECONDS": "5", "LOG_LEVEL": "warning",
+    })
+    logs = (tmp / "processes.log").open("w")
+    stack = ProductionStack(url=f"http://127.0.0.1:{web_port}",
+                            sim_url=f"http://127.0.0.1:{sim_port}", env=env, gunicorn=None,
+                            workers=[], logs=logs)
+    upgrade = stack.flask("db", "upgrade")
+    assert upgrade.returncode == 0, upgrade.stderr
+    stack.others.append(subprocess.Popen(
+        [sys.executable, "-m", "flask", "--app", "wsgi", "plivo-simulator",
+         "--callback-delay", "0.05"], cwd=ROOT, env=env, stdout=logs, stderr=logs))
+    stack.gunicorn = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "--workers", "3", "--threads", "4", "--bind",
+         f"127.0.0.1:{web_port}", "wsgi:app"], cwd=ROOT, env=env, stdout=logs, stderr=logs)
+    stack.start_worker()
+    stack.start_worker()
+    try:
+        wait_until_healthy(stack.url, tmp / "processes.log")
+        yield stack
+    finally:
+        for process in [stack.gunicorn, *stack.workers, *stack.others]:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in [stack.gunicorn, *stack.workers, *stack.others]:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        logs.close()
