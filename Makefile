@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 FLASK  := $(BIN)/flask --app wsgi
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run install install-dev db test lint bench clean
+.PHONY: run install install-dev db test lint bench bench-smoke clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,7 +41,12 @@ test: install-dev lint
 	$(BIN)/python -m pytest
 
 bench: install-dev
+	scripts/install-test-deps.sh
 	$(BIN)/python -m bench
+
+bench-smoke: install-dev
+	scripts/install-test-deps.sh
+	$(BIN)/python -m bench --smoke
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what the browser and stack suites need from Debian's packages, when
-# missing: Chromium (tests/e2e), PostgreSQL and Redis (tests/stack).
+# Installs what the browser and stack suites and the benchmarks need from
+# Debian's packages, when missing: Chromium (tests/e2e), PostgreSQL and Redis
+# (tests/stack, bench), wrk (bench).
 # Needs root (or sudo). Outside CI a failure only warns: those suites then skip
 # with a loud reason. With CI=true a failure fails the run.
 set -uo pipefail
@@ -9,6 +10,7 @@ packages=()
 command -v chromium >/dev/null 2>&1 || packages+=(chromium)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || packages+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || packages+=(redis-server)
+command -v wrk >/dev/null 2>&1 || packages+=(wrk)  # the benchmarks' load generator
 
 if [ ${#packages[@]} -eq 0 ]; then
   exit 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,14 +19,10 @@ from webapp.extensions import db
 from webapp.models import User
 from webapp.plivo_simulator import PlivoSimulator
 
+from .services import free_port
+
 PASSWORD = "correct horse battery staple"
 CSRF_RE = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def base_env(tmp_path, **overrides: str) -> dict[str, str]:

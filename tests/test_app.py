@@ -150,6 +150,11 @@ def test_unexpected_error_gives_500_page_without_trace(make_app):
     assert "Something went wrong" in body and "secret internals" not in body
 
 
+def test_livez_answers_without_the_database(client):
+    response = client.get("/livez")
+    assert response.status_code == 200 and response.get_data(as_text=True) == "ok\n"
+
+
 def test_healthz(app, client, tmp_path):
     response = client.get("/healthz")
     assert response.status_code == 200 and response.json == {"status": "ok", "database": "ok"}

@@ -160,3 +160,30 @@ def test_webhook_needs_no_login_or_csrf_and_is_not_throttled(app, client, messag
     codes = {post_signed(client, form("sent", 2), nonce=str(n).zfill(20)).status_code
              for n in range(40)}
     assert codes == {200}
+
+
+def test_concurrent_callbacks_cannot_overwrite_each_other(app, message):
+    """`sent` is read while `delivered` commits on another connection: the stale
+    write is refused (version column) and retried, so delivered stays."""
+    from sqlalchemy import event, text
+    from sqlalchemy.orm import Session
+
+    fired = []
+
+    def concurrent_writer(session, _context, _instances):
+        if fired:
+            return
+        fired.append(True)
+        with db.engine.begin() as other:
+            other.execute(text("UPDATE messages SET status = 'delivered', status_sequence = 3, "
+                               "version = version + 1 WHERE id = :id"), {"id": message})
+
+    event.listen(Session, "before_flush", concurrent_writer)
+    try:
+        with app.app_context():
+            outcome = service.record_status_callback(
+                service.Callback("uuid-1", "sent", 2, None), {"Status": "sent"}, "v3")
+    finally:
+        event.remove(Session, "before_flush", concurrent_writer)
+    assert fired and outcome == "recorded"
+    assert state(app, message) == ("delivered", 1)

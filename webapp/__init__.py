@@ -77,6 +77,12 @@ def create_app(config: Mapping[str, str] | None = None) -> Flask:
     errors.init_app(app)
     cli.init_app(app)
 
+    @app.get("/livez")
+    @limiter.exempt
+    def livez():
+        """The process answers: no database, no session. The benchmarks' floor."""
+        return "ok\n", 200, {"Content-Type": "text/plain"}
+
     @app.get("/healthz")
     @limiter.exempt
     def healthz():

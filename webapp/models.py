@@ -120,8 +120,13 @@ class Message(db.Model):
     queued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     final_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Optimistic locking: every ORM update checks and bumps it, so two callbacks
+    # applied at once cannot overwrite each other (the loser retries).
+    version: Mapped[int] = mapped_column(Integer, server_default="1")
 
-    created_by: Mapped[User] = relationship(lazy="joined")
+    __mapper_args__ = {"version_id_col": version}
+
+    created_by: Mapped[User] = relationship()
     events: Mapped[list[StatusEvent]] = relationship(
         back_populates="message", order_by="StatusEvent.received_at"
     )

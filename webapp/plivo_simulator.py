@@ -64,6 +64,8 @@ class PlivoSimulator:
         self.latency = latency
         self.rate_per_5s = rate_per_5s
         self.requests: list[dict] = []  # every send request body, in arrival order
+        self.accepted_at: list[float] = []  # wall-clock time of each 202
+        self.throttled = 0  # 429s answered because of rate_per_5s
         self.messages: dict[str, SimulatedMessage] = {}
         self.callback_results: list[tuple[str, str, int]] = []  # (uuid, status, http status)
         self._seen_bodies: Counter[str] = Counter()
@@ -97,7 +99,8 @@ class PlivoSimulator:
 
         @app.get("/__sim/requests")
         def recorded():
-            return jsonify(requests=self.requests,
+            return jsonify(requests=self.requests, accepted_at=self.accepted_at,
+                           throttled=self.throttled,
                            callbacks=[list(c) for c in self.callback_results])
 
         return app
@@ -124,6 +127,8 @@ class PlivoSimulator:
         if not isinstance(body, dict):
             return self._error(400, "body must be JSON")
         if self._throttled():
+            with self._lock:
+                self.throttled += 1
             return self._error(429, "too many requests", {"Retry-After": "1"})
         with self._lock:
             self.requests.append(body)
@@ -157,6 +162,7 @@ class PlivoSimulator:
         )
         with self._lock:
             self.messages[message.uuid] = message
+            self.accepted_at.append(time.time())
         if message.url:
             if dst == "14155550001":
                 self._run_callbacks(message, delay=0)  # before we answer: the race

@@ -15,7 +15,6 @@ import struct
 import subprocess
 import sys
 import threading
-import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,10 +22,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-import requests
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from ..conftest import free_port
+from ..services import free_port, wait_until_healthy
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
@@ -165,18 +163,6 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
         logs.close()
         media_server.shutdown()
         media_server.server_close()
-
-
-def wait_until_healthy(url: str, log: Path, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(url + "/healthz", timeout=1).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} did not become healthy; see {log}")
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -8,14 +8,10 @@ CI=true it fails the run.
 
 from __future__ import annotations
 
-import glob
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,12 +19,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from ..conftest import free_port
-from ..e2e.conftest import wait_until_healthy
+from ..services import INITDB, REDIS, free_port, postgres_server, redis_server, wait_until_healthy
 
 ROOT = Path(__file__).resolve().parents[2]
-INITDB = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-REDIS = shutil.which("redis-server")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -44,59 +37,16 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason=reason))
 
 
-def _as_postgres(cmd: list[str]) -> list[str]:
-    # PostgreSQL refuses to run as root.
-    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
-
-
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[str]:
-    bindir = Path(INITDB[-1]).parent
-    base = Path(tempfile.mkdtemp(prefix="mms-pg-"))
-    data = base / "data"
-    if os.geteuid() == 0:
-        shutil.chown(base, "postgres")
-    port = free_port()
-    subprocess.run(_as_postgres([str(bindir / "initdb"), "-D", str(data), "-U", "postgres",
-                                 "--auth=trust", "-E", "UTF8", "--no-sync"]),
-                   check=True, capture_output=True, timeout=120)
-    options = f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
-    subprocess.run(_as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-w",
-                                 "-l", str(data / "server.log"), "start"]),
-                   check=True, capture_output=True, timeout=120)
-    try:
-        subprocess.run(_as_postgres([str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port),
-                                     "-U", "postgres", "mms"]), check=True, capture_output=True)
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/mms"
-    finally:
-        subprocess.run(_as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate",
-                                     "stop"]), capture_output=True, timeout=60)
-        shutil.rmtree(base, ignore_errors=True)
+    with postgres_server() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
-def redis_url(tmp_path_factory) -> Iterator[str]:
-    port = free_port()
-    workdir = tmp_path_factory.mktemp("redis")
-    process = subprocess.Popen([REDIS, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                "--appendonly", "no", "--dir", str(workdir)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 15
-    import redis
-
-    client = redis.Redis(host="127.0.0.1", port=port)
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
-    client.close()
-    yield f"redis://127.0.0.1:{port}"
-    process.terminate()
-    process.wait(timeout=15)
+def redis_url() -> Iterator[str]:
+    with redis_server() as url:
+        yield url
 
 
 @dataclass

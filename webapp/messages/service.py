@@ -10,6 +10,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 from flask import current_app
 from limits import RateLimitItemPerSecond
@@ -17,6 +18,8 @@ from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import joinedload
+from sqlalchemy.orm.exc import StaleDataError
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 from tenacity import stop_after_delay as tenacity_stop_after_delay
 
@@ -29,6 +32,7 @@ from ..models import Message, StatusEvent, User, utcnow
 from ..tasks import enqueue_dispatch
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 # ---- create -------------------------------------------------------------------------------
@@ -44,7 +48,7 @@ class SendRequest:
 def messages_for_key(user: User, key: str) -> list[Message]:
     return list(db.session.scalars(
         select(Message).where(Message.created_by_id == user.id, Message.idempotency_key == key)
-        .order_by(Message.id)))
+        .options(joinedload(Message.created_by)).order_by(Message.id)))
 
 
 def create_messages(user: User, send: SendRequest) -> tuple[list[Message], bool]:
@@ -203,15 +207,17 @@ def dispatch_message(message_id: int, policy: RetryPolicy | None = None) -> None
     except _ClaimedElsewhere:
         return
     except gateway.PlivoRejected as exc:
-        _finish_without_uuid(message, statuses.ERROR, f"Plivo refused the message: {exc.reason}")
+        outcome = (statuses.ERROR, f"Plivo refused the message: {exc.reason}")
     except gateway.PlivoRetryable as exc:
-        _finish_without_uuid(message, statuses.ERROR,
-                             f"Plivo was unavailable after {message.attempts} attempts "
-                             f"({exc.reason}); nothing was sent.")
+        outcome = (statuses.ERROR, f"Plivo was unavailable after {tries} attempts "
+                                   f"({exc.reason}); nothing was sent.")
     except gateway.PlivoAmbiguous as exc:
-        _finish_without_uuid(message, statuses.UNKNOWN, exc.reason)
+        outcome = (statuses.UNKNOWN, exc.reason)
     else:
         record_uuid(message, plivo_uuid)
+        return
+    # The dispatch knows best: it wins over a recovery sweep that raced it.
+    retry_on_conflict(lambda: _finish_without_uuid(message, *outcome))
 
 
 def _finish_without_uuid(message: Message, status: str, reason: str) -> None:
@@ -225,17 +231,37 @@ def _finish_without_uuid(message: Message, status: str, reason: str) -> None:
           status=status, reason=reason)
 
 
+def retry_on_conflict(change: Callable[[], T], attempts: int = 5) -> T:
+    """Run a read-modify-write of messages again when another writer got there first.
+
+    Message carries a version column; a stale update raises StaleDataError,
+    which means: roll back, read again, decide again.
+    """
+    for attempt in range(attempts):
+        try:
+            return change()
+        except StaleDataError:
+            db.session.rollback()
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 def record_uuid(message: Message, plivo_uuid: str) -> None:
     """Plivo accepted the message: store its uuid, then apply any callbacks
     that arrived before we knew it."""
+    retry_on_conflict(lambda: _record_uuid(message, plivo_uuid))
+    event(log, "message accepted by Plivo", message=message.public_id, plivo_uuid=plivo_uuid)
+    retry_on_conflict(lambda: adopt_early_events(message))
+
+
+def _record_uuid(message: Message, plivo_uuid: str) -> None:
     message.plivo_uuid = plivo_uuid
     message.last_attempt_error = None
     if statuses.should_apply(message.status, message.status_sequence, statuses.QUEUED, 0):
         message.status = statuses.QUEUED
         message.queued_at = message.queued_at or utcnow()
     db.session.commit()
-    event(log, "message accepted by Plivo", message=message.public_id, plivo_uuid=plivo_uuid)
-    adopt_early_events(message)
 
 
 def adopt_early_events(message: Message) -> None:
@@ -322,9 +348,13 @@ def recover_stalled(lease_seconds: int) -> dict[str, int]:
             record_uuid(message, match.plivo_uuid)
             counts["adopted"] += 1
         else:
-            _finish_without_uuid(message, statuses.UNKNOWN,
-                                 "The sending worker stopped mid-request; Plivo may or may not "
-                                 "have the message. Check before sending again.")
+            try:
+                _finish_without_uuid(message, statuses.UNKNOWN,
+                                     "The sending worker stopped mid-request; Plivo may or may "
+                                     "not have the message. Check before sending again.")
+            except StaleDataError:  # the worker was only slow, and has just finished
+                db.session.rollback()
+                continue
             counts["unknown"] += 1
     return counts
 
@@ -363,26 +393,29 @@ def record_status_callback(callback: Callback, payload: dict[str, str], signatur
     Returns "applied", "recorded" (kept, status unchanged: older, unknown
     status, or the message does not know its uuid yet) or "duplicate".
     """
+    return retry_on_conflict(lambda: _record_status_callback(callback, payload, signature))
+
+
+def _record_status_callback(callback: Callback, payload: dict[str, str], signature: str) -> str:
     message = _message_by_uuid(callback.plivo_uuid)
     status_event = StatusEvent(
         plivo_uuid=callback.plivo_uuid, message_id=message.id if message else None,
         status=callback.status, sequence=callback.sequence, error_code=callback.error_code,
         payload=payload, signature=signature, accepted=True)
     db.session.add(status_event)
+    if message is not None:
+        status_event.applied = apply_status_event(message, status_event)
     try:
-        db.session.flush()
+        db.session.commit()  # one flush: the ledger row and the message together
     except IntegrityError:
         db.session.rollback()  # Plivo retried a callback we already hold
         return "duplicate"
-    if message is not None:
-        status_event.applied = apply_status_event(message, status_event)
-    db.session.commit()
     if message is None:
         # The dispatch may have stored the uuid between our lookup and commit;
         # whichever of the two commits last adopts the event.
         message = _message_by_uuid(callback.plivo_uuid)
         if message is not None:
-            adopt_early_events(message)
+            retry_on_conflict(lambda: adopt_early_events(message))
             return "applied"
     return "applied" if status_event.applied else "recorded"
 

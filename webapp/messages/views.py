@@ -24,11 +24,22 @@ from .forms import ComposeForm
 from .media import check_media
 
 
+def _no_receipt_after() -> timedelta:
+    return timedelta(minutes=current_settings().sent_no_receipt_after_minutes)
+
+
+def present_rows(messages: list[Message]) -> list[history.Row]:
+    now, after = utcnow(), _no_receipt_after()
+    return [history.present(message, now, after) for message in messages]
+
+
 @bp.app_template_global()
 def status_label(message: Message) -> str:
-    settings = current_settings()
     return statuses.label(message.status, message.error_code, message.sent_at, utcnow(),
-                          timedelta(minutes=settings.sent_no_receipt_after_minutes))
+                          _no_receipt_after())
+
+
+bp.add_app_template_filter(history.format_phone, "phone")
 
 
 @bp.app_template_global()
@@ -91,7 +102,7 @@ def sent(key: str):
     messages = service.messages_for_key(current_user, key)
     if not messages:
         abort(404)
-    return render_template("messages/sent.html", messages=messages)
+    return render_template("messages/sent.html", rows=present_rows(messages))
 
 
 @bp.get("/messages", endpoint="history")
@@ -103,7 +114,7 @@ def history_page():
         flash(error, "warning")
     query = request.args.to_dict(flat=False)
     query.pop("before", None)
-    return render_template("messages/history.html", messages=messages, filters=filters,
+    return render_template("messages/history.html", rows=present_rows(messages), filters=filters,
                            next_cursor=next_cursor, query=query, senders=history.senders(),
                            all_statuses=statuses.ALL, labels=statuses.LABELS)
 
@@ -112,7 +123,7 @@ def history_page():
 @login_required
 def row(public_id: str):
     message = _message_or_404(public_id)
-    return render_template("messages/_row.html", message=message)
+    return render_template("messages/_rows.html", rows=present_rows([message]))
 
 
 @bp.get("/messages/<public_id>")
