@@ -102,13 +102,18 @@ class DispatchLimiter:
             yield
 
 
+_limiter_lock = threading.Lock()
+
+
 def _dispatch_limiter(settings: Settings) -> DispatchLimiter:
-    limiter = current_app.extensions.get("dispatch_limiter")
-    if limiter is None:
-        limiter = DispatchLimiter(settings.ratelimit_storage_uri, settings.send_rate_per_5s,
-                                  settings.send_max_in_flight)
-        current_app.extensions["dispatch_limiter"] = limiter
-    return limiter
+    """The one limiter of this app, made on first use (worker threads race for it)."""
+    with _limiter_lock:
+        limiter = current_app.extensions.get("dispatch_limiter")
+        if limiter is None:
+            limiter = DispatchLimiter(settings.ratelimit_storage_uri, settings.send_rate_per_5s,
+                                      settings.send_max_in_flight)
+            current_app.extensions["dispatch_limiter"] = limiter
+        return limiter
 
 
 @dataclass
