@@ -42,6 +42,19 @@ def wait_until_healthy(url: str, log: Path, timeout: float = 30.0) -> None:
     raise RuntimeError(f"{url} did not become healthy; see {log}")
 
 
+def require_suite(ready: bool, reason: str, items: list, folder: str) -> None:
+    """Skip the tests under tests/FOLDER loudly when a part is missing; in CI, fail the run."""
+    if ready:
+        return
+    import pytest
+
+    if os.environ.get("CI") == "true":
+        raise pytest.UsageError(reason)
+    for item in items:
+        if item.nodeid.startswith(f"tests/{folder}/"):
+            item.add_marker(pytest.mark.skip(reason=reason))
+
+
 def _as_postgres(cmd: list[str]) -> list[str]:
     # PostgreSQL refuses to run as root.
     return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd

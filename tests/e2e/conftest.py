@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from ..services import free_port, wait_until_healthy
+from ..services import free_port, require_suite, wait_until_healthy
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
@@ -33,15 +33,9 @@ AXE = Path(__file__).parent / "vendor" / "axe.min.js"
 
 
 def pytest_collection_modifyitems(config, items):
-    if Path(CHROMIUM).exists():
-        return
-    reason = (f"Chromium not found at {CHROMIUM}: the browser suite did not run. "
-              "Install it with scripts/install-test-deps.sh (Debian package chromium).")
-    if os.environ.get("CI") == "true":
-        raise pytest.UsageError(reason)
-    for item in items:
-        if "e2e" in item.nodeid:
-            item.add_marker(pytest.mark.skip(reason=reason))
+    require_suite(Path(CHROMIUM).exists(),
+                  f"Chromium not found at {CHROMIUM}: the browser suite did not run. Install it "
+                  "with scripts/install-test-deps.sh (Debian package chromium).", items, "e2e")
 
 
 @pytest.fixture(scope="session")

@@ -19,22 +19,24 @@ from pathlib import Path
 import pytest
 import requests
 
-from ..services import INITDB, REDIS, free_port, postgres_server, redis_server, wait_until_healthy
+from ..services import (
+    INITDB,
+    REDIS,
+    free_port,
+    postgres_server,
+    redis_server,
+    require_suite,
+    wait_until_healthy,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def pytest_collection_modifyitems(config, items):
     missing = [name for name, found in (("PostgreSQL", INITDB), ("Redis", REDIS)) if not found]
-    if not missing:
-        return
-    reason = (f"{' and '.join(missing)} not installed: the production-stack suite did not run. "
-              "Install with scripts/install-test-deps.sh (Debian: postgresql, redis-server).")
-    if os.environ.get("CI") == "true":
-        raise pytest.UsageError(reason)
-    for item in items:
-        if "/stack/" in item.nodeid or item.nodeid.startswith("tests/stack"):
-            item.add_marker(pytest.mark.skip(reason=reason))
+    require_suite(not missing, f"{' and '.join(missing)} not installed: the production-stack "
+                  "suite did not run. Install with scripts/install-test-deps.sh (Debian: "
+                  "postgresql, redis-server).", items, "stack")
 
 
 @pytest.fixture(scope="session")
