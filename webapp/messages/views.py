@@ -57,7 +57,8 @@ def _user_send_limit() -> str:
 
 
 def _user_key() -> str:
-    return f"user:{current_user.get_id()}"
+    # The account id, not the login id: a new session must not reset the count.
+    return f"user:{getattr(current_user, 'id', 'anonymous')}"
 
 
 @bp.get("/")
