@@ -89,17 +89,28 @@ def test_filters_combine_and_stay_in_links(client, login_as, seed):
     assert "Unknown status ignored" in html and "must look like 2026-01-31" in html
 
 
-def test_rows_not_final_poll_and_final_rows_do_not(client, login_as, seed):
+def test_one_poll_refreshes_the_table_until_every_row_is_final(app, client, login_as, seed):
     add, _, _ = seed
     [queued] = add(1, status="queued")
     [done] = add(1, status="delivered")
     login_as("staff", "viewer@example.com")
     html = client.get("/messages").get_data(as_text=True)
-    row_of = {m.group(1): m.group(0) for m in re.finditer(r'<tr id="msg-([^"]+)"[^>]*>', html)}
-    assert 'hx-trigger="every 3s"' in row_of[queued]
-    assert "hx-get" not in row_of[done]
-    partial = client.get(f"/messages/{queued}/row").get_data(as_text=True)
-    assert partial.strip().startswith(f'<tr id="msg-{queued}"')
+    poll = re.search(r'<tbody hx-get="([^"]+)" hx-trigger="every 3s"', html)
+    assert poll and "hx-get" not in html.split("<tbody", 1)[1].split(">", 1)[1]
+    url = poll.group(1).replace("&amp;", "&")
+    assert f"id={queued}" in url and f"id={done}" in url
+    refreshed = client.get(url)
+    assert refreshed.status_code == 200
+    assert page_ids(refreshed.get_data(as_text=True)) == page_ids(html)  # page order kept
+    with app.app_context():
+        message = db.session.scalar(db.select(Message).filter_by(public_id=queued))
+        message.status = "delivered"
+        db.session.commit()
+    final = client.get(url)
+    assert final.status_code == 286  # htmx stops polling
+    assert 'data-status="delivered"' in final.get_data(as_text=True)
+    settled = client.get("/messages").get_data(as_text=True)
+    assert "hx-trigger" not in settled
 
 
 def test_detail_shows_timeline_with_explained_error_codes(app, client, login_as, seed):

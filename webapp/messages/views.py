@@ -14,6 +14,7 @@ from flask import (
 )
 from flask_login import current_user, login_required
 from sqlalchemy import select
+from sqlalchemy.orm import joinedload
 
 from .. import statuses
 from ..config import current_settings
@@ -120,11 +121,20 @@ def history_page():
                            all_statuses=statuses.ALL, labels=statuses.LABELS)
 
 
-@bp.get("/messages/<public_id>/row")
+@bp.get("/messages/rows")
 @login_required
-def row(public_id: str):
-    message = _message_or_404(public_id)
-    return render_template("messages/_rows.html", rows=present_rows([message]))
+def rows():
+    """The history rows named by `id` (one poll for a whole table), in that order.
+
+    Answers 286 when every row is final: htmx stops polling on that status.
+    """
+    ids = [i for i in request.args.getlist("id")[:history.PAGE_SIZE] if len(i) <= 24]
+    found = {m.public_id: m for m in db.session.scalars(
+        select(Message).where(Message.public_id.in_(ids))
+        .options(joinedload(Message.created_by)))}
+    shown = present_rows([found[i] for i in ids if i in found])
+    status = 286 if all(row.is_final for row in shown) else 200
+    return render_template("messages/_rows.html", rows=shown), status
 
 
 @bp.get("/messages/<public_id>")
