@@ -395,3 +395,27 @@ def test_recovery_requeues_lost_tasks_and_resolves_open_sends(app, make_user):
         assert db.session.get(Message, silent).status == "unknown"
         assert db.session.get(Message, fresh).status == "pending"
         assert db.session.get(Message, lost).status == "pending"
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("recipient", "final", "code", "label"), [
+    ("+14155550030", "undelivered", "30", "Not delivered: spam detected (30)"),
+    ("+14155550900", "failed", "900", "Failed: insufficient credit (900)"),
+])
+def test_magic_numbers_end_in_their_documented_state(live, make_user, recipient, final, code,
+                                                      label):
+    from webapp import statuses
+
+    user = make_user()
+    message_id = pending_message(live.app, user.id, recipient)
+    with live.app.app_context():
+        service.dispatch_message(message_id)
+
+        def finished() -> bool:
+            db.session.expire_all()
+            return db.session.get(Message, message_id).status == final
+
+        wait_for(finished)
+        row = db.session.get(Message, message_id)
+        assert (row.error_code, row.attempts) == (code, 1)
+        assert statuses.label(row.status, row.error_code) == label
