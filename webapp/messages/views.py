@@ -14,7 +14,6 @@ from flask import (
 )
 from flask_login import current_user, login_required
 from sqlalchemy import select
-from sqlalchemy.orm import joinedload
 
 from .. import statuses
 from ..config import current_settings
@@ -29,9 +28,9 @@ def _no_receipt_after() -> timedelta:
     return timedelta(minutes=current_settings().sent_no_receipt_after_minutes)
 
 
-def present_rows(messages: list[Message]) -> list[history.Row]:
+def present_rows(table_rows: list) -> list[history.Row]:
     now, after = utcnow(), _no_receipt_after()
-    return [history.present(message, now, after) for message in messages]
+    return [history.present(row, now, after) for row in table_rows]
 
 
 @bp.app_template_global()
@@ -101,10 +100,10 @@ def compose():
 @bp.get("/messages/sent/<key>")
 @login_required
 def sent(key: str):
-    messages = service.messages_for_key(current_user, key)
-    if not messages:
+    table_rows = history.table_rows_for_send(current_user.id, key)
+    if not table_rows:
         abort(404)
-    return render_template("messages/sent.html", rows=present_rows(messages))
+    return render_template("messages/sent.html", rows=present_rows(table_rows))
 
 
 @bp.get("/messages", endpoint="history")
@@ -129,10 +128,7 @@ def rows():
     Answers 286 when every row is final: htmx stops polling on that status.
     """
     ids = [i for i in request.args.getlist("id")[:history.PAGE_SIZE] if len(i) <= 24]
-    found = {m.public_id: m for m in db.session.scalars(
-        select(Message).where(Message.public_id.in_(ids))
-        .options(joinedload(Message.created_by)))}
-    shown = present_rows([found[i] for i in ids if i in found])
+    shown = present_rows(history.table_rows_by_public_id(ids))
     status = 286 if all(row.is_final for row in shown) else 200
     return render_template("messages/_rows.html", rows=shown), status
 
