@@ -18,7 +18,6 @@ from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import joinedload
 from sqlalchemy.orm.exc import StaleDataError
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 from tenacity import stop_after_delay as tenacity_stop_after_delay
@@ -48,7 +47,7 @@ class SendRequest:
 def messages_for_key(user: User, key: str) -> list[Message]:
     return list(db.session.scalars(
         select(Message).where(Message.created_by_id == user.id, Message.idempotency_key == key)
-        .options(joinedload(Message.created_by)).order_by(Message.id)))
+        .order_by(Message.id)))
 
 
 def create_messages(user: User, send: SendRequest) -> tuple[list[Message], bool]:
