@@ -160,17 +160,3 @@ def _classify(exc: plivo.exceptions.PlivoRestError, response: requests.Response 
     if status in RETRYABLE_STATUSES:
         return PlivoRetryable(f"Plivo answered {status}.", status, _retry_after(response))
     return PlivoRejected(str(reason), status)
-
-
-def get_message(config: GatewayConfig, uuid: str) -> dict:
-    """Plivo's record of one message (state, error code, units, amount)."""
-    client, state = _client(config)
-    try:
-        message = client.messages.get(uuid)
-    except requests.RequestException as exc:
-        raise PlivoRetryable("Could not reach Plivo.") from exc
-    except plivo.exceptions.PlivoRestError as exc:
-        raise _classify(exc, state.last_response) from exc
-    return {key: getattr(message, key, None) for key in (
-        "message_uuid", "message_state", "error_code", "units", "total_amount", "to_number",
-        "from_number")}

@@ -27,13 +27,6 @@ def find_user(email: str) -> User | None:
     return db.session.scalar(select(User).where(User.email == normalize_email(email)))
 
 
-def get_user(user_id: int) -> User:
-    user = db.session.get(User, user_id)
-    if user is None:
-        raise AccountError("No such user.")
-    return user
-
-
 def authenticate(email: str, password: str) -> User | None:
     """The active user with these credentials, or None. Same cost either way."""
     rounds = current_settings().bcrypt_rounds
