@@ -101,7 +101,6 @@ class ComposeForm(FlaskForm):
             self.idempotency_key.data = secrets.token_urlsafe(24)
         self.parsed_recipients: list[str] = []
         self.parsed_media: list[tuple[str, str]] = []
-        self.media_errors: list[str] = []
 
     def validate_recipients(self, field):
         try:
@@ -122,7 +121,6 @@ class ComposeForm(FlaskForm):
             except ValueError as exc:
                 errors.append(f"Item {number}: {exc}")
         if errors:
-            self.media_errors = errors
             raise ValidationError(" ".join(errors))
         if len(set(parsed)) != len(parsed):
             raise ValidationError("The same item is attached twice.")

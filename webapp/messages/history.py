@@ -15,7 +15,7 @@ from sqlalchemy.orm import joinedload
 
 from .. import statuses
 from ..extensions import db
-from ..models import Message, User, UTCDateTime
+from ..models import Message, StatusEvent, User, UTCDateTime
 
 PAGE_SIZE = 50
 
@@ -142,6 +142,19 @@ def table_rows_for_send(user_id: int, idempotency_key: str) -> list:
     return db.session.execute(_table_query().where(
         Message.created_by_id == user_id, Message.idempotency_key == idempotency_key
     ).order_by(Message.id)).all()
+
+
+def message_by_public_id(public_id: str) -> Message | None:
+    if len(public_id) > 24:
+        return None
+    return db.session.scalar(select(Message).where(Message.public_id == public_id))
+
+
+def timeline(message: Message) -> list[StatusEvent]:
+    """Every callback kept for this message, in arrival order."""
+    return list(db.session.scalars(
+        select(StatusEvent).where(StatusEvent.message_id == message.id)
+        .order_by(StatusEvent.received_at, StatusEvent.id)))
 
 
 def senders() -> list[User]:

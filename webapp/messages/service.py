@@ -29,6 +29,7 @@ from ..extensions import db
 from ..logs import event
 from ..models import Message, StatusEvent, User, utcnow
 from ..tasks import enqueue_dispatch
+from .media import check_media
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -50,16 +51,50 @@ def messages_for_key(user: User, key: str) -> list[Message]:
         .order_by(Message.id)))
 
 
+@dataclass(frozen=True)
+class Draft:
+    """A compose form that passed its own checks; media not probed yet."""
+
+    sender: str
+    recipients: list[str]
+    text: str
+    media: list[tuple[str, str]]  # ("url", url) or ("media_id", id)
+    idempotency_key: str
+
+
+@dataclass(frozen=True)
+class Submission:
+    errors: list[str]  # media problems: nothing was recorded
+    warnings: list[str]  # recorded and queued, but worth a look
+
+
+def submit(user: User, draft: Draft) -> Submission:
+    """Probe the media, then record and queue one message per recipient.
+
+    A key already sent records nothing and probes nothing (a double click or a
+    refresh); media a person must fix records nothing either.
+    """
+    if messages_for_key(user, draft.idempotency_key):
+        return Submission(errors=[], warnings=[])
+    settings = current_settings()
+    media, warnings, errors = check_media(
+        draft.media, enabled=settings.media_probe, allow_hosts=settings.media_probe_allow_hosts,
+        timeout=settings.probe_timeout_seconds)
+    if errors:
+        return Submission(errors=errors, warnings=[])
+    create_messages(user, SendRequest(sender=draft.sender, recipients=draft.recipients,
+                                      text=draft.text, media=media,
+                                      idempotency_key=draft.idempotency_key))
+    return Submission(errors=[], warnings=warnings)
+
+
 def create_messages(user: User, send: SendRequest) -> tuple[list[Message], bool]:
     """Record one pending message per recipient, then queue each for sending.
 
     Returns (messages, created). The same idempotency key again returns the
-    messages of the first request and creates nothing: a double click or a
-    refresh cannot send twice.
+    messages of the first request and creates nothing (the unique key on
+    creator, key and recipient decides, so concurrent posts are safe too).
     """
-    existing = messages_for_key(user, send.idempotency_key)
-    if existing:
-        return existing, False
     rows = [
         Message(created_by_id=user.id, idempotency_key=send.idempotency_key, sender=send.sender,
                 recipient=recipient, text=send.text, media=send.media)
@@ -69,7 +104,7 @@ def create_messages(user: User, send: SendRequest) -> tuple[list[Message], bool]
     try:
         db.session.commit()
     except IntegrityError:
-        # Another request with the same key won the race; show its messages.
+        # This key was sent before, or another request with it won the race.
         db.session.rollback()
         return messages_for_key(user, send.idempotency_key), False
     event(log, "messages created", count=len(rows), by=user.email, key=send.idempotency_key)

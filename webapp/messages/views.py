@@ -13,15 +13,13 @@ from flask import (
     url_for,
 )
 from flask_login import current_user, login_required
-from sqlalchemy import select
 
 from .. import statuses
 from ..config import current_settings
-from ..extensions import db, limiter
-from ..models import Message, StatusEvent, utcnow
+from ..extensions import limiter
+from ..models import Message, utcnow
 from . import bp, history, service
 from .forms import ComposeForm
-from .media import check_media
 
 
 def _no_receipt_after() -> timedelta:
@@ -75,24 +73,15 @@ def compose():
     form = ComposeForm(senders=settings.sender_numbers,
                        test_hosts=settings.media_probe_allow_hosts)
     if form.validate_on_submit():
-        # Probing takes network time: only for a key not sent yet.
-        existing = service.messages_for_key(current_user, form.idempotency_key.data)
-        if existing:
-            return redirect(url_for("messages.sent", key=form.idempotency_key.data), 303)
-        media, warnings, errors = check_media(
-            form.parsed_media, enabled=settings.media_probe,
-            allow_hosts=settings.media_probe_allow_hosts,
-            timeout=settings.probe_timeout_seconds)
-        if not errors:
-            service.create_messages(current_user, service.SendRequest(
-                sender=form.sender.data, recipients=form.parsed_recipients,
-                text=form.text.data or "", media=media,
-                idempotency_key=form.idempotency_key.data))
-            for warning in warnings:
+        result = service.submit(current_user, service.Draft(
+            sender=form.sender.data, recipients=form.parsed_recipients,
+            text=form.text.data or "", media=form.parsed_media,
+            idempotency_key=form.idempotency_key.data))
+        if not result.errors:
+            for warning in result.warnings:
                 flash(warning, "warning")
             return redirect(url_for("messages.sent", key=form.idempotency_key.data), 303)
-        form.media.errors = list(form.media.errors) + errors
-        form.media_errors = errors
+        form.media.errors = list(form.media.errors) + result.errors
     status = 400 if request.method == "POST" else 200
     return render_template("messages/compose.html", form=form), status
 
@@ -136,11 +125,9 @@ def rows():
 @bp.get("/messages/<public_id>")
 @login_required
 def detail(public_id: str):
-    message = _message_or_404(public_id)
-    events = list(db.session.scalars(
-        select(StatusEvent).where(StatusEvent.message_id == message.id)
-        .order_by(StatusEvent.received_at, StatusEvent.id)))
-    return render_template("messages/detail.html", message=message, events=events)
+    message = history.message_by_public_id(public_id) or abort(404)
+    return render_template("messages/detail.html", message=message,
+                           events=history.timeline(message))
 
 
 @bp.get("/messages/export.csv")
@@ -150,10 +137,3 @@ def export():
     stamp = utcnow().strftime("%Y%m%d-%H%M%S")
     return Response(stream_with_context(history.export_rows(filters)), mimetype="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="messages-{stamp}.csv"'})
-
-
-def _message_or_404(public_id: str) -> Message:
-    if len(public_id) > 24:
-        abort(404)
-    message = db.session.scalar(select(Message).where(Message.public_id == public_id))
-    return message or abort(404)
