@@ -164,26 +164,25 @@ def test_webhook_needs_no_login_or_csrf_and_is_not_throttled(app, client, messag
 
 def test_concurrent_callbacks_cannot_overwrite_each_other(app, message):
     """`sent` is read while `delivered` commits on another connection: the stale
-    write is refused (version column) and retried, so delivered stays."""
+    write is refused (version column) and decided again, so delivered stays."""
     from sqlalchemy import event, text
-    from sqlalchemy.orm import Session
 
     fired = []
 
-    def concurrent_writer(session, _context, _instances):
-        if fired:
+    def concurrent_writer(_conn, _cursor, statement, *_args):
+        if fired or not statement.startswith("INSERT INTO status_events"):
             return
         fired.append(True)
         with db.engine.begin() as other:
             other.execute(text("UPDATE messages SET status = 'delivered', status_sequence = 3, "
                                "version = version + 1 WHERE id = :id"), {"id": message})
 
-    event.listen(Session, "before_flush", concurrent_writer)
-    try:
-        with app.app_context():
+    with app.app_context():
+        event.listen(db.engine, "before_cursor_execute", concurrent_writer)
+        try:
             outcome = service.record_status_callback(
                 service.Callback("uuid-1", "sent", 2, None), {"Status": "sent"}, "v3")
-    finally:
-        event.remove(Session, "before_flush", concurrent_writer)
+        finally:
+            event.remove(db.engine, "before_cursor_execute", concurrent_writer)
     assert fired and outcome == "recorded"
     assert state(app, message) == ("delivered", 1)

@@ -6,17 +6,19 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from flask import current_app
 from limits import RateLimitItemPerSecond
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.dialects import postgresql as postgresql_dml
+from sqlalchemy.dialects import sqlite as sqlite_dml
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
@@ -327,29 +329,38 @@ def _parse_plivo_time(value: str | None) -> datetime | None:
     return None
 
 
-def apply_status_event(message: Message, status_event: StatusEvent) -> bool:
-    """Apply one callback to its message by the state machine; True if it changed it."""
-    if status_event.status not in statuses.CALLBACK_STATUSES or not statuses.should_apply(
-            message.status, message.status_sequence, status_event.status, status_event.sequence):
-        return False
-    payload = status_event.payload
-    message.status = status_event.status
-    message.status_sequence = status_event.sequence
-    code = status_event.error_code
-    if code and code not in ("000", "0"):
-        message.error_code = code
-        message.error_reason = statuses.explain_error_code(code)
+def status_change(message, status: str, sequence: int, error_code: str | None,
+                  payload: Mapping[str, str], now: datetime) -> dict[str, Any] | None:
+    """The column values a callback sets on its message, or None when the state
+    machine keeps the message as it is. `message` is a Message or a row with
+    status, status_sequence, queued_at and sent_at."""
+    if status not in statuses.CALLBACK_STATUSES or not statuses.should_apply(
+            message.status, message.status_sequence, status, sequence):
+        return None
+    changes: dict[str, Any] = {"status": status, "status_sequence": sequence}
+    if error_code and error_code not in ("000", "0"):
+        changes["error_code"] = error_code
+        changes["error_reason"] = statuses.explain_error_code(error_code)
     if (payload.get("Units") or "").isdigit():
-        message.units = int(payload["Units"])
+        changes["units"] = int(payload["Units"])
     if payload.get("TotalAmount"):
-        message.total_amount = payload["TotalAmount"][:20]
-    now = utcnow()
-    message.queued_at = message.queued_at or _parse_plivo_time(payload.get("QueuedTime")) or now
-    if statuses.rank(message.status) >= statuses.rank(statuses.SENT) and message.status != statuses.FAILED:
-        message.sent_at = message.sent_at or _parse_plivo_time(payload.get("SentTime")) or now
-    if message.is_final:
-        message.final_at = _parse_plivo_time(payload.get("DeliveryReportTime")) or now
-    return True
+        changes["total_amount"] = payload["TotalAmount"][:20]
+    changes["queued_at"] = (message.queued_at or _parse_plivo_time(payload.get("QueuedTime"))
+                            or now)
+    if statuses.rank(status) >= statuses.rank(statuses.SENT) and status != statuses.FAILED:
+        changes["sent_at"] = message.sent_at or _parse_plivo_time(payload.get("SentTime")) or now
+    if statuses.is_final(status):
+        changes["final_at"] = _parse_plivo_time(payload.get("DeliveryReportTime")) or now
+    return changes
+
+
+def apply_status_event(message: Message, status_event: StatusEvent) -> bool:
+    """Apply one ledger row to its (ORM) message; True if it changed it."""
+    changes = status_change(message, status_event.status, status_event.sequence,
+                            status_event.error_code, status_event.payload, utcnow())
+    for column, value in (changes or {}).items():
+        setattr(message, column, value)
+    return changes is not None
 
 
 def recover_stalled(lease_seconds: int) -> dict[str, int]:
@@ -426,37 +437,87 @@ def _message_by_uuid(plivo_uuid: str) -> Message | None:
     return db.session.scalar(select(Message).where(Message.plivo_uuid == plivo_uuid))
 
 
+class _Conflict(Exception):
+    """Another writer changed the message between our read and our update."""
+
+
 def record_status_callback(callback: Callback, payload: dict[str, str], signature: str) -> str:
     """Store a callback in the ledger once and apply it; one short transaction.
 
     Returns "applied", "recorded" (kept, status unchanged: older, unknown
     status, or the message does not know its uuid yet) or "duplicate".
+
+    The hottest write path of the app, so three Core statements rather than the
+    ORM unit of work: read the message's state, insert the ledger row (nothing
+    when Plivo retried one we hold), update the message only if its version is
+    still the one read. A lost race rolls back both and decides again.
     """
-    return retry_on_conflict(lambda: _record_status_callback(callback, payload, signature))
-
-
-def _record_status_callback(callback: Callback, payload: dict[str, str], signature: str) -> str:
-    message = _message_by_uuid(callback.plivo_uuid)
-    status_event = StatusEvent(
-        plivo_uuid=callback.plivo_uuid, message_id=message.id if message else None,
-        status=callback.status, sequence=callback.sequence, error_code=callback.error_code,
-        payload=payload, signature=signature, accepted=True)
-    db.session.add(status_event)
-    if message is not None:
-        status_event.applied = apply_status_event(message, status_event)
-    try:
-        db.session.commit()  # one flush: the ledger row and the message together
-    except IntegrityError:
-        db.session.rollback()  # Plivo retried a callback we already hold
-        return "duplicate"
-    if message is None:
+    for attempt in range(5):
+        try:
+            outcome = _record_status_callback(callback, payload, signature)
+            break
+        except _Conflict:
+            db.session.rollback()
+            if attempt == 4:
+                raise
+    if outcome == "early":
         # The dispatch may have stored the uuid between our lookup and commit;
         # whichever of the two commits last adopts the event.
         message = _message_by_uuid(callback.plivo_uuid)
-        if message is not None:
-            retry_on_conflict(lambda: adopt_early_events(message))
-            return "applied"
-    return "applied" if status_event.applied else "recorded"
+        if message is None:
+            return "recorded"
+        retry_on_conflict(lambda: adopt_early_events(message))
+        return "applied"
+    return outcome
+
+
+# Built once: constructing statements costs more than running them on this path.
+_messages, _ledger = Message.__table__, StatusEvent.__table__
+_STATUS_COLUMNS = ("status", "status_sequence", "error_code", "error_reason", "units",
+                   "total_amount", "queued_at", "sent_at", "final_at")
+_READ_STATE = select(_messages.c.id, _messages.c.version,
+                     *(_messages.c[name] for name in _STATUS_COLUMNS)
+                     ).where(_messages.c.plivo_uuid == bindparam("plivo_uuid"))
+_UPDATE_STATE = (update(_messages)
+                 .where(_messages.c.id == bindparam("message_id"),
+                        _messages.c.version == bindparam("read_version"))
+                 .values(version=_messages.c.version + 1, updated_at=bindparam("now"),
+                         **{name: bindparam(name) for name in _STATUS_COLUMNS}))
+_LEDGER_COLUMNS = ("plivo_uuid", "message_id", "status", "sequence", "error_code", "payload",
+                   "signature", "accepted", "applied", "received_at")
+_INSERT_LEDGER = {
+    module.dialect.name: module.insert(_ledger)
+    .values({name: bindparam(name) for name in _LEDGER_COLUMNS})
+    .on_conflict_do_nothing(index_elements=["plivo_uuid", "status", "sequence"],
+                            index_where=_ledger.c.accepted)
+    for module in (sqlite_dml, postgresql_dml)
+}
+
+
+def _record_status_callback(callback: Callback, payload: dict[str, str], signature: str) -> str:
+    connection = db.session.connection()
+    message = connection.execute(_READ_STATE, {"plivo_uuid": callback.plivo_uuid}).first()
+    now = utcnow()
+    changes = None if message is None else status_change(
+        message, callback.status, callback.sequence, callback.error_code, payload, now)
+    inserted = connection.execute(_INSERT_LEDGER[connection.dialect.name], {
+        "plivo_uuid": callback.plivo_uuid, "message_id": message.id if message else None,
+        "status": callback.status, "sequence": callback.sequence,
+        "error_code": callback.error_code, "payload": payload, "signature": signature,
+        "accepted": True, "applied": changes is not None, "received_at": now})
+    if inserted.rowcount == 0:
+        db.session.rollback()  # Plivo retried a callback we already hold
+        return "duplicate"
+    if changes:
+        updated = connection.execute(_UPDATE_STATE, {
+            **message._asdict(), **changes, "message_id": message.id,
+            "read_version": message.version, "now": now})
+        if updated.rowcount != 1:
+            raise _Conflict
+    db.session.commit()
+    if message is None:
+        return "early"
+    return "applied" if changes else "recorded"
 
 
 def record_refused_callback(payload: dict[str, str], signature: str) -> None:
