@@ -9,7 +9,10 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from html import escape as _e
+from typing import NamedTuple
 
+from markupsafe import Markup
 from sqlalchemy import Select, literal, select, tuple_
 from sqlalchemy.orm import joinedload
 
@@ -169,10 +172,8 @@ def format_phone(number: str | None) -> str:
     return number or ""
 
 
-@dataclass(frozen=True)
-class Row:
-    """A message formatted for the history table, in Python: rendering 50 rows
-    through Jinja macros cost most of the page (see bench/RESULTS.md)."""
+class Row(NamedTuple):
+    """A message formatted for the history table."""
 
     public_id: str
     is_final: bool
@@ -191,25 +192,65 @@ class Row:
 
 def present(message, now: datetime, no_receipt_after: timedelta) -> Row:
     """`message` is a row of _table_query()."""
-    first = message.media[0] if message.media else {}
+    media = message.media
+    first = media[0] if media else {}
     image = first.get("url") if (first.get("content_type") or "").startswith("image/") else None
     text = message.text or ""
+    status = message.status
+    created = message.created_at
     return Row(
-        public_id=message.public_id,
-        is_final=statuses.is_final(message.status),
-        created_iso=message.created_at.isoformat(),
-        created_utc=message.created_at.strftime("%Y-%m-%d %H:%M UTC"),
-        recipient=format_phone(message.recipient),
-        excerpt=(text[:57] + "…") if len(text) > 60 else (text or "—"),
-        media_count=len(message.media),
-        thumbnail=image,
-        status=message.status,
-        label=statuses.label(message.status, message.error_code, message.sent_at, now,
-                             no_receipt_after),
-        tone=statuses.TONES.get(message.status, "neutral"),
-        sent_by=message.sent_by,
-        cost=f"${message.total_amount}" if message.total_amount else "—",
+        message.public_id,
+        status in statuses.FINAL,
+        created.isoformat(),
+        created.strftime("%Y-%m-%d %H:%M UTC"),
+        format_phone(message.recipient),
+        (text[:57] + "…") if len(text) > 60 else (text or "—"),
+        len(media),
+        image,
+        status,
+        statuses.label(status, message.error_code, message.sent_at, now, no_receipt_after),
+        statuses.TONES.get(status, "neutral"),
+        message.sent_by,
+        f"${message.total_amount}" if message.total_amount else "—",
     )
+
+
+def badge(status: str, label: str) -> Markup:
+    """The status badge, the same in the history rows and on the detail page."""
+    tone = statuses.TONES.get(status, "neutral")
+    html = f'<span class="badge badge-{tone}" data-status="{_e(status)}">{_e(label)}</span>'
+    return Markup(html)  # noqa: S704 (both values escaped above; tone is ours)
+
+
+_ROW = (
+    '<tr id="msg-{id}" data-final="{final}">'
+    '<td><time datetime="{iso}" title="{utc}">{utc}</time></td>'
+    '<td><a href="{href}">{recipient}</a></td>'
+    '<td class="excerpt">{excerpt}</td>'
+    "<td>{thumbnail}{media_count}</td>"
+    "<td>{badge}</td>"
+    "<td>{sent_by}</td>"
+    "<td>{cost}</td>"
+    "</tr>\n"
+)
+_THUMBNAIL = '<img class="thumb" src="{}" alt="" loading="lazy" referrerpolicy="no-referrer"> '
+
+
+def rows_html(rows: list[Row], detail_url: str) -> Markup:
+    """The table rows, every value escaped. Built here rather than in a Jinja loop:
+    the same markup through the template cost a third of the history page under
+    load (see bench/RESULTS.md). `detail_url` is url_for('messages.history')."""
+    html = []
+    for row in rows:
+        public_id = _e(row.public_id)
+        html.append(_ROW.format(
+            id=public_id, final="yes" if row.is_final else "no", iso=_e(row.created_iso),
+            utc=_e(row.created_utc), href=f"{detail_url}/{public_id}",
+            recipient=_e(row.recipient), excerpt=_e(row.excerpt),
+            thumbnail=_THUMBNAIL.format(_e(row.thumbnail)) if row.thumbnail else "",
+            media_count=row.media_count, badge=badge(row.status, row.label),
+            sent_by=_e(row.sent_by), cost=_e(row.cost)))
+    return Markup("".join(html))  # noqa: S704 (every value escaped above)
 
 
 # ---- CSV export ---------------------------------------------------------------------------

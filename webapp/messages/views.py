@@ -38,11 +38,12 @@ def status_label(message: Message) -> str:
 
 
 bp.add_app_template_filter(history.format_phone, "phone")
+bp.add_app_template_global(history.badge, "badge")
 
 
 @bp.app_template_global()
-def status_tone(status: str) -> str:
-    return statuses.TONES.get(status, "neutral")
+def history_rows(rows: list[history.Row]):
+    return history.rows_html(rows, url_for("messages.history"))
 
 
 @bp.app_template_global()
@@ -119,7 +120,7 @@ def rows():
     ids = [i for i in request.args.getlist("id")[:history.PAGE_SIZE] if len(i) <= 24]
     shown = present_rows(history.table_rows_by_public_id(ids))
     status = 286 if all(row.is_final for row in shown) else 200
-    return render_template("messages/_rows.html", rows=shown), status
+    return history_rows(shown), status
 
 
 @bp.get("/messages/<public_id>")
