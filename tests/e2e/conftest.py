@@ -140,7 +140,7 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
                          env=env, stdout=logs, stderr=logs),
         subprocess.Popen([*flask, "worker", "--threads", "4"], cwd=ROOT, env=env,
                          stdout=logs, stderr=logs),
-        subprocess.Popen([sys.executable, "-m", "gunicorn", "--workers", "2", "--threads", "4",
+        subprocess.Popen([sys.executable, "-m", "gunicorn", "--workers", "2",
                           "--bind", f"127.0.0.1:{web_port}", "wsgi:app"], cwd=ROOT, env=env,
                          stdout=logs, stderr=logs),
     ]

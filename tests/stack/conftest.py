@@ -104,7 +104,7 @@ def production(postgres, redis_url, tmp_path_factory) -> Iterator[ProductionStac
         [sys.executable, "-m", "flask", "--app", "wsgi", "plivo-simulator",
          "--callback-delay", "0.05"], cwd=ROOT, env=env, stdout=logs, stderr=logs))
     stack.gunicorn = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--workers", "3", "--threads", "4", "--bind",
+        [sys.executable, "-m", "gunicorn", "--workers", "3", "--bind",
          f"127.0.0.1:{web_port}", "wsgi:app"], cwd=ROOT, env=env, stdout=logs, stderr=logs)
     stack.start_worker()
     stack.start_worker()
