@@ -419,3 +419,43 @@ def test_magic_numbers_end_in_their_documented_state(live, make_user, recipient,
         row = db.session.get(Message, message_id)
         assert (row.error_code, row.attempts) == (code, 1)
         assert statuses.label(row.status, row.error_code) == label
+
+
+@pytest.mark.integration
+def test_simulator_delivers_through_a_proxy_address_signed_for_the_public_url(make_app,
+                                                                             make_user):
+    """A dashboard whose public address is https (a TLS proxy in front): the simulator
+    posts to the loopback port and signs for the https URL, which the webhook checks."""
+    from webapp.plivo_simulator import PlivoSimulator
+
+    from .conftest import LiveServer
+
+    port = free_port()
+    sim = PlivoSimulator(SANDBOX_AUTH_ID, SANDBOX_AUTH_TOKEN, callback_delay=0.05,
+                         deliver_to=f"http://127.0.0.1:{port}")
+    sim_server = sim.serve_in_thread()
+    app = make_app(PLIVO_API_URL=f"http://127.0.0.1:{sim_server.server_port}",
+                   PUBLIC_BASE_URL="https://mms.example.com", TASK_QUEUE_URL="immediate")
+    live = LiveServer(app, port)
+    try:
+        user = make_user()
+        message_id = pending_message(app, user.id, "+14155550123")
+        with app.app_context():
+            service.dispatch_message(message_id)
+        assert sim.requests[0]["url"] == "https://mms.example.com/webhooks/plivo/status"
+        wait_for(lambda: len(sim.callback_results) == 3)
+        assert [code for _uuid, _status, code in sim.callback_results] == [200, 200, 200]
+        with app.app_context():
+            assert db.session.get(Message, message_id).status == "delivered"
+    finally:
+        sim.stop()
+        sim_server.shutdown()
+        live.stop()
+
+
+@pytest.mark.parametrize("value", ["http://203.0.113.5:8000", "ftp://127.0.0.1:21",
+                                   "http://127.0.0.1:8000/webhooks"])
+def test_simulator_refuses_a_deliver_to_that_is_not_a_loopback_base(runner, value):
+    result = runner.invoke(args=["plivo-simulator", "--deliver-to", value])
+    assert result.exit_code == 2
+    assert "expected a base URL on loopback" in result.output

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import sys
+from urllib.parse import urlsplit
 
 import click
 from flask import Flask, current_app
@@ -91,14 +92,28 @@ def bootstrap() -> None:
                f"Log in at {current_settings().public_base_url}/login and change it.\n{line}")
 
 
+def _loopback_base(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    if (parts.scheme not in ("http", "https") or parts.hostname not in ("127.0.0.1", "localhost")
+            or parts.path.strip("/") or parts.query):
+        raise click.BadParameter("expected a base URL on loopback, e.g. http://127.0.0.1:8000")
+    return value
+
+
 @click.command("plivo-simulator")
 @click.option("--port", type=int, default=None, help="Port (default: SIMULATOR_PORT, 8025).")
 @click.option("--callback-delay", type=float, default=1.0, show_default=True,
               help="Seconds between status callbacks.")
 @click.option("--latency", type=float, default=0.0, help="Seconds to wait before answering.")
 @click.option("--rate-per-5s", type=int, default=None, help="Answer 429 above this rate.")
+@click.option("--deliver-to", default=None, metavar="URL", callback=_loopback_base,
+              help="Post status callbacks to this http://127.0.0.1:PORT base instead of the "
+                   "callback URL's host, as a TLS proxy would; they stay signed for the "
+                   "original URL.")
 def plivo_simulator(port: int | None, callback_delay: float, latency: float,
-                    rate_per_5s: int | None) -> None:
+                    rate_per_5s: int | None, deliver_to: str | None) -> None:
     """Serve the Plivo simulator on 127.0.0.1 (sandbox mode)."""
     from werkzeug.serving import run_simple
 
@@ -107,7 +122,7 @@ def plivo_simulator(port: int | None, callback_delay: float, latency: float,
     settings = current_settings()
     simulator = PlivoSimulator(settings.plivo_auth_id, settings.plivo_auth_token,
                                callback_delay=callback_delay, latency=latency,
-                               rate_per_5s=rate_per_5s)
+                               rate_per_5s=rate_per_5s, deliver_to=deliver_to)
     port = port or settings.simulator_port
     click.echo(f"Plivo simulator on http://127.0.0.1:{port} (account {settings.plivo_auth_id})")
     for number, behaviour in MAGIC_NUMBERS.items():

@@ -17,6 +17,7 @@ import time
 import uuid
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
 
 import requests
 from flask import Flask, Response, jsonify, request
@@ -56,13 +57,17 @@ class SimulatedMessage:
 class PlivoSimulator:
     def __init__(self, auth_id: str, auth_token: str, *, callback_delay: float = 0.3,
                  hang_seconds: float = 30.0, latency: float = 0.0,
-                 rate_per_5s: int | None = None) -> None:
+                 rate_per_5s: int | None = None, deliver_to: str | None = None) -> None:
         self.auth_id = auth_id
         self.auth_token = auth_token
         self.callback_delay = callback_delay
         self.hang_seconds = hang_seconds
         self.latency = latency
         self.rate_per_5s = rate_per_5s
+        # Post callbacks to this base URL instead of the callback URL's own scheme
+        # and host, as a TLS-terminating proxy in front of the dashboard would;
+        # the signature still covers the URL the dashboard asked for.
+        self.deliver_to = deliver_to.rstrip("/") if deliver_to else None
         self.requests: list[dict] = []  # every send request body, in arrival order
         self.accepted_at: list[float] = []  # wall-clock time of each 202
         self.throttled = 0  # 429s answered because of rate_per_5s
@@ -246,14 +251,18 @@ class PlivoSimulator:
         params = self.callback_params(message, status, sequence, error_code)
         message.callbacks.append(params)
         code = 0
+        target = message.url
+        if self.deliver_to:
+            parts = urlsplit(message.url)
+            target = self.deliver_to + urlunsplit(("", "", parts.path, parts.query, ""))
         for attempt in range(4):  # Plivo: the original plus 3 retries
             nonce = str(secrets.randbelow(10**20)).zfill(20)
             headers = signed_headers(message.method, message.url, params, self.auth_token, nonce)
             try:
                 if message.method == "GET":
-                    resp = requests.get(message.url, params=params, headers=headers, timeout=8)
+                    resp = requests.get(target, params=params, headers=headers, timeout=8)
                 else:
-                    resp = requests.post(message.url, data=params, headers=headers, timeout=8)
+                    resp = requests.post(target, data=params, headers=headers, timeout=8)
                 code = resp.status_code
             except requests.RequestException as exc:
                 log.warning("simulator: callback to %s failed: %s", message.url, exc)
