@@ -47,6 +47,14 @@ def history_rows(rows: list[history.Row]):
 
 
 @bp.app_template_global()
+def rows_poll_url(rows: list[history.Row]) -> str | None:
+    """Where a table with rows still in flight polls for their changes; None once all are final."""
+    if all(row.is_final for row in rows):
+        return None
+    return url_for("messages.rows", id=[row.public_id for row in rows])
+
+
+@bp.app_template_global()
 def explain_error_code(code: str | None) -> str | None:
     return statuses.explain_error_code(code)
 
