@@ -459,3 +459,29 @@ def test_simulator_refuses_a_deliver_to_that_is_not_a_loopback_base(runner, valu
     result = runner.invoke(args=["plivo-simulator", "--deliver-to", value])
     assert result.exit_code == 2
     assert "expected a base URL on loopback" in result.output
+
+
+def test_dispatch_limiter_counts_a_request_only_once_its_claim_succeeded():
+    limiter = service.DispatchLimiter("memory://", per_5s=2, max_in_flight=5)
+
+    def claimed_elsewhere() -> None:
+        raise service._ClaimedElsewhere
+
+    with pytest.raises(service._ClaimedElsewhere), limiter.slot(prepare=claimed_elsewhere):
+        pass
+    sleeps: list[float] = []
+    for _ in range(2):  # the refused claim took no room: two sends go at once
+        with limiter.slot(sleep=sleeps.append):
+            pass
+    assert sleeps == []
+
+    class WindowFull(Exception):
+        pass
+
+    def full(seconds: float) -> None:
+        sleeps.append(seconds)
+        raise WindowFull
+
+    with pytest.raises(WindowFull), limiter.slot(sleep=full):
+        pass
+    assert 0 < sleeps[0] <= 5

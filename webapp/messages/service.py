@@ -134,12 +134,27 @@ class DispatchLimiter:
         self._in_flight = threading.BoundedSemaphore(max_in_flight)
 
     @contextmanager
-    def slot(self, sleep: Callable[[float], None] = time.sleep):
+    def slot(self, sleep: Callable[[float], None] = time.sleep,
+             prepare: Callable[[], None] | None = None):
+        """Wait until the window has room, run `prepare`, take the room, send.
+
+        The room is counted only after `prepare` (the database claim), so the
+        time between counting a request and Plivo receiving it is the HTTP
+        request alone. Counted before a claim that took 200 ms under load, 301
+        requests reached the simulator within 5 s at a budget of 290.
+        """
         with self._in_flight:
-            while not self._window.hit(self._item, "plivo-send"):
-                reset_at, _ = self._window.get_window_stats(self._item, "plivo-send")
-                sleep(min(max(0.01, reset_at - time.time()), 5.0))
+            while not self._window.test(self._item, "plivo-send"):
+                self._sleep_until_room(sleep)
+            if prepare is not None:
+                prepare()
+            while not self._window.hit(self._item, "plivo-send"):  # another worker took it
+                self._sleep_until_room(sleep)
             yield
+
+    def _sleep_until_room(self, sleep: Callable[[float], None]) -> None:
+        reset_at, _ = self._window.get_window_stats(self._item, "plivo-send")
+        sleep(min(max(0.01, reset_at - time.time()), 5.0))
 
 
 _limiter_lock = threading.Lock()
@@ -220,19 +235,21 @@ def dispatch_message(message_id: int, policy: RetryPolicy | None = None) -> None
     gateway.warm_up(config)
     tries = 0
 
+    def claim_or_count() -> None:
+        # Claim (or count) right before the request, after any wait: a worker
+        # killed before this leaves a message the recovery sweep may safely
+        # queue again; after it, the send is ambiguous.
+        if tries == 1:
+            if not _claim(message_id):
+                raise _ClaimedElsewhere
+        else:
+            message.attempts = tries
+            db.session.commit()
+
     def attempt() -> str:
         nonlocal tries
         tries += 1
-        with limiter.slot(policy.sleep):
-            # Claim (or count) right before the request, after any wait: a
-            # worker killed before this line leaves a message the recovery
-            # sweep may safely queue again; after it, the send is ambiguous.
-            if tries == 1:
-                if not _claim(message_id):
-                    raise _ClaimedElsewhere
-            else:
-                message.attempts = tries
-                db.session.commit()
+        with limiter.slot(policy.sleep, prepare=claim_or_count):
             return gateway.send_mms(config, **request)
 
     def note_retry(state: RetryCallState) -> None:
