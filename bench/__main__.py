@@ -17,6 +17,7 @@ import os
 import platform
 import random
 import re
+import runpy
 import shutil
 import signal
 import subprocess
@@ -43,11 +44,12 @@ from tests.services import (  # noqa: E402
     redis_server,
     wait_until_healthy,
 )
-from webapp.config import SANDBOX_AUTH_TOKEN  # noqa: E402
 from webapp.messages.history import encode_cursor  # noqa: E402
 from webapp.webhooks.signatures import signed_headers  # noqa: E402
 
 PASSWORD = "benchmark password"
+BENCH_AUTH_ID = "MABENCH0000000000000"
+BENCH_AUTH_TOKEN = "bench-auth-token-for-the-simulator"
 TOKEN_RE = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
 
 WRK_REPORT = """
@@ -147,8 +149,10 @@ class Deployment:
         return process
 
     def start_simulator(self, *options: str) -> None:
+        # The dashboard's public address is https (PUBLIC_BASE_URL); callbacks
+        # reach it on loopback, as they would through the TLS proxy.
         self.spawn(sys.executable, "-m", "flask", "--app", "wsgi", "plivo-simulator",
-                   "--callback-delay", "0.05", *options)
+                   "--callback-delay", "0.05", "--deliver-to", self.url, *options)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:
@@ -158,10 +162,10 @@ class Deployment:
                 time.sleep(0.2)
         raise RuntimeError("simulator did not start")
 
-    def start_web(self, workers: int) -> None:
-        self.web = self.spawn(sys.executable, "-m", "gunicorn", "--workers", str(workers),
-                              "--threads", "4", "--bind", self.url.removeprefix("http://"),
-                              "wsgi:app")
+    def start_web(self) -> None:
+        """gunicorn exactly as in production: gunicorn.conf.py, only the port differs."""
+        self.web = self.spawn(sys.executable, "-m", "gunicorn", "--bind",
+                              self.url.removeprefix("http://"), "wsgi:app")
         wait_until_healthy(self.url, self.tmp / "processes.log")
 
     def start_worker(self, threads: int = 10) -> subprocess.Popen:
@@ -183,17 +187,35 @@ class Deployment:
         self.workers.clear()
         self.web = None
 
-    def login(self, email: str) -> requests.Session:
+    def login(self, email: str) -> LoopbackSession:
         self.flask("users", "create", email, "--password-stdin", stdin=PASSWORD + "\n")
-        session = requests.Session()
+        session = LoopbackSession()
         token = TOKEN_RE.search(session.get(self.url + "/login").text).group(1)
-        session.post(self.url + "/login", data={"csrf_token": token, "email": email,
-                                                "password": PASSWORD})
+        answer = session.post(self.url + "/login", data={"csrf_token": token, "email": email,
+                                                         "password": PASSWORD},
+                              allow_redirects=False)
+        if answer.status_code != 303:
+            raise RuntimeError(f"login as {email} failed: {answer.status_code}")
         return session
 
     def web_worker_pids(self) -> list[int]:
         path = Path(f"/proc/{self.web.pid}/task/{self.web.pid}/children")
         return [int(pid) for pid in path.read_text().split()]
+
+
+class LoopbackSession(requests.Session):
+    """Production cookies are Secure (__Host-session); the TLS proxy is left out
+    on loopback, so the client keeps sending them over plain http."""
+
+    def send(self, request, **kwargs):
+        response = super().send(request, **kwargs)
+        for cookie in self.cookies:
+            cookie.secure = False
+        return response
+
+    def cookie_header(self) -> str:
+        """The session cookie as it stands now, for wrk's -H."""
+        return "; ".join(f"{c.name}={c.value}" for c in self.cookies)
 
 
 def rss_mb(pid: int) -> float:
@@ -261,8 +283,8 @@ def seed_messages(database_url: str, user_email: str, count: int, status: str = 
 def measure_floor_and_history(dep: Deployment, rows: list[Row], seconds: float,
                               messages: int) -> float:
     session = dep.login("history@example.com")
+    cookie = session.cookie_header()
     seed_messages(dep.env["DATABASE_URL"], "history@example.com", messages)
-    cookie = f"session={session.cookies['session']}"
     floor = wrk(dep.url + "/livez", seconds, 16, "")
     rows.append(Row(dep.name, "floor GET /livez", floor["rps"], "req/s"))
     rows.append(Row(dep.name, "floor p99", floor["p99_ms"], "ms"))
@@ -315,7 +337,7 @@ def measure_callbacks(dep: Deployment, rows: list[Row], seconds: float, floor_rp
         params = {"MessageUUID": f"bench-uuid-{i}", "Status": status, "Sequence": str(seq),
                   "ErrorCode": "", "To": f"1415555{2000 + i % 8000:04d}", "From": "14155550100",
                   "Units": "1", "TotalAmount": "0.016"}
-        headers = signed_headers("POST", url, params, SANDBOX_AUTH_TOKEN,
+        headers = signed_headers("POST", url, params, dep.env["PLIVO_AUTH_TOKEN"],
                                  str(rng.randrange(10**19, 10**20)))
         signed.append(({k: v for k, v in headers.items() if "V3" in k}, params))
     data = dep.tmp / "callbacks.tsv"
@@ -359,7 +381,7 @@ def measure_callbacks(dep: Deployment, rows: list[Row], seconds: float, floor_rp
 def measure_compose_with_slow_plivo(dep: Deployment, rows: list[Row], seconds: float) -> None:
     session = dep.login("composer@example.com")
     token = TOKEN_RE.search(session.get(dep.url + "/messages/new").text).group(1)
-    cookie = f"session={session.cookies['session']}"
+    cookie = session.cookie_header()  # now holding the CSRF secret
     report = wrk(dep.url + "/messages/new", seconds, 8, WRK_COMPOSE,
                  headers={"Cookie": cookie}, env={"BENCH_CSRF": token})
     rows.append(Row(dep.name, "compose POST while Plivo answers in 2 s, p99", report["p99_ms"],
@@ -410,8 +432,8 @@ def measure_dispatch(dep: Deployment, rows: list[Row], count: int) -> None:
 def measure_memory(dep: Deployment, rows: list[Row], seconds: float) -> None:
     """RSS of every web and queue worker during a mixed run, at the start and the end."""
     session = dep.login("memory@example.com")
-    cookie = f"session={session.cookies['session']}"
     token = TOKEN_RE.search(session.get(dep.url + "/messages/new").text).group(1)
+    cookie = session.cookie_header()  # now holding the CSRF secret
     pids = dep.web_worker_pids() + [w.pid for w in dep.workers]
     samples: dict[int, list[float]] = {pid: [] for pid in pids}
     end = time.monotonic() + seconds
@@ -434,18 +456,25 @@ def measure_memory(dep: Deployment, rows: list[Row], seconds: float) -> None:
 def deployment(name: str, stack: ExitStack, database: str, **extra: str):
     tmp = Path(tempfile.mkdtemp(prefix=f"mms-bench-{name}-"))
     web_port, sim_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PLIVO_", "APP_ENV"))}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PLIVO_", "APP_ENV", "WEB_CONCURRENCY", "GUNICORN_"))}
+    # The production settings (README, "Running in production"), with a made-up
+    # Plivo account whose API is the simulator on loopback. The media probe is
+    # off because the machine has no internet to fetch https media from.
     env.update({
-        "APP_ENV": "testing", "BCRYPT_ROUNDS": "12", "INSTANCE_PATH": str(tmp),
-        "SECRET_KEY": "bench-" + "k" * 40, "SIMULATOR_PORT": str(sim_port),
-        "PUBLIC_BASE_URL": f"http://127.0.0.1:{web_port}", "LOG_LEVEL": "warning",
-        "SENDS_PER_MINUTE_PER_USER": "10000", "TASK_QUEUE_URL": f"sqlite:///{tmp}/tasks.db",
+        "APP_ENV": "production", "SECRET_KEY": "bench-" + "k" * 40, "INSTANCE_PATH": str(tmp),
+        "PLIVO_AUTH_ID": BENCH_AUTH_ID, "PLIVO_AUTH_TOKEN": BENCH_AUTH_TOKEN,
+        "PLIVO_API_URL": f"http://127.0.0.1:{sim_port}", "SIMULATOR_PORT": str(sim_port),
+        "PLIVO_SENDER_NUMBERS": "+14155550100", "PUBLIC_BASE_URL": "https://mms.bench.example",
+        "MEDIA_PROBE": "off", "LOG_LEVEL": "warning", "SENDS_PER_MINUTE_PER_USER": "10000",
+        "TASK_QUEUE_URL": f"sqlite:///{tmp}/tasks.db",
         "DATABASE_URL": f"sqlite:///{tmp}/bench.sqlite3",
     })
-    if database == "postgresql":
-        env["DATABASE_URL"] = stack.enter_context(postgres_server())
+    if REDIS:  # several gunicorn workers share their rate limits through Redis
         redis_url = stack.enter_context(redis_server())
         env["RATELIMIT_STORAGE_URI"] = redis_url + "/0"
+    if database == "postgresql":
+        env["DATABASE_URL"] = stack.enter_context(postgres_server())
         env["TASK_QUEUE_URL"] = redis_url + "/1"
     env.update(extra)
     dep = Deployment(name, env, f"http://127.0.0.1:{web_port}", f"http://127.0.0.1:{sim_port}",
@@ -461,21 +490,18 @@ def deployment(name: str, stack: ExitStack, database: str, **extra: str):
 PARTS = ("history", "callbacks", "memory", "compose", "dispatch")
 
 
-def run(smoke: bool, only: set[str]) -> list[Row]:
+def run(smoke: bool, only: set[str], databases: list[str]) -> list[Row]:
     seconds = 2 if smoke else 10
     history_rows = 20_000 if smoke else 1_000_000
     callback_messages = 500 if smoke else 10_000
     dispatch_count = 100 if smoke else 1_000
     memory_seconds = 6 if smoke else 120
-    databases = ["sqlite"] + (["postgresql"] if INITDB and REDIS else [])
     rows: list[Row] = []
     for database in databases:
-        # SQLite has one writer: one web worker process keeps the benchmark honest about it.
-        web_workers = 3 if database == "postgresql" else 2
         if only & {"history", "callbacks", "memory"}:
             with ExitStack() as stack, deployment(database, stack, database) as dep:
                 dep.start_simulator()
-                dep.start_web(web_workers)
+                dep.start_web()
                 dep.start_worker()
                 floor = measure_floor_and_history(dep, rows, seconds, history_rows)
                 if "callbacks" in only:
@@ -485,19 +511,23 @@ def run(smoke: bool, only: set[str]) -> list[Row]:
         if "compose" in only:
             with ExitStack() as stack, deployment(database, stack, database) as dep:
                 dep.start_simulator("--latency", "2")
-                dep.start_web(web_workers)
+                dep.start_web()
                 dep.start_worker()
                 measure_compose_with_slow_plivo(dep, rows, seconds)
         if "dispatch" in only:
             with ExitStack() as stack, deployment(database, stack, database) as dep:
                 dep.start_simulator("--rate-per-5s", "300")
-                dep.start_web(web_workers)
+                dep.start_web()
                 # PostgreSQL + Redis: two worker processes share the Redis rate limit,
                 # as they would on two machines. SQLite: one process (memory limits).
                 for _ in range(2 if database == "postgresql" else 1):
                     dep.start_worker(threads=10)
                 measure_dispatch(dep, rows, dispatch_count)
     return rows
+
+
+def gunicorn_workers() -> int:
+    return runpy.run_path(str(ROOT / "gunicorn.conf.py"))["workers"]
 
 
 def machine() -> str:
@@ -525,18 +555,30 @@ def main() -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny, quick run; no RESULTS.md")
     parser.add_argument("--only", action="append", choices=PARTS,
                         help="run only these parts (repeatable); no RESULTS.md")
+    parser.add_argument("--database", action="append", choices=("sqlite", "postgresql"),
+                        help="only this database (repeatable); no RESULTS.md")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         print("wrk is not installed: run scripts/install-test-deps.sh", file=sys.stderr)
         return 2
-    rows = run(args.smoke, set(args.only or PARTS))
+    databases = args.database or (["sqlite"] + (["postgresql"] if INITDB and REDIS else []))
+    if "postgresql" in databases and not (INITDB and REDIS):
+        print("PostgreSQL and Redis are not installed: run scripts/install-test-deps.sh",
+              file=sys.stderr)
+        return 2
+    rows = run(args.smoke, set(args.only or PARTS), databases)
     report = table(rows)
     print(report)
-    if not args.smoke and not args.only:
+    if not args.smoke and not args.only and not args.database:
         (ROOT / "bench" / "RESULTS.md").write_text(
             f"# Benchmark results\n\nMachine: {machine()}\n\nProduced by `make bench` "
             f"(`python -m bench`). Each load run is wrk with 2 threads on 127.0.0.1, "
             f"bounded in time. Ratios compare figures measured in the same run.\n\n"
+            f"The dashboard runs with its production settings: `APP_ENV=production`, "
+            f"gunicorn with `gunicorn.conf.py` ({gunicorn_workers()} sync workers here), "
+            f"rate limits in Redis, a made-up Plivo account whose API is the simulator, "
+            f"an https `PUBLIC_BASE_URL` that signed callbacks are checked against, and "
+            f"the media probe off (no internet).\n\n"
             f"{report}\n")
         print("\nwritten to bench/RESULTS.md")
     return 0
