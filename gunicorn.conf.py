@@ -33,3 +33,14 @@ keepalive = 2
 accesslog = None
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+
+
+def on_starting(server):
+    """Refuse per-process rate limits with several workers in production: each
+    worker would count login attempts and sends on its own."""
+    storage = os.environ.get("RATELIMIT_STORAGE_URI", "").strip() or "memory://"
+    if (os.environ.get("APP_ENV", "").strip().lower() == "production"
+            and server.cfg.workers > 1 and storage.startswith("memory://")):
+        raise SystemExit(
+            f"Configuration error: RATELIMIT_STORAGE_URI: {server.cfg.workers} gunicorn workers "
+            "cannot share memory:// rate limits; set redis://... or WEB_CONCURRENCY=1")
