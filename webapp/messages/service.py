@@ -293,16 +293,21 @@ def _finish_without_uuid(message: Message, status: str, reason: str) -> None:
           status=status, reason=reason)
 
 
+class _Conflict(Exception):
+    """A Core update guarded by the version matched no row: another writer won."""
+
+
 def retry_on_conflict(change: Callable[[], T], attempts: int = 5) -> T:
     """Run a read-modify-write of messages again when another writer got there first.
 
-    Message carries a version column; a stale update raises StaleDataError,
-    which means: roll back, read again, decide again.
+    Message carries a version column; a stale ORM update raises StaleDataError
+    and a version-guarded Core update raises _Conflict. Either way: roll back,
+    read again, decide again.
     """
     for attempt in range(attempts):
         try:
             return change()
-        except StaleDataError:
+        except (StaleDataError, _Conflict):
             db.session.rollback()
             if attempt == attempts - 1:
                 raise
@@ -458,10 +463,6 @@ def _message_by_uuid(plivo_uuid: str) -> Message | None:
     return db.session.scalar(select(Message).where(Message.plivo_uuid == plivo_uuid))
 
 
-class _Conflict(Exception):
-    """Another writer changed the message between our read and our update."""
-
-
 def record_status_callback(callback: Callback, payload: dict[str, str], signature: str) -> str:
     """Store a callback in the ledger once and apply it; one short transaction.
 
@@ -473,14 +474,7 @@ def record_status_callback(callback: Callback, payload: dict[str, str], signatur
     when Plivo retried one we hold), update the message only if its version is
     still the one read. A lost race rolls back both and decides again.
     """
-    for attempt in range(5):
-        try:
-            outcome = _record_status_callback(callback, payload, signature)
-            break
-        except _Conflict:
-            db.session.rollback()
-            if attempt == 4:
-                raise
+    outcome = retry_on_conflict(lambda: _record_status_callback(callback, payload, signature))
     if outcome == "early":
         # The dispatch may have stored the uuid between our lookup and commit;
         # whichever of the two commits last adopts the event.
