@@ -186,7 +186,6 @@ class Row(NamedTuple):
     thumbnail: str | None
     status: str
     label: str
-    tone: str
     sent_by: str
     cost: str
 
@@ -210,7 +209,6 @@ def present(message, now: datetime, no_receipt_after: timedelta) -> Row:
         image,
         status,
         statuses.label(status, message.error_code, message.sent_at, now, no_receipt_after),
-        statuses.TONES.get(status, "neutral"),
         message.sent_by,
         f"${message.total_amount}" if message.total_amount else "—",
     )
