@@ -36,11 +36,17 @@ loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 
 
 def on_starting(server):
-    """Refuse per-process rate limits with several workers in production: each
-    worker would count login attempts and sends on its own."""
-    storage = os.environ.get("RATELIMIT_STORAGE_URI", "").strip() or "memory://"
-    if (os.environ.get("APP_ENV", "").strip().lower() == "production"
-            and server.cfg.workers > 1 and storage.startswith("memory://")):
+    """Check the settings once in the master, and refuse per-process rate limits
+    with several workers in production: each worker would count login attempts
+    and sends on its own."""
+    from webapp.config import ConfigError, load_settings
+
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        raise SystemExit(f"Configuration error: {exc}") from None
+    if (settings.production and server.cfg.workers > 1
+            and settings.ratelimit_storage_uri.startswith("memory://")):
         raise SystemExit(
             f"Configuration error: RATELIMIT_STORAGE_URI: {server.cfg.workers} gunicorn workers "
             "cannot share memory:// rate limits; set redis://... or WEB_CONCURRENCY=1")

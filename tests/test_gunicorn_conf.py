@@ -81,3 +81,13 @@ def test_one_worker_may_keep_memory_rate_limits(tmp_path):
         process.terminate()
         _out, err = process.communicate(timeout=20)
     assert "RATELIMIT_STORAGE_URI" not in err
+
+
+@pytest.mark.integration
+def test_a_bad_setting_stops_the_master_with_one_line(tmp_path):
+    process = start_gunicorn(tmp_path, free_port(), WEB_CONCURRENCY="1",
+                             PLIVO_AUTH_ID="not-an-account")
+    _out, err = process.communicate(timeout=60)
+    assert process.returncode != 0
+    assert "Configuration error: PLIVO_AUTH_ID: expected MA or SA" in err
+    assert "Traceback" not in err
