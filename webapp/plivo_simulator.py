@@ -265,7 +265,7 @@ class PlivoSimulator:
                     resp = requests.post(target, data=params, headers=headers, timeout=8)
                 code = resp.status_code
             except requests.RequestException as exc:
-                log.warning("simulator: callback to %s failed: %s", message.url, exc)
+                log.warning("simulator: callback to %s failed: %s", target, exc)
                 code = 0
             if 200 <= code < 300 or self._stopped.wait(min(0.5 * (attempt + 1), 2.0)):
                 break
