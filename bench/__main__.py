@@ -473,6 +473,8 @@ def deployment(name: str, stack: ExitStack, database: str, **extra: str):
     if REDIS:  # several gunicorn workers share their rate limits through Redis
         redis_url = stack.enter_context(redis_server())
         env["RATELIMIT_STORAGE_URI"] = redis_url + "/0"
+    else:  # memory:// limits are only right for one worker (gunicorn.conf.py refuses more)
+        env["WEB_CONCURRENCY"] = "1"
     if database == "postgresql":
         env["DATABASE_URL"] = stack.enter_context(postgres_server())
         env["TASK_QUEUE_URL"] = redis_url + "/1"
@@ -575,8 +577,9 @@ def main() -> int:
             f"(`python -m bench`). Each load run is wrk with 2 threads on 127.0.0.1, "
             f"bounded in time. Ratios compare figures measured in the same run.\n\n"
             f"The dashboard runs with its production settings: `APP_ENV=production`, "
-            f"gunicorn with `gunicorn.conf.py` ({gunicorn_workers()} sync workers here), "
-            f"rate limits in Redis, a made-up Plivo account whose API is the simulator, "
+            f"gunicorn with `gunicorn.conf.py` ({gunicorn_workers() if REDIS else 1} sync "
+            f"workers here), rate limits in {'Redis' if REDIS else 'memory'}, "
+            f"a made-up Plivo account whose API is the simulator, "
             f"an https `PUBLIC_BASE_URL` that signed callbacks are checked against, and "
             f"the media probe off (no internet).\n\n"
             f"{report}\n")
