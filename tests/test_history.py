@@ -113,6 +113,30 @@ def test_one_poll_refreshes_the_table_until_every_row_is_final(app, client, logi
     assert "hx-trigger" not in settled
 
 
+def test_a_row_shows_time_number_text_media_and_cost_escaped(app, client, login_as, seed):
+    _add, amy, _ = seed
+    with app.app_context():
+        db.session.add(Message(
+            created_by_id=amy.id, idempotency_key="row", sender="+14155550100",
+            recipient="+14155550123", text="<b>Sale</b> & more " + "x" * 60,
+            media=[{"url": "https://cdn.example.com/a.png?x=1&y=<2>", "content_type": "image/png"},
+                   {"media_id": "m-1"}],
+            status="delivered", total_amount="0.02",
+            created_at=datetime(2026, 11, 20, 9, 5, 7, 123456, tzinfo=UTC)))
+        db.session.commit()
+    login_as("staff", "viewer@example.com")
+    html = client.get("/messages").get_data(as_text=True)
+    row = re.search(r'<tr id="msg-[^"]+" data-final="yes">.*?</tr>', html, re.S).group(0)
+    assert ('<time datetime="2026-11-20T09:05:07.123456+00:00" title="2026-11-20 09:05 UTC">'
+            "2026-11-20 09:05 UTC</time>") in row
+    assert ">(415) 555-0123</a>" in row
+    assert "&lt;b&gt;Sale&lt;/b&gt; &amp; more " + "x" * 38 + "…" in row and "<b>" not in row
+    assert 'src="https://cdn.example.com/a.png?x=1&amp;y=&lt;2&gt;"' in row
+    assert "> 2</td>" in row  # two media
+    assert '<span class="badge badge-good" data-status="delivered">Delivered</span>' in row
+    assert "<td>amy@example.com</td><td>$0.02</td>" in row
+
+
 def test_detail_shows_timeline_with_explained_error_codes(app, client, login_as, seed):
     add, _, _ = seed
     [public_id] = add(1, status="undelivered")

@@ -13,7 +13,7 @@ from html import escape as _e  # 0.4 us a value; markupsafe.escape is 0.8
 from typing import NamedTuple
 
 from markupsafe import Markup
-from sqlalchemy import Select, literal, select, tuple_
+from sqlalchemy import Integer, Select, bindparam, literal, select, tuple_
 from sqlalchemy.orm import joinedload
 
 from .. import statuses
@@ -21,6 +21,7 @@ from ..extensions import db
 from ..models import Message, StatusEvent, User, UTCDateTime
 
 PAGE_SIZE = 50
+_m, _u = Message.__table__, User.__table__
 
 
 @dataclass
@@ -63,19 +64,18 @@ class HistoryFilter:
 
     def apply(self, query: Select) -> Select:
         if self.statuses:
-            query = query.where(Message.status.in_(self.statuses))
+            query = query.where(_m.c.status.in_(self.statuses))
         if self.date_from:
-            query = query.where(Message.created_at >= datetime.combine(self.date_from, time(),
-                                                                       UTC))
+            query = query.where(_m.c.created_at >= datetime.combine(self.date_from, time(), UTC))
         if self.date_to:
             end = datetime.combine(self.date_to, time(), UTC) + timedelta(days=1)
-            query = query.where(Message.created_at < end)
+            query = query.where(_m.c.created_at < end)
         if self.recipient_digits:
-            query = query.where(Message.recipient.contains(self.recipient_digits))
+            query = query.where(_m.c.recipient.contains(self.recipient_digits))
         if self.sent_by:
-            query = query.where(Message.created_by_id == self.sent_by)
+            query = query.where(_m.c.created_by_id == self.sent_by)
         if self.search:
-            query = query.where(Message.text.icontains(self.search, autoescape=True))
+            query = query.where(_m.c.text.icontains(self.search, autoescape=True))
         return query
 
     def active(self) -> bool:
@@ -106,28 +106,43 @@ def _before(query: Select, cursor: tuple[datetime, int]) -> Select:
     moment, ident = cursor
     # A row-value comparison, so both SQLite and PostgreSQL walk the
     # (created_at, id) index from the cursor instead of filtering from the top.
-    return query.where(tuple_(Message.created_at, Message.id)
+    return query.where(tuple_(_m.c.created_at, _m.c.id)
                        < tuple_(literal(moment, UTCDateTime), literal(ident)))
 
 
-def _table_query() -> Select:
-    """Just the columns a history row shows, as plain rows rather than ORM objects
-    (under the profiler the page's query went from 2.2 to 1.3 ms)."""
-    return select(
-        Message.id, Message.public_id, Message.status, Message.error_code, Message.created_at,
-        Message.sent_at, Message.recipient, Message.text, Message.media, Message.total_amount,
-        User.email.label("sent_by"),
-    ).join(User, Message.created_by_id == User.id)
+# The table rows are read through Core on the session's connection, not the ORM: plain
+# rows of just the columns a row shows. The unfiltered pages, which nearly every request
+# asks for, are built once. Under load this took the page's query from 0.75 to 0.35 ms
+# (0.97 to 0.37 for a page deep in the past), bench/RESULTS.md.
+_TABLE = select(
+    _m.c.id, _m.c.public_id, _m.c.status, _m.c.error_code, _m.c.created_at, _m.c.sent_at,
+    _m.c.recipient, _m.c.text, _m.c.media, _m.c.total_amount, _u.c.email.label("sent_by"),
+).join(_u, _m.c.created_by_id == _u.c.id)
+_NEWEST_FIRST = (_m.c.created_at.desc(), _m.c.id.desc())
+_FIRST_PAGE = _TABLE.order_by(*_NEWEST_FIRST).limit(PAGE_SIZE + 1)
+_PAGE_BEFORE = (_TABLE.where(tuple_(_m.c.created_at, _m.c.id)
+                             < tuple_(bindparam("moment", type_=UTCDateTime()),
+                                      bindparam("ident", type_=Integer())))
+                .order_by(*_NEWEST_FIRST).limit(PAGE_SIZE + 1))
+_SENDERS = select(_u.c.id, _u.c.email).order_by(_u.c.email)
+
+
+def _rows(query: Select, params: dict | None = None) -> list:
+    return db.session.connection().execute(query, params).all()
 
 
 def page(filters: HistoryFilter, cursor: str | None) -> tuple[list, str | None]:
     """One page of table rows, newest first, and the cursor of the next (older) page."""
-    query = filters.apply(_table_query())
     position = decode_cursor(cursor)
-    if position:
-        query = _before(query, position)
-    query = query.order_by(Message.created_at.desc(), Message.id.desc()).limit(PAGE_SIZE + 1)
-    rows = db.session.execute(query).all()
+    if filters.active():
+        query = filters.apply(_TABLE)
+        if position:
+            query = _before(query, position)
+        rows = _rows(query.order_by(*_NEWEST_FIRST).limit(PAGE_SIZE + 1))
+    elif position:
+        rows = _rows(_PAGE_BEFORE, {"moment": position[0], "ident": position[1]})
+    else:
+        rows = _rows(_FIRST_PAGE)
     last = rows[PAGE_SIZE - 1] if len(rows) > PAGE_SIZE else None
     next_cursor = encode_cursor(last.created_at, last.id) if last else None
     return rows[:PAGE_SIZE], next_cursor
@@ -135,16 +150,14 @@ def page(filters: HistoryFilter, cursor: str | None) -> tuple[list, str | None]:
 
 def table_rows_by_public_id(public_ids: list[str]) -> list:
     """Table rows for these messages, in the order given (unknown ids are skipped)."""
-    found = {row.public_id: row for row in db.session.execute(
-        _table_query().where(Message.public_id.in_(public_ids)))}
+    found = {row.public_id: row for row in _rows(_TABLE.where(_m.c.public_id.in_(public_ids)))}
     return [found[i] for i in public_ids if i in found]
 
 
 def table_rows_for_send(user_id: int, idempotency_key: str) -> list:
     """Table rows of one compose submission."""
-    return db.session.execute(_table_query().where(
-        Message.created_by_id == user_id, Message.idempotency_key == idempotency_key
-    ).order_by(Message.id)).all()
+    return _rows(_TABLE.where(_m.c.created_by_id == user_id,
+                              _m.c.idempotency_key == idempotency_key).order_by(_m.c.id))
 
 
 def message_by_public_id(public_id: str) -> Message | None:
@@ -162,7 +175,7 @@ def timeline(message: Message) -> list[StatusEvent]:
 
 def senders() -> list:
     """Everyone who can send, for the history filter: (id, email) rows."""
-    return db.session.execute(select(User.id, User.email).order_by(User.email)).all()
+    return _rows(_SENDERS)
 
 
 # ---- what one history row shows ---------------------------------------------------------
@@ -191,26 +204,27 @@ class Row(NamedTuple):
 
 
 def present(message, now: datetime, no_receipt_after: timedelta) -> Row:
-    """`message` is a row of _table_query()."""
-    media = message.media
+    """`message` is a row of _TABLE. Unpacked rather than read by name, and the time
+    cut from isoformat() rather than strftime(): half the cost of a 50-row page."""
+    (_id, public_id, status, error_code, created, sent_at, recipient, text, media,
+     total_amount, sent_by) = message
     first = media[0] if media else {}
     image = first.get("url") if (first.get("content_type") or "").startswith("image/") else None
-    text = message.text or ""
-    status = message.status
-    created = message.created_at
+    text = text or ""
+    iso = created.isoformat()  # UTC (UTCDateTime): 2026-01-31T09:15:00+00:00
     return Row(
-        message.public_id,
+        public_id,
         status in statuses.FINAL,
-        created.isoformat(),
-        created.strftime("%Y-%m-%d %H:%M UTC"),
-        format_phone(message.recipient),
+        iso,
+        f"{iso[:10]} {iso[11:16]} UTC",
+        format_phone(recipient),
         (text[:57] + "…") if len(text) > 60 else (text or "—"),
         len(media),
         image,
         status,
-        statuses.label(status, message.error_code, message.sent_at, now, no_receipt_after),
-        message.sent_by,
-        f"${message.total_amount}" if message.total_amount else "—",
+        statuses.label(status, error_code, sent_at, now, no_receipt_after),
+        sent_by,
+        f"${total_amount}" if total_amount else "—",
     )
 
 
