@@ -29,18 +29,10 @@ login_manager.login_message_category = "info"
 
 
 @login_manager.user_loader
-def load_user(user_id: str) -> User | None:
+def load_user(session_id: str) -> service.SignedInUser | None:
     # The id carries the session version: a cookie issued before a logout,
     # password change or deactivation names an old version and is refused.
-    try:
-        id_part, version = user_id.split(":", 1)
-        user = db.session.get(User, int(id_part))
-        version_number = int(version)
-    except ValueError:
-        return None
-    if user is None or not user.is_active or user.session_version != version_number:
-        return None
-    return user
+    return service.signed_in_user(session_id)
 
 
 def admin_required(view):
@@ -90,7 +82,7 @@ def login():
 def logout():
     form = ActionForm()
     if form.validate_on_submit():
-        service.end_all_sessions(current_user)
+        service.end_all_sessions(current_user.record())
         event(log, "logout", email=current_user.email)
         logout_user()
         session.clear()
@@ -103,14 +95,15 @@ def logout():
 def change_password():
     form = ChangePasswordForm()
     if form.validate_on_submit():
+        user = current_user.record()
         try:
-            service.change_own_password(current_user, form.current_password.data,
+            service.change_own_password(user, form.current_password.data,
                                         form.new_password.data)
         except service.AccountError as exc:
             form.current_password.errors.append(str(exc))
         else:
             # Every other session ends; this one continues under the new version.
-            login_user(current_user)
+            login_user(user)
             flash("Your password has changed. Other sessions have been logged out.", "success")
             return redirect(url_for("messages.history"), 303)
     return render_template("auth/change_password.html", form=form)

@@ -26,10 +26,11 @@ from tenacity import stop_after_delay as tenacity_stop_after_delay
 
 from .. import plivo_gateway as gateway
 from .. import statuses
+from ..auth.service import Actor
 from ..config import Settings, current_settings
 from ..extensions import db
 from ..logs import event
-from ..models import Message, StatusEvent, User, utcnow
+from ..models import Message, StatusEvent, utcnow
 from ..tasks import enqueue_dispatch
 from .media import check_media
 
@@ -47,7 +48,7 @@ class SendRequest:
     idempotency_key: str
 
 
-def messages_for_key(user: User, key: str) -> list[Message]:
+def messages_for_key(user: Actor, key: str) -> list[Message]:
     return list(db.session.scalars(
         select(Message).where(Message.created_by_id == user.id, Message.idempotency_key == key)
         .order_by(Message.id)))
@@ -70,7 +71,7 @@ class Submission:
     warnings: list[str]  # recorded and queued, but worth a look
 
 
-def submit(user: User, draft: Draft) -> Submission:
+def submit(user: Actor, draft: Draft) -> Submission:
     """Probe the media, then record and queue one message per recipient.
 
     A key already sent records nothing and probes nothing (a double click or a
@@ -90,7 +91,7 @@ def submit(user: User, draft: Draft) -> Submission:
     return Submission(errors=[], warnings=warnings)
 
 
-def create_messages(user: User, send: SendRequest) -> tuple[list[Message], bool]:
+def create_messages(user: Actor, send: SendRequest) -> tuple[list[Message], bool]:
     """Record one pending message per recipient, then queue each for sending.
 
     Returns (messages, created). The same idempotency key again returns the
