@@ -60,6 +60,9 @@ def _as_postgres(cmd: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
 
 
+_POSTGRES_DATA: dict[str, Path] = {}  # URL -> data directory, for restart_postgres
+
+
 @contextmanager
 def postgres_server() -> Iterator[str]:
     """A throwaway PostgreSQL; yields a SQLAlchemy URL to an empty database `mms`."""
@@ -81,11 +84,23 @@ def postgres_server() -> Iterator[str]:
         subprocess.run(_as_postgres([str(bindir / "createdb"), "-h", "127.0.0.1", "-p",
                                      str(port), "-U", "postgres", "mms"]),
                        check=True, capture_output=True)
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/mms"
+        url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/mms"
+        _POSTGRES_DATA[url] = data
+        yield url
     finally:
+        _POSTGRES_DATA.pop(f"postgresql+psycopg://postgres@127.0.0.1:{port}/mms", None)
         subprocess.run(_as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-m",
                                      "immediate", "stop"]), capture_output=True, timeout=60)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def restart_postgres(url: str) -> None:
+    """Restart a server from postgres_server(): every open connection to it breaks."""
+    pg_ctl, data = Path(INITDB[-1]).parent / "pg_ctl", _POSTGRES_DATA[url]
+    # -l as at start: else the server keeps this call's output pipe open.
+    subprocess.run(_as_postgres([str(pg_ctl), "-D", str(data), "-m", "fast", "-w", "-l",
+                                 str(data / "server.log"), "restart"]),
+                   check=True, capture_output=True, timeout=120)
 
 
 @contextmanager

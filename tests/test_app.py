@@ -249,3 +249,16 @@ def test_route_list_matches_the_snapshot(app):
                     for r in app.url_map.iter_rules())
     expected = json.loads((Path(__file__).parent / "routes.json").read_text())
     assert routes == expected
+
+
+def test_a_get_request_that_writes_is_refused(app):
+    @app.get("/writes")
+    def writes():
+        db.session.add(User(email="x@example.com", password_hash="x"))
+        db.session.commit()
+        return "wrote"
+
+    with pytest.raises(RuntimeError, match="GET request tried to write"):
+        app.test_client().get("/writes")
+    with app.app_context():
+        assert db.session.scalar(db.select(User).filter_by(email="x@example.com")) is None

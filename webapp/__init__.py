@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
 from flask import Flask, jsonify
-from sqlalchemy import event, text
+from sqlalchemy import event, exc, text
 from sqlalchemy.engine import Engine
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -30,6 +31,34 @@ def _sqlite_pragmas(dbapi_connection, _record):
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
+
+
+# A pooled connection unused for longer than this is tested before a request gets it.
+PING_AFTER_IDLE_SECONDS = 1.0
+
+
+def _ping_connections_after_idle(engine: Engine) -> None:
+    """Test a pooled connection with a round trip only when it has sat idle, so a
+    PostgreSQL restart or an idle-timeout costs no request, while a busy worker does not
+    pay a round trip per request for it (pool_pre_ping does: 0.46 ms of 7 ms per history
+    page, and ~0.4 ms of PostgreSQL's own CPU). A restart under traffic can still fail
+    the requests in flight, as it would anyway; the pool then replaces every connection.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def remember_checkin(_dbapi_connection, record):
+        record.info["checked_in_at"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def ping_if_idle(dbapi_connection, record, _proxy):
+        checked_in_at = record.info.get("checked_in_at")
+        if checked_in_at is None or time.monotonic() - checked_in_at < PING_AFTER_IDLE_SECONDS:
+            return  # a brand-new connection, or one just used
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as error:
+            # The pool throws this connection away and hands out a fresh one.
+            raise exc.DisconnectionError(str(error)) from error
 
 
 def create_app(config: Mapping[str, str] | None = None) -> Flask:
@@ -54,6 +83,9 @@ def create_app(config: Mapping[str, str] | None = None) -> Flask:
     security.init_app(app)
 
     db.init_app(app)
+    if not settings.database_url.startswith("sqlite"):
+        with app.app_context():
+            _ping_connections_after_idle(db.engine)
     migrate.init_app(app, db, directory=str(ROOT / "migrations"), render_as_batch=True,
                      compare_type=True)
     csrf.init_app(app)
@@ -107,8 +139,6 @@ def _configure(app: Flask, settings: Settings) -> None:
     if settings.database_url.startswith("sqlite"):
         Path(settings.instance_path).mkdir(parents=True, exist_ok=True)
         engine_options["connect_args"] = {"timeout": 15}
-    else:
-        engine_options["pool_pre_ping"] = True
     app.config.update(
         SECRET_KEY=settings.secret_key,
         TESTING=settings.testing,

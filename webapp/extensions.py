@@ -1,12 +1,15 @@
 """Extensions, created once here and bound to an app in `create_app`."""
 
+from flask import current_app, has_request_context, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_login import LoginManager
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
+from flask_sqlalchemy.session import Session as FlaskSQLAlchemySession
 from flask_wtf import CSRFProtect
-from sqlalchemy import MetaData
+from sqlalchemy import MetaData, event
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase
 
 
@@ -23,7 +26,39 @@ class Base(DeclarativeBase):
     )
 
 
-db = SQLAlchemy(model_class=Base)
+READ_ONLY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def _reading_request() -> bool:
+    return has_request_context() and request.method in READ_ONLY_METHODS
+
+
+class Session(FlaskSQLAlchemySession):
+    """`db.session`. In a GET or HEAD request on PostgreSQL it reads on an autocommit
+    connection: no BEGIN before the first query and no ROLLBACK after the last, two of
+    the five round trips of a history page. Under READ COMMITTED every statement reads
+    its own snapshot either way, so no page shows anything different. Such a request
+    must not write (see `_refuse_writes_when_reading`)."""
+
+    def get_bind(self, mapper=None, clause=None, bind=None, **kwargs):
+        engine = super().get_bind(mapper=mapper, clause=clause, bind=bind, **kwargs)
+        if (bind is None and isinstance(engine, Engine) and engine.dialect.name == "postgresql"
+                and _reading_request()):
+            made = current_app.extensions.setdefault("autocommit_engines", {})
+            if engine not in made:  # the same pool, its connections lent in autocommit
+                made[engine] = engine.execution_options(isolation_level="AUTOCOMMIT")
+            return made[engine]
+        return engine
+
+
+@event.listens_for(Session, "before_flush")
+def _refuse_writes_when_reading(session, _flush_context, _instances):
+    if _reading_request() and (session.new or session.dirty or session.deleted):
+        raise RuntimeError(f"a {request.method} request tried to write to the database; "
+                           "changes belong in POST handlers")
+
+
+db = SQLAlchemy(model_class=Base, session_options={"class_": Session})
 migrate = Migrate()
 login_manager = LoginManager()
 csrf = CSRFProtect()
