@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import runpy
 import subprocess
@@ -34,6 +35,15 @@ def test_sync_workers_one_per_core_plus_one(monkeypatch):
 
 def test_web_concurrency_sets_the_worker_count(monkeypatch):
     assert conf_with(monkeypatch, WEB_CONCURRENCY="7")["workers"] == 7
+
+
+def test_each_worker_freezes_what_the_app_made_at_start(monkeypatch):
+    conf = conf_with(monkeypatch)
+    try:
+        conf["post_worker_init"](None)
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
 
 
 def production_env(tmp_path, **env: str) -> dict[str, str]:
