@@ -54,6 +54,18 @@ def messages_for_key(user: Actor, key: str) -> list[Message]:
         .order_by(Message.id)))
 
 
+_messages = Message.__table__
+_KEY_USED = select(_messages.c.id).where(
+    _messages.c.created_by_id == bindparam("user_id"),
+    _messages.c.idempotency_key == bindparam("key")).limit(1)
+
+
+def key_used(user: Actor, key: str) -> bool:
+    """Whether this person already sent with this idempotency key (one indexed lookup)."""
+    return db.session.connection().execute(
+        _KEY_USED, {"user_id": user.id, "key": key}).first() is not None
+
+
 @dataclass(frozen=True)
 class Draft:
     """A compose form that passed its own checks; media not probed yet."""
@@ -77,7 +89,7 @@ def submit(user: Actor, draft: Draft) -> Submission:
     A key already sent records nothing and probes nothing (a double click or a
     refresh); media a person must fix records nothing either.
     """
-    if messages_for_key(user, draft.idempotency_key):
+    if key_used(user, draft.idempotency_key):
         return Submission(errors=[], warnings=[])
     settings = current_settings()
     media, warnings, errors = check_media(
