@@ -76,7 +76,12 @@ def callback_orders(draw):
 @settings(max_examples=60, deadline=None)
 @given(case=callback_orders(), uuid_first=st.booleans())
 def test_any_order_of_callbacks_ends_in_the_right_state(ledger_app, case, uuid_first):
-    name, order = case
+    check_callback_order(ledger_app, *case, uuid_first)
+
+
+def check_callback_order(ledger_app, name: str, order: list, uuid_first: bool) -> None:
+    """Apply `order` (the uuid known from the start, or only halfway) and check the end
+    state and the ledger. Also run on PostgreSQL by tests/stack."""
     with ledger_app.app_context():
         db.session.execute(delete(StatusEvent))
         db.session.execute(delete(Message))

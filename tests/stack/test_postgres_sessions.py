@@ -1,21 +1,28 @@
-"""How the app uses its PostgreSQL connections: reads of GET requests in autocommit,
-writes in a transaction, and idle pooled connections tested before use so a restart
-costs no request."""
+"""What is particular to PostgreSQL: reads of GET requests in autocommit, writes in a
+transaction, idle pooled connections tested before use so a restart costs no request,
+and status callbacks written in one statement (any order, duplicates, lost races)."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
-from flask import request
+from flask import Flask, request
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlalchemy import event, select, text
 
 import webapp
 from webapp.auth import service as accounts
 from webapp.extensions import csrf, db
+from webapp.messages import service
+from webapp.models import Message, StatusEvent, User
 
-from ..conftest import PASSWORD, login
+from ..conftest import PASSWORD, base_env, login
 from ..services import postgres_server, restart_postgres
+from ..test_statuses import callback_orders, check_callback_order
 
 pytestmark = pytest.mark.stack
 
@@ -67,3 +74,87 @@ def test_the_first_request_after_a_restart_gets_a_working_connection(make_app, o
     assert client.get("/messages").status_code == 200
     with app.app_context():
         db.engine.dispose()
+
+
+# ---- status callbacks: one statement on PostgreSQL ---------------------------------------
+@pytest.fixture(scope="module")
+def ledger_app(own_postgres, tmp_path_factory) -> Iterator[Flask]:
+    app = webapp.create_app(base_env(tmp_path_factory.mktemp("pg-ledger"),
+                                     DATABASE_URL=own_postgres))
+    with app.app_context():
+        db.create_all()
+        if db.session.get(User, 1) is None:  # check_callback_order's messages are user 1's
+            db.session.add(User(email="ledger@example.com", password_hash="x"))
+            db.session.commit()
+        assert db.session.get(User, 1) is not None
+    yield app
+    with app.app_context():
+        db.engine.dispose()
+
+
+@settings(max_examples=40, deadline=None)
+@given(case=callback_orders(), uuid_first=st.booleans())
+def test_any_order_of_callbacks_ends_in_the_right_state_on_postgresql(ledger_app, case,
+                                                                       uuid_first):
+    check_callback_order(ledger_app, *case, uuid_first)
+
+
+def _sent_message(app: Flask, plivo_uuid: str) -> int:
+    with app.app_context():
+        message = Message(created_by_id=1, idempotency_key=plivo_uuid, sender="+14155550100",
+                          recipient="+14155550123", text="hi", media=[])
+        db.session.add(message)
+        db.session.commit()
+        service.record_uuid(message, plivo_uuid)
+        return message.id
+
+
+@contextmanager
+def interleaved(before_the_write) -> Iterator[list[bool]]:
+    """Run `before_the_write` (on other connections) just before the callback's write."""
+    fired: list[bool] = []
+
+    def hook(_conn, _cursor, statement, *_args):
+        if not fired and statement.startswith("WITH changed"):
+            fired.append(True)
+            before_the_write()
+
+    event.listen(db.engine, "before_cursor_execute", hook)
+    try:
+        yield fired
+    finally:
+        event.remove(db.engine, "before_cursor_execute", hook)
+
+
+def ledger_of(plivo_uuid: str) -> list[tuple[str, bool]]:
+    return db.session.execute(select(StatusEvent.status, StatusEvent.applied).where(
+        StatusEvent.plivo_uuid == plivo_uuid)).all()
+
+
+def test_a_callback_that_lost_a_race_is_decided_again_on_postgresql(ledger_app):
+    message_id = _sent_message(ledger_app, "race-1")
+    with ledger_app.app_context():
+        def delivered_meanwhile():
+            with db.engine.begin() as other:
+                other.execute(text("UPDATE messages SET status = 'delivered', status_sequence = 3,"
+                                   " version = version + 1 WHERE id = :id"), {"id": message_id})
+
+        with interleaved(delivered_meanwhile) as fired:
+            outcome = service.record_status_callback(
+                service.Callback("race-1", "sent", 2, None), {"Status": "sent"}, "v3")
+        assert fired and outcome == "recorded"  # sent is older than delivered: kept, not applied
+        assert db.session.get(Message, message_id).status == "delivered"
+        assert ledger_of("race-1") == [("sent", False)]  # the lost write left nothing behind
+
+
+def test_the_same_callback_twice_at_once_is_applied_once_on_postgresql(ledger_app):
+    message_id = _sent_message(ledger_app, "twice-1")
+    sent = service.Callback("twice-1", "sent", 2, None)
+    with ledger_app.app_context():
+        outcomes = []
+        with interleaved(lambda: outcomes.append(
+                service.record_status_callback(sent, {"Status": "sent"}, "v3"))) as fired:
+            outcomes.append(service.record_status_callback(sent, {"Status": "sent"}, "v3"))
+        assert fired and outcomes == ["applied", "duplicate"]
+        assert db.session.get(Message, message_id).status == "sent"
+        assert ledger_of("twice-1") == [("sent", True)]

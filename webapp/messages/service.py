@@ -16,7 +16,7 @@ from flask import current_app
 from limits import RateLimitItemPerSecond
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, exists, func, select, update
 from sqlalchemy.dialects import postgresql as postgresql_dml
 from sqlalchemy.dialects import sqlite as sqlite_dml
 from sqlalchemy.exc import IntegrityError
@@ -522,27 +522,93 @@ _INSERT_LEDGER = {
 }
 
 
-def _record_status_callback(callback: Callback, payload: dict[str, str], signature: str) -> str:
-    connection = db.session.connection()
-    message = connection.execute(_READ_STATE, {"plivo_uuid": callback.plivo_uuid}).first()
-    now = utcnow()
-    changes = None if message is None else status_change(
-        message, callback.status, callback.sequence, callback.error_code, payload, now)
-    inserted = connection.execute(_INSERT_LEDGER[connection.dialect.name], {
-        "plivo_uuid": callback.plivo_uuid, "message_id": message.id if message else None,
-        "status": callback.status, "sequence": callback.sequence,
-        "error_code": callback.error_code, "payload": payload, "signature": signature,
-        "accepted": True, "applied": changes is not None, "received_at": now})
-    if inserted.rowcount == 0:
-        db.session.rollback()  # Plivo retried a callback we already hold
+def _current(message) -> dict[str, Any]:
+    """The state columns as read: an update writes back those the callback keeps."""
+    return {name: message._mapping[name] for name in _STATUS_COLUMNS}
+
+
+# PostgreSQL: the same decision in two autocommit statements instead of five round
+# trips (BEGIN, read, ledger insert, update, COMMIT). One statement updates the message
+# when its version is still the one read and the ledger does not hold this callback
+# yet, and inserts the ledger row only if that update happened: a lost race writes
+# nothing, so deciding again is safe.
+def _ledger_param(name: str):
+    return bindparam(f"ledger_{name}", type_=_ledger.c[name].type)
+
+
+_HELD = exists().where(_ledger.c.plivo_uuid == _ledger_param("plivo_uuid"),
+                       _ledger.c.status == _ledger_param("status"),
+                       _ledger.c.sequence == _ledger_param("sequence"), _ledger.c.accepted)
+_CHANGED = _UPDATE_STATE.where(~_HELD).returning(_messages.c.id).cte("changed")
+_RECORDED = (
+    postgresql_dml.insert(_ledger)
+    .from_select(list(_LEDGER_COLUMNS),
+                 select(*(_ledger_param(name) for name in _LEDGER_COLUMNS))
+                 .where(exists(select(_CHANGED.c.id))))
+    .on_conflict_do_nothing(index_elements=["plivo_uuid", "status", "sequence"],
+                            index_where=_ledger.c.accepted)
+    .returning(_ledger.c.id).cte("recorded"))
+_APPLY_IN_ONE = select(
+    select(func.count()).select_from(_CHANGED).scalar_subquery().label("updated"),
+    select(func.count()).select_from(_RECORDED).scalar_subquery().label("inserted"),
+    _HELD.label("held"))
+
+
+def _record_status_callback_postgresql(callback: Callback, payload: dict[str, str],
+                                       signature: str) -> str:
+    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        message = connection.execute(_READ_STATE, {"plivo_uuid": callback.plivo_uuid}).first()
+        now = utcnow()
+        changes = None if message is None else status_change(
+            message, callback.status, callback.sequence, callback.error_code, payload, now)
+        ledger = {"plivo_uuid": callback.plivo_uuid,
+                  "message_id": message.id if message else None, "status": callback.status,
+                  "sequence": callback.sequence, "error_code": callback.error_code,
+                  "payload": payload, "signature": signature, "accepted": True,
+                  "applied": changes is not None, "received_at": now}
+        if not changes:  # nothing to update: the ledger insert alone, one statement
+            inserted = connection.execute(_INSERT_LEDGER["postgresql"], ledger)
+            if inserted.rowcount == 0:
+                return "duplicate"
+            return "early" if message is None else "recorded"
+        updated, inserted, held = connection.execute(_APPLY_IN_ONE, {
+            **_current(message), **changes, "message_id": message.id,
+            "read_version": message.version, "now": now,
+            **{f"ledger_{name}": value for name, value in ledger.items()}}).one()
+    if updated:
+        if not inserted:  # an identical callback, posted twice at once, was recorded early
+            event(log, "status applied; its ledger row came from a concurrent duplicate",
+                  plivo_uuid=callback.plivo_uuid, status=callback.status)
+        return "applied"
+    if held:
         return "duplicate"
-    if changes:
-        updated = connection.execute(_UPDATE_STATE, {
-            **message._asdict(), **changes, "message_id": message.id,
-            "read_version": message.version, "now": now})
-        if updated.rowcount != 1:
-            raise _Conflict
-    db.session.commit()
+    raise _Conflict
+
+
+def _record_status_callback(callback: Callback, payload: dict[str, str], signature: str) -> str:
+    if db.engine.dialect.name == "postgresql":
+        return _record_status_callback_postgresql(callback, payload, signature)
+    # A pooled connection of its own, not the ORM session: one short transaction
+    # needs none of the session's bookkeeping. Leaving the block uncommitted rolls back.
+    with db.engine.connect() as connection:
+        message = connection.execute(_READ_STATE, {"plivo_uuid": callback.plivo_uuid}).first()
+        now = utcnow()
+        changes = None if message is None else status_change(
+            message, callback.status, callback.sequence, callback.error_code, payload, now)
+        inserted = connection.execute(_INSERT_LEDGER[connection.dialect.name], {
+            "plivo_uuid": callback.plivo_uuid, "message_id": message.id if message else None,
+            "status": callback.status, "sequence": callback.sequence,
+            "error_code": callback.error_code, "payload": payload, "signature": signature,
+            "accepted": True, "applied": changes is not None, "received_at": now})
+        if inserted.rowcount == 0:
+            return "duplicate"  # Plivo retried a callback we already hold
+        if changes:
+            updated = connection.execute(_UPDATE_STATE, {
+                **_current(message), **changes, "message_id": message.id,
+                "read_version": message.version, "now": now})
+            if updated.rowcount != 1:
+                raise _Conflict
+        connection.commit()
     if message is None:
         return "early"
     return "applied" if changes else "recorded"
