@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from flask import current_app
 from limits import RateLimitItemPerSecond
@@ -522,11 +522,6 @@ _INSERT_LEDGER = {
 }
 
 
-def _current(message) -> dict[str, Any]:
-    """The state columns as read: an update writes back those the callback keeps."""
-    return {name: message._mapping[name] for name in _STATUS_COLUMNS}
-
-
 # PostgreSQL: the same decision in two autocommit statements instead of five round
 # trips (BEGIN, read, ledger insert, update, COMMIT). One statement updates the message
 # when its version is still the one read and the ledger does not hold this callback
@@ -554,27 +549,41 @@ _APPLY_IN_ONE = select(
     _HELD.label("held"))
 
 
+class _Decision(NamedTuple):
+    message: Any  # the _READ_STATE row, or None: the uuid is not known yet
+    ledger: dict[str, Any]  # the ledger row's values
+    update: dict[str, Any] | None  # _UPDATE_STATE's parameters; None: the message stays
+
+
+def _decide(connection, callback: Callback, payload: dict[str, str],
+            signature: str) -> _Decision:
+    """Read the message's state and decide what this callback writes."""
+    message = connection.execute(_READ_STATE, {"plivo_uuid": callback.plivo_uuid}).first()
+    now = utcnow()
+    changes = None if message is None else status_change(
+        message, callback.status, callback.sequence, callback.error_code, payload, now)
+    ledger = {"plivo_uuid": callback.plivo_uuid, "message_id": message.id if message else None,
+              "status": callback.status, "sequence": callback.sequence,
+              "error_code": callback.error_code, "payload": payload, "signature": signature,
+              "accepted": True, "applied": changes is not None, "received_at": now}
+    update = None if not changes else {
+        **{name: message._mapping[name] for name in _STATUS_COLUMNS}, **changes,
+        "message_id": message.id, "read_version": message.version, "now": now}
+    return _Decision(message, ledger, update)
+
+
 def _record_status_callback_postgresql(callback: Callback, payload: dict[str, str],
                                        signature: str) -> str:
     with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-        message = connection.execute(_READ_STATE, {"plivo_uuid": callback.plivo_uuid}).first()
-        now = utcnow()
-        changes = None if message is None else status_change(
-            message, callback.status, callback.sequence, callback.error_code, payload, now)
-        ledger = {"plivo_uuid": callback.plivo_uuid,
-                  "message_id": message.id if message else None, "status": callback.status,
-                  "sequence": callback.sequence, "error_code": callback.error_code,
-                  "payload": payload, "signature": signature, "accepted": True,
-                  "applied": changes is not None, "received_at": now}
-        if not changes:  # nothing to update: the ledger insert alone, one statement
-            inserted = connection.execute(_INSERT_LEDGER["postgresql"], ledger)
+        decision = _decide(connection, callback, payload, signature)
+        if decision.update is None:  # nothing to update: the ledger insert alone
+            inserted = connection.execute(_INSERT_LEDGER["postgresql"], decision.ledger)
             if inserted.rowcount == 0:
                 return "duplicate"
-            return "early" if message is None else "recorded"
+            return "early" if decision.message is None else "recorded"
         updated, inserted, held = connection.execute(_APPLY_IN_ONE, {
-            **_current(message), **changes, "message_id": message.id,
-            "read_version": message.version, "now": now,
-            **{f"ledger_{name}": value for name, value in ledger.items()}}).one()
+            **decision.update,
+            **{f"ledger_{name}": value for name, value in decision.ledger.items()}}).one()
     if updated:
         if not inserted:  # an identical callback, posted twice at once, was recorded early
             event(log, "status applied; its ledger row came from a concurrent duplicate",
@@ -591,27 +600,17 @@ def _record_status_callback(callback: Callback, payload: dict[str, str], signatu
     # A pooled connection of its own, not the ORM session: one short transaction
     # needs none of the session's bookkeeping. Leaving the block uncommitted rolls back.
     with db.engine.connect() as connection:
-        message = connection.execute(_READ_STATE, {"plivo_uuid": callback.plivo_uuid}).first()
-        now = utcnow()
-        changes = None if message is None else status_change(
-            message, callback.status, callback.sequence, callback.error_code, payload, now)
-        inserted = connection.execute(_INSERT_LEDGER[connection.dialect.name], {
-            "plivo_uuid": callback.plivo_uuid, "message_id": message.id if message else None,
-            "status": callback.status, "sequence": callback.sequence,
-            "error_code": callback.error_code, "payload": payload, "signature": signature,
-            "accepted": True, "applied": changes is not None, "received_at": now})
+        decision = _decide(connection, callback, payload, signature)
+        inserted = connection.execute(_INSERT_LEDGER[connection.dialect.name], decision.ledger)
         if inserted.rowcount == 0:
             return "duplicate"  # Plivo retried a callback we already hold
-        if changes:
-            updated = connection.execute(_UPDATE_STATE, {
-                **_current(message), **changes, "message_id": message.id,
-                "read_version": message.version, "now": now})
-            if updated.rowcount != 1:
-                raise _Conflict
+        if (decision.update is not None
+                and connection.execute(_UPDATE_STATE, decision.update).rowcount != 1):
+            raise _Conflict  # another writer changed the message since the read
         connection.commit()
-    if message is None:
+    if decision.message is None:
         return "early"
-    return "applied" if changes else "recorded"
+    return "applied" if decision.update is not None else "recorded"
 
 
 def record_refused_callback(payload: dict[str, str], signature: str) -> None:
