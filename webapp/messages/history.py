@@ -13,7 +13,7 @@ from html import escape as _e  # 0.4 us a value; markupsafe.escape is 0.8
 from typing import NamedTuple
 
 from markupsafe import Markup
-from sqlalchemy import Integer, Select, bindparam, literal, select, tuple_
+from sqlalchemy import Integer, Select, bindparam, select, tuple_
 from sqlalchemy.orm import joinedload
 
 from .. import statuses
@@ -102,14 +102,6 @@ def decode_cursor(cursor: str | None) -> tuple[datetime, int] | None:
         return None
 
 
-def _before(query: Select, cursor: tuple[datetime, int]) -> Select:
-    moment, ident = cursor
-    # A row-value comparison, so both SQLite and PostgreSQL walk the
-    # (created_at, id) index from the cursor instead of filtering from the top.
-    return query.where(tuple_(_m.c.created_at, _m.c.id)
-                       < tuple_(literal(moment, UTCDateTime), literal(ident)))
-
-
 # The table rows are read through Core on the session's connection, not the ORM: plain
 # rows of just the columns a row shows. The unfiltered pages, which nearly every request
 # asks for, are built once. Under load this took the page's query from 0.75 to 0.35 ms
@@ -119,12 +111,19 @@ _TABLE = select(
     _m.c.recipient, _m.c.text, _m.c.media, _m.c.total_amount, _u.c.email.label("sent_by"),
 ).join(_u, _m.c.created_by_id == _u.c.id)
 _NEWEST_FIRST = (_m.c.created_at.desc(), _m.c.id.desc())
+# Older than the cursor (parameters `moment`, `ident`): a row-value comparison, so both
+# SQLite and PostgreSQL walk the (created_at, id) index from the cursor instead of
+# filtering from the top.
+_BEFORE_CURSOR = (tuple_(_m.c.created_at, _m.c.id)
+                  < tuple_(bindparam("moment", type_=UTCDateTime()),
+                           bindparam("ident", type_=Integer())))
 _FIRST_PAGE = _TABLE.order_by(*_NEWEST_FIRST).limit(PAGE_SIZE + 1)
-_PAGE_BEFORE = (_TABLE.where(tuple_(_m.c.created_at, _m.c.id)
-                             < tuple_(bindparam("moment", type_=UTCDateTime()),
-                                      bindparam("ident", type_=Integer())))
-                .order_by(*_NEWEST_FIRST).limit(PAGE_SIZE + 1))
+_PAGE_BEFORE = _TABLE.where(_BEFORE_CURSOR).order_by(*_NEWEST_FIRST).limit(PAGE_SIZE + 1)
 _SENDERS = select(_u.c.id, _u.c.email).order_by(_u.c.email)
+
+
+def _cursor_params(position: tuple[datetime, int] | None) -> dict | None:
+    return {"moment": position[0], "ident": position[1]} if position else None
 
 
 def _rows(query: Select, params: dict | None = None) -> list:
@@ -137,12 +136,11 @@ def page(filters: HistoryFilter, cursor: str | None) -> tuple[list, str | None]:
     if filters.active():
         query = filters.apply(_TABLE)
         if position:
-            query = _before(query, position)
-        rows = _rows(query.order_by(*_NEWEST_FIRST).limit(PAGE_SIZE + 1))
-    elif position:
-        rows = _rows(_PAGE_BEFORE, {"moment": position[0], "ident": position[1]})
+            query = query.where(_BEFORE_CURSOR)
+        query = query.order_by(*_NEWEST_FIRST).limit(PAGE_SIZE + 1)
     else:
-        rows = _rows(_FIRST_PAGE)
+        query = _PAGE_BEFORE if position else _FIRST_PAGE
+    rows = _rows(query, _cursor_params(position))
     last = rows[PAGE_SIZE - 1] if len(rows) > PAGE_SIZE else None
     next_cursor = encode_cursor(last.created_at, last.id) if last else None
     return rows[:PAGE_SIZE], next_cursor
@@ -293,9 +291,9 @@ def export_rows(filters: HistoryFilter, batch: int = 500) -> Iterator[str]:
     while True:
         query = filters.apply(select(Message).options(joinedload(Message.created_by)))
         if position:
-            query = _before(query, position)
-        rows = list(db.session.scalars(
-            query.order_by(Message.created_at.desc(), Message.id.desc()).limit(batch)))
+            query = query.where(_BEFORE_CURSOR)
+        rows = list(db.session.scalars(query.order_by(*_NEWEST_FIRST).limit(batch),
+                                       _cursor_params(position)))
         if not rows:
             return
         buffer.seek(0)

@@ -477,15 +477,17 @@ def _message_by_uuid(plivo_uuid: str) -> Message | None:
 
 
 def record_status_callback(callback: Callback, payload: dict[str, str], signature: str) -> str:
-    """Store a callback in the ledger once and apply it; one short transaction.
+    """Store a callback in the ledger once and apply it.
 
     Returns "applied", "recorded" (kept, status unchanged: older, unknown
     status, or the message does not know its uuid yet) or "duplicate".
 
-    The hottest write path of the app, so three Core statements rather than the
+    The hottest write path of the app, so prebuilt Core statements rather than the
     ORM unit of work: read the message's state, insert the ledger row (nothing
     when Plivo retried one we hold), update the message only if its version is
-    still the one read. A lost race rolls back both and decides again.
+    still the one read. SQLite does it in one short transaction, PostgreSQL in one
+    statement after the read (_APPLY_IN_ONE). A lost race writes nothing and
+    decides again.
     """
     outcome = retry_on_conflict(lambda: _record_status_callback(callback, payload, signature))
     if outcome == "early":
@@ -500,7 +502,7 @@ def record_status_callback(callback: Callback, payload: dict[str, str], signatur
 
 
 # Built once: constructing statements costs more than running them on this path.
-_messages, _ledger = Message.__table__, StatusEvent.__table__
+_ledger = StatusEvent.__table__
 _STATUS_COLUMNS = ("status", "status_sequence", "error_code", "error_reason", "units",
                    "total_amount", "queued_at", "sent_at", "final_at")
 _READ_STATE = select(_messages.c.id, _messages.c.version,
