@@ -8,10 +8,11 @@ import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import event, text
 
 from webapp.extensions import db
 from webapp.messages.history import neutralize
-from webapp.models import Message, StatusEvent
+from webapp.models import Message, StatusEvent, User
 
 STAMP = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 
@@ -49,6 +50,43 @@ def page_ids(html: str) -> list[str]:
 def next_link(html: str) -> str | None:
     match = re.search(r'href="([^"]+)" rel="next"', html)
     return match.group(1).replace("&amp;", "&") if match else None
+
+
+def test_sent_by_list_is_kept_per_process_and_follows_new_accounts(app, client, login_as,
+                                                                   make_user, monkeypatch):
+    from webapp.messages import history
+
+    viewer = login_as("staff", "viewer@example.com")
+    user_lists = []
+    with app.app_context():
+        event.listen(db.engine, "before_cursor_execute", lambda *a: user_lists.append(a[2])
+                     if "ORDER BY users.email" in a[2] else None)
+
+    def options(query: str = "") -> dict[str, str]:
+        html = client.get("/messages" + query).get_data(as_text=True)
+        return {email: attrs for attrs, email in
+                re.findall(r'<option value="\d+"([^>]*)>([^<]+)</option>', html)}
+
+    assert list(options()) == ["viewer@example.com"] and len(user_lists) == 1
+    assert list(options()) == ["viewer@example.com"] and len(user_lists) == 1  # kept
+    make_user("amy@example.com")  # made in this process: listed at once
+    assert list(options()) == ["amy@example.com", "viewer@example.com"]
+    # An account another process made (no ORM event here) waits for SENDERS_FOR...
+    with app.app_context():
+        db.session.execute(text(
+            "INSERT INTO users (email, password_hash, role, is_active, session_version, created_at)"
+            " VALUES ('zed@example.com', 'x', 'staff', true, 1, CURRENT_TIMESTAMP)"))
+        db.session.commit()
+        zed = db.session.scalar(text("SELECT id FROM users WHERE email = 'zed@example.com'"))
+    assert "zed@example.com" not in options()
+    # ...unless a link filters by it: then it is listed, and selected.
+    assert "selected" in options(f"?sent_by={zed}")["zed@example.com"]
+    assert "selected" in options(f"?sent_by={viewer.id}")["viewer@example.com"]
+    monkeypatch.setattr(history, "SENDERS_FOR", 0.0)
+    before = len(user_lists)
+    options()
+    options()
+    assert len(user_lists) == before + 2
 
 
 def test_pagination_never_skips_or_repeats_when_timestamps_tie(client, login_as, seed):
@@ -115,18 +153,33 @@ def test_one_poll_refreshes_the_table_until_every_row_is_final(app, client, logi
 
 def test_a_row_shows_time_number_text_media_and_cost_escaped(app, client, login_as, seed):
     _add, amy, _ = seed
+    login_as("staff", "viewer@example.com")
+    check_row_shows_time_number_text_media_and_cost_escaped(app, client, amy.id)
+
+
+def check_row_shows_time_number_text_media_and_cost_escaped(app, client, user_id: int) -> None:
+    """Also run on PostgreSQL (tests/stack): the media count and thumbnail come from SQL."""
     with app.app_context():
-        db.session.add(Message(
-            created_by_id=amy.id, idempotency_key="row", sender="+14155550100",
+        message = Message(
+            created_by_id=user_id, idempotency_key="row", sender="+14155550100",
             recipient="+14155550123", text="<b>Sale</b> & more " + "x" * 60,
             media=[{"url": "https://cdn.example.com/a.png?x=1&y=<2>", "content_type": "image/png"},
                    {"media_id": "m-1"}],
-            status="delivered", total_amount="0.02",
-            created_at=datetime(2026, 11, 20, 9, 5, 7, 123456, tzinfo=UTC)))
+            status="delivered", total_amount="0.01600",  # as Plivo writes it
+            created_at=datetime(2026, 11, 20, 9, 5, 7, 123456, tzinfo=UTC))
+        plain = Message(created_by_id=user_id, idempotency_key="plain", sender="+14155550100",
+                        recipient="+14155550124", text="no picture", media=[{"media_id": "m-2"}],
+                        status="delivered", created_at=datetime(2026, 11, 20, 9, 5, 8, tzinfo=UTC))
+        db.session.add_all([message, plain])
         db.session.commit()
-    login_as("staff", "viewer@example.com")
-    html = client.get("/messages").get_data(as_text=True)
-    row = re.search(r'<tr id="msg-[^"]+" data-final="yes">.*?</tr>', html, re.S).group(0)
+        public_id, plain_id = message.public_id, plain.public_id
+        email = db.session.get(User, user_id).email
+    html = client.get("/messages?to=2026-11-20&from=2026-11-20").get_data(as_text=True)
+
+    def row_of(ident: str) -> str:
+        return re.search(rf'<tr id="msg-{ident}" data-final="yes">.*?</tr>', html, re.S).group(0)
+
+    row = row_of(public_id)
     assert ('<time datetime="2026-11-20T09:05:07.123456+00:00" title="2026-11-20 09:05 UTC">'
             "2026-11-20 09:05 UTC</time>") in row
     assert ">(415) 555-0123</a>" in row
@@ -134,7 +187,9 @@ def test_a_row_shows_time_number_text_media_and_cost_escaped(app, client, login_
     assert 'src="https://cdn.example.com/a.png?x=1&amp;y=&lt;2&gt;"' in row
     assert "> 2</td>" in row  # two media
     assert '<span class="badge badge-good" data-status="delivered">Delivered</span>' in row
-    assert "<td>amy@example.com</td><td>$0.02</td>" in row
+    assert f"<td>{email}</td><td>$0.01600</td>" in row
+    plain_row = row_of(plain_id)  # a first item that is no image: a count, no thumbnail
+    assert "<td>1</td>" in plain_row and "<img" not in plain_row and "<td>—</td>" in plain_row
 
 
 def test_detail_shows_timeline_with_explained_error_codes(app, client, login_as, seed):

@@ -22,6 +22,7 @@ from webapp.models import Message, StatusEvent, User
 
 from ..conftest import PASSWORD, base_env, login
 from ..services import postgres_server, restart_postgres
+from ..test_history import check_row_shows_time_number_text_media_and_cost_escaped
 from ..test_statuses import callback_orders, check_callback_order
 
 pytestmark = pytest.mark.stack
@@ -72,6 +73,18 @@ def test_the_first_request_after_a_restart_gets_a_working_connection(make_app, o
     # The app runs with TESTING, so a broken connection would raise here, not answer 500.
     assert client.get("/messages").status_code == 200
     assert client.get("/messages").status_code == 200
+    with app.app_context():
+        db.engine.dispose()
+
+
+def test_a_history_row_reads_the_same_on_postgresql(make_app, own_postgres):
+    app = make_app(DATABASE_URL=own_postgres)
+    with app.app_context():
+        user = accounts.create_user("rows@example.com", PASSWORD)
+        user_id = user.id
+    client = app.test_client()
+    assert login(client, "rows@example.com").status_code == 303
+    check_row_shows_time_number_text_media_and_cost_escaped(app, client, user_id)
     with app.app_context():
         db.engine.dispose()
 

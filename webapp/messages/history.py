@@ -6,14 +6,17 @@ import base64
 import csv
 import io
 import re
+import time as clock
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
 from html import escape as _e  # 0.4 us a value; markupsafe.escape is 0.8
 from typing import NamedTuple
 
+from flask import current_app, has_app_context
 from markupsafe import Markup
-from sqlalchemy import Integer, Select, bindparam, select, tuple_
+from sqlalchemy import Integer, Select, bindparam, event, func, select, tuple_
 from sqlalchemy.orm import joinedload
 
 from .. import statuses
@@ -106,9 +109,15 @@ def decode_cursor(cursor: str | None) -> tuple[datetime, int] | None:
 # rows of just the columns a row shows. The unfiltered pages, which nearly every request
 # asks for, are built once. Under load this took the page's query from 0.75 to 0.35 ms
 # (0.97 to 0.37 for a page deep in the past), bench/RESULTS.md.
+# Of `media` a row shows only how many and the first if it is an image: the database
+# counts and picks them rather than the driver decoding the whole JSON of every row
+# (on PostgreSQL half the CPU of fetching a page, even when the lists are empty).
 _TABLE = select(
     _m.c.id, _m.c.public_id, _m.c.status, _m.c.error_code, _m.c.created_at, _m.c.sent_at,
-    _m.c.recipient, _m.c.text, _m.c.media, _m.c.total_amount, _u.c.email.label("sent_by"),
+    _m.c.recipient, _m.c.text, func.json_array_length(_m.c.media).label("media_count"),
+    _m.c.media[(0, "url")].as_string().label("first_url"),
+    _m.c.media[(0, "content_type")].as_string().label("first_type"),
+    _m.c.total_amount, _u.c.email.label("sent_by"),
 ).join(_u, _m.c.created_by_id == _u.c.id)
 _NEWEST_FIRST = (_m.c.created_at.desc(), _m.c.id.desc())
 # Older than the cursor (parameters `moment`, `ident`): a row-value comparison, so both
@@ -171,9 +180,30 @@ def timeline(message: Message) -> list[StatusEvent]:
         .order_by(StatusEvent.received_at, StatusEvent.id)))
 
 
-def senders() -> list:
-    """Everyone who can send, for the history filter: (id, email) rows."""
-    return _rows(_SENDERS)
+# The "Sent by" list changes only when an account is made (emails are fixed, accounts are
+# never deleted), yet reading it was one of the history page's three round trips to
+# PostgreSQL. So each process keeps it for SENDERS_FOR seconds: an account made in this
+# process is listed at once (below); one made in another process within SENDERS_FOR.
+SENDERS_FOR = 30.0
+_SENDERS_KEY = "messages.senders"
+
+
+def senders(selected: int | None = None) -> list:
+    """Everyone who can send, for the history filter: (id, email) rows. `selected` (the
+    filter's sent_by) not among them reads the list again, so it cannot lag a link."""
+    now = clock.monotonic()
+    read_at, rows = current_app.extensions.get(_SENDERS_KEY, (None, []))
+    if (read_at is None or now - read_at >= SENDERS_FOR
+            or (selected and all(row.id != selected for row in rows))):
+        rows = _rows(_SENDERS)
+        current_app.extensions[_SENDERS_KEY] = (now, rows)
+    return rows
+
+
+@event.listens_for(User, "after_insert")
+def _forget_senders(*_args) -> None:
+    if has_app_context():
+        current_app.extensions.pop(_SENDERS_KEY, None)
 
 
 # ---- what one history row shows ---------------------------------------------------------
@@ -204,10 +234,9 @@ class Row(NamedTuple):
 def present(message, now: datetime, no_receipt_after: timedelta) -> Row:
     """`message` is a row of _TABLE. Unpacked rather than read by name, and the time
     cut from isoformat() rather than strftime(): half the cost of a 50-row page."""
-    (_id, public_id, status, error_code, created, sent_at, recipient, text, media,
-     total_amount, sent_by) = message
-    first = media[0] if media else {}
-    image = first.get("url") if (first.get("content_type") or "").startswith("image/") else None
+    (_id, public_id, status, error_code, created, sent_at, recipient, text, media_count,
+     first_url, first_type, total_amount, sent_by) = message
+    image = first_url if first_type and first_type.startswith("image/") else None
     text = text or ""
     iso = created.isoformat()  # UTC (UTCDateTime): 2026-01-31T09:15:00+00:00
     return Row(
@@ -217,7 +246,7 @@ def present(message, now: datetime, no_receipt_after: timedelta) -> Row:
         f"{iso[:10]} {iso[11:16]} UTC",
         format_phone(recipient),
         (text[:57] + "…") if len(text) > 60 else (text or "—"),
-        len(media),
+        media_count,
         image,
         status,
         statuses.label(status, error_code, sent_at, now, no_receipt_after),
@@ -226,6 +255,7 @@ def present(message, now: datetime, no_receipt_after: timedelta) -> Row:
     )
 
 
+@lru_cache(maxsize=512)  # a handful of (status, label) pairs cover every row there is
 def badge(status: str, label: str) -> Markup:
     """The status badge, the same in the history rows and on the detail page."""
     tone = statuses.TONES.get(status, "neutral")
@@ -248,15 +278,16 @@ _THUMBNAIL = '<img class="thumb" src="{}" alt="" loading="lazy" referrerpolicy="
 
 
 def rows_html(rows: list[Row], detail_url: str) -> Markup:
-    """The table rows, every value escaped. Built here rather than in a Jinja loop:
-    the same markup through the template cost a third of the history page under
-    load (see bench/RESULTS.md). `detail_url` is url_for('messages.history')."""
+    """The table rows, every stored value escaped (the times are cut from datetimes).
+    Built here rather than in a Jinja loop: the same markup through the template cost a
+    third of the history page under load (see bench/RESULTS.md). `detail_url` is
+    url_for('messages.history')."""
     html = []
     for row in rows:
         public_id = _e(row.public_id)
         html.append(_ROW.format(
-            id=public_id, final="yes" if row.is_final else "no", iso=_e(row.created_iso),
-            utc=_e(row.created_utc), href=f"{detail_url}/{public_id}",
+            id=public_id, final="yes" if row.is_final else "no", iso=row.created_iso,
+            utc=row.created_utc, href=f"{detail_url}/{public_id}",
             recipient=_e(row.recipient), excerpt=_e(row.excerpt),
             thumbnail=_THUMBNAIL.format(_e(row.thumbnail)) if row.thumbnail else "",
             media_count=row.media_count, badge=badge(row.status, row.label),

@@ -114,7 +114,7 @@ def history_page():
     query = request.args.to_dict(flat=False)
     query.pop("before", None)
     return render_template("messages/history.html", rows=present_rows(messages), filters=filters,
-                           next_cursor=next_cursor, query=query, senders=history.senders(),
+                           next_cursor=next_cursor, query=query, senders=history.senders(filters.sent_by),
                            all_statuses=statuses.ALL, labels=statuses.LABELS)
 
 
