@@ -163,14 +163,14 @@ def test_webhook_needs_no_login_or_csrf_and_is_not_throttled(app, client, messag
 
 
 def test_concurrent_callbacks_cannot_overwrite_each_other(app, message):
-    """`sent` is read while `delivered` commits on another connection: the stale
-    write is refused (version column) and decided again, so delivered stays."""
+    """`delivered` commits on another connection just before `sent` is written: the
+    write's own condition sees delivered (nothing is read first), so delivered stays."""
     from sqlalchemy import event, text
 
     fired = []
 
     def concurrent_writer(_conn, _cursor, statement, *_args):
-        if fired or not statement.startswith("INSERT INTO status_events"):
+        if fired or not statement.startswith("UPDATE messages"):
             return
         fired.append(True)
         with db.engine.begin() as other:

@@ -4,6 +4,7 @@ and status callbacks written in one statement (any order, duplicates, lost races
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -144,20 +145,36 @@ def ledger_of(plivo_uuid: str) -> list[tuple[str, bool]]:
         StatusEvent.plivo_uuid == plivo_uuid)).all()
 
 
-def test_a_callback_that_lost_a_race_is_decided_again_on_postgresql(ledger_app):
+def test_a_callback_waits_for_a_concurrent_writer_and_decides_on_its_result(ledger_app):
+    """Another transaction holds the message's row, moved to delivered but not yet
+    committed. The callback's statement waits for it, then checks its condition on
+    the row as committed: `sent` is older, so it is recorded and changes nothing."""
     message_id = _sent_message(ledger_app, "race-1")
-    with ledger_app.app_context():
-        def delivered_meanwhile():
-            with db.engine.begin() as other:
-                other.execute(text("UPDATE messages SET status = 'delivered', status_sequence = 3,"
-                                   " version = version + 1 WHERE id = :id"), {"id": message_id})
+    outcome: list[str] = []
 
-        with interleaved(delivered_meanwhile) as fired:
-            outcome = service.record_status_callback(
-                service.Callback("race-1", "sent", 2, None), {"Status": "sent"}, "v3")
-        assert fired and outcome == "recorded"  # sent is older than delivered: kept, not applied
+    def callback() -> None:
+        with ledger_app.app_context():
+            outcome.append(service.record_status_callback(
+                service.Callback("race-1", "sent", 2, None), {"Status": "sent"}, "v3"))
+
+    with ledger_app.app_context(), db.engine.connect() as other, db.engine.connect() as watch:
+        with other.begin():
+            other.execute(text("UPDATE messages SET status = 'delivered', status_sequence = 3,"
+                               " version = version + 1 WHERE id = :id"), {"id": message_id})
+            thread = threading.Thread(target=callback)
+            thread.start()
+            waiting = text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                           " AND query LIKE 'WITH changed%'")
+            deadline = time.monotonic() + 10
+            while watch.execute(waiting).scalar() == 0 and time.monotonic() < deadline:
+                watch.rollback()
+                time.sleep(0.02)
+            assert watch.execute(waiting).scalar() == 1  # blocked on the row, as meant
+            assert not outcome
+        thread.join(10)
+        assert outcome == ["recorded"]
         assert db.session.get(Message, message_id).status == "delivered"
-        assert ledger_of("race-1") == [("sent", False)]  # the lost write left nothing behind
+        assert ledger_of("race-1") == [("sent", False)]
 
 
 def test_the_same_callback_twice_at_once_is_applied_once_on_postgresql(ledger_app):

@@ -10,13 +10,13 @@ from collections.abc import Callable, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 from flask import current_app
 from limits import RateLimitItemPerSecond
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
-from sqlalchemy import bindparam, exists, func, select, update
+from sqlalchemy import Boolean, bindparam, case, exists, func, select, tuple_, update
 from sqlalchemy.dialects import postgresql as postgresql_dml
 from sqlalchemy.dialects import sqlite as sqlite_dml
 from sqlalchemy.exc import IntegrityError
@@ -306,21 +306,16 @@ def _finish_without_uuid(message: Message, status: str, reason: str) -> None:
           status=status, reason=reason)
 
 
-class _Conflict(Exception):
-    """A Core update guarded by the version matched no row: another writer won."""
-
-
 def retry_on_conflict(change: Callable[[], T], attempts: int = 5) -> T:
     """Run a read-modify-write of messages again when another writer got there first.
 
-    Message carries a version column; a stale ORM update raises StaleDataError
-    and a version-guarded Core update raises _Conflict. Either way: roll back,
-    read again, decide again.
+    Message carries a version column; a stale ORM update raises StaleDataError:
+    roll back, read again, decide again.
     """
     for attempt in range(attempts):
         try:
             return change()
-        except (StaleDataError, _Conflict):
+        except StaleDataError:
             db.session.rollback()
             if attempt == attempts - 1:
                 raise
@@ -368,6 +363,30 @@ def _parse_plivo_time(value: str | None) -> datetime | None:
     return None
 
 
+# Of what a callback writes, these keep the value they have once set.
+_FIRST_VALUE_STAYS = ("queued_at", "sent_at")
+
+
+def _callback_values(status: str, sequence: int, error_code: str | None,
+                     payload: Mapping[str, str], now: datetime) -> dict[str, Any]:
+    """The columns a callback writes when it applies. None keeps the column as it is;
+    for _FIRST_VALUE_STAYS a value already set stays. Read from the callback alone, so
+    the same values serve the ORM (status_change) and the one-statement write (SQL)."""
+    error = error_code if error_code and error_code not in ("000", "0") else None
+    units = payload.get("Units") or ""
+    sends = _rank_of(status) >= statuses.rank(statuses.SENT) and status != statuses.FAILED
+    return {
+        "status": status, "status_sequence": sequence,
+        "error_code": error, "error_reason": statuses.explain_error_code(error),
+        "units": int(units) if units.isdigit() else None,
+        "total_amount": (payload.get("TotalAmount") or "")[:20] or None,
+        "queued_at": _parse_plivo_time(payload.get("QueuedTime")) or now,
+        "sent_at": (_parse_plivo_time(payload.get("SentTime")) or now) if sends else None,
+        "final_at": ((_parse_plivo_time(payload.get("DeliveryReportTime")) or now)
+                     if statuses.is_final(status) else None),
+    }
+
+
 def status_change(message, status: str, sequence: int, error_code: str | None,
                   payload: Mapping[str, str], now: datetime) -> dict[str, Any] | None:
     """The column values a callback sets on its message, or None when the state
@@ -376,20 +395,12 @@ def status_change(message, status: str, sequence: int, error_code: str | None,
     if status not in statuses.CALLBACK_STATUSES or not statuses.should_apply(
             message.status, message.status_sequence, status, sequence):
         return None
-    changes: dict[str, Any] = {"status": status, "status_sequence": sequence}
-    if error_code and error_code not in ("000", "0"):
-        changes["error_code"] = error_code
-        changes["error_reason"] = statuses.explain_error_code(error_code)
-    if (payload.get("Units") or "").isdigit():
-        changes["units"] = int(payload["Units"])
-    if payload.get("TotalAmount"):
-        changes["total_amount"] = payload["TotalAmount"][:20]
-    changes["queued_at"] = (message.queued_at or _parse_plivo_time(payload.get("QueuedTime"))
-                            or now)
-    if statuses.rank(status) >= statuses.rank(statuses.SENT) and status != statuses.FAILED:
-        changes["sent_at"] = message.sent_at or _parse_plivo_time(payload.get("SentTime")) or now
-    if statuses.is_final(status):
-        changes["final_at"] = _parse_plivo_time(payload.get("DeliveryReportTime")) or now
+    changes = {}
+    for name, value in _callback_values(status, sequence, error_code, payload, now).items():
+        if name in _FIRST_VALUE_STAYS:
+            changes[name] = getattr(message, name) or value
+        elif value is not None:
+            changes[name] = value
     return changes
 
 
@@ -482,137 +493,130 @@ def record_status_callback(callback: Callback, payload: dict[str, str], signatur
     Returns "applied", "recorded" (kept, status unchanged: older, unknown
     status, or the message does not know its uuid yet) or "duplicate".
 
-    The hottest write path of the app, so prebuilt Core statements rather than the
-    ORM unit of work: read the message's state, insert the ledger row (nothing
-    when Plivo retried one we hold), update the message only if its version is
-    still the one read. SQLite does it in one short transaction, PostgreSQL in one
-    statement after the read (_APPLY_IN_ONE). A lost race writes nothing and
-    decides again.
+    The hottest write path of the app, so one prebuilt Core statement rather than
+    the ORM: the state machine's order is a condition of the UPDATE itself
+    (_APPLY_CALLBACK), so the database decides on the message's latest state, under
+    its row lock, and nothing is read first. PostgreSQL runs the update and the ledger
+    insert as one statement (_RECORD_IN_ONE), SQLite in one short transaction.
     """
-    outcome = retry_on_conflict(lambda: _record_status_callback(callback, payload, signature))
-    if outcome == "early":
-        # The dispatch may have stored the uuid between our lookup and commit;
-        # whichever of the two commits last adopts the event.
-        message = _message_by_uuid(callback.plivo_uuid)
-        if message is None:
-            return "recorded"
-        retry_on_conflict(lambda: adopt_early_events(message))
+    now = utcnow()
+    values = _callback_values(callback.status, callback.sequence, callback.error_code,
+                              payload, now)
+    params = {f"cb_{name}": value for name, value in values.items()}
+    params.update(cb_plivo_uuid=callback.plivo_uuid, cb_new_rank=_rank_of(callback.status),
+                  cb_applies=callback.status in statuses.CALLBACK_STATUSES, cb_now=now)
+    ledger = {"plivo_uuid": callback.plivo_uuid, "status": callback.status,
+              "sequence": callback.sequence, "error_code": callback.error_code,
+              "payload": payload, "signature": signature, "accepted": True, "received_at": now}
+    if db.engine.dialect.name == "postgresql":
+        updated, inserted, message_id = _record_in_one(params, ledger)
+    else:
+        updated, inserted, message_id = _record_in_a_transaction(params, ledger)
+    if not inserted:
+        if updated:  # an identical callback, posted twice at once, was recorded early
+            event(log, "status applied; its ledger row came from a concurrent duplicate",
+                  plivo_uuid=callback.plivo_uuid, status=callback.status)
+            return "applied"
+        return "duplicate"  # Plivo retried a callback we already hold
+    if updated:
         return "applied"
-    return outcome
+    if message_id is not None:
+        return "recorded"
+    # The dispatch may have stored the uuid between our statement and its commit;
+    # whichever of the two commits last adopts the event.
+    message = _message_by_uuid(callback.plivo_uuid)
+    if message is None:
+        return "recorded"
+    retry_on_conflict(lambda: adopt_early_events(message))
+    return "applied"
 
 
 # Built once: constructing statements costs more than running them on this path.
 _ledger = StatusEvent.__table__
-_STATUS_COLUMNS = ("status", "status_sequence", "error_code", "error_reason", "units",
-                   "total_amount", "queued_at", "sent_at", "final_at")
-_READ_STATE = select(_messages.c.id, _messages.c.version,
-                     *(_messages.c[name] for name in _STATUS_COLUMNS)
-                     ).where(_messages.c.plivo_uuid == bindparam("plivo_uuid"))
-_UPDATE_STATE = (update(_messages)
-                 .where(_messages.c.id == bindparam("message_id"),
-                        _messages.c.version == bindparam("read_version"))
-                 .values(version=_messages.c.version + 1, updated_at=bindparam("now"),
-                         **{name: bindparam(name) for name in _STATUS_COLUMNS}))
+
+
+def _typed(table, name: str, prefix: str = ""):
+    return bindparam(prefix + name, type_=table.c[name].type)
+
+
+def _rank_of(status: str) -> int:
+    return statuses.RANKS.get(status, -1)
+
+
+# statuses.should_apply as SQL: (rank, sequence) must rise. `applies` is False for
+# statuses a callback may not set; a callback the ledger already holds changes nothing
+# (a Plivo retry of one recorded before its message knew its uuid is adopted, not
+# applied twice).
+_HELD = exists().where(_ledger.c.plivo_uuid == bindparam("cb_plivo_uuid"),
+                       _ledger.c.status == bindparam("cb_status"),
+                       _ledger.c.sequence == bindparam("cb_status_sequence"), _ledger.c.accepted)
+_RANK = case(statuses.RANKS, value=_messages.c.status, else_=-1)
+_APPLY_CALLBACK = (
+    update(_messages)
+    .where(_messages.c.plivo_uuid == bindparam("cb_plivo_uuid"),
+           bindparam("cb_applies", type_=Boolean), ~_HELD,
+           tuple_(_RANK, func.coalesce(_messages.c.status_sequence, 0))
+           < tuple_(bindparam("cb_new_rank"), bindparam("cb_status_sequence")))
+    .values(version=_messages.c.version + 1, **{
+        name: (func.coalesce(_messages.c[name], _typed(_messages, name, "cb_"))
+               if name in _FIRST_VALUE_STAYS
+               else func.coalesce(_typed(_messages, name, "cb_"), _messages.c[name]))
+        for name in ("error_code", "error_reason", "units", "total_amount", "queued_at",
+                     "sent_at", "final_at")},
+        status=bindparam("cb_status"), status_sequence=bindparam("cb_status_sequence"),
+        updated_at=bindparam("cb_now", type_=_messages.c.updated_at.type)))
+_MESSAGE_ID = select(_messages.c.id).where(_messages.c.plivo_uuid == bindparam("cb_plivo_uuid"))
 _LEDGER_COLUMNS = ("plivo_uuid", "message_id", "status", "sequence", "error_code", "payload",
                    "signature", "accepted", "applied", "received_at")
-_INSERT_LEDGER = {
-    module.dialect.name: module.insert(_ledger)
-    .values({name: bindparam(name) for name in _LEDGER_COLUMNS})
-    .on_conflict_do_nothing(index_elements=["plivo_uuid", "status", "sequence"],
-                            index_where=_ledger.c.accepted)
-    for module in (sqlite_dml, postgresql_dml)
-}
 
 
-# PostgreSQL: the same decision in two autocommit statements instead of five round
-# trips (BEGIN, read, ledger insert, update, COMMIT). One statement updates the message
-# when its version is still the one read and the ledger does not hold this callback
-# yet, and inserts the ledger row only if that update happened: a lost race writes
-# nothing, so deciding again is safe.
-def _ledger_param(name: str):
-    return bindparam(f"ledger_{name}", type_=_ledger.c[name].type)
+def _insert_ledger(dml, values=None):
+    return (dml.insert(_ledger).values(values or {name: _typed(_ledger, name, "ledger_")
+                                                  for name in _LEDGER_COLUMNS})
+            .on_conflict_do_nothing(index_elements=["plivo_uuid", "status", "sequence"],
+                                    index_where=_ledger.c.accepted))
 
 
-_HELD = exists().where(_ledger.c.plivo_uuid == _ledger_param("plivo_uuid"),
-                       _ledger.c.status == _ledger_param("status"),
-                       _ledger.c.sequence == _ledger_param("sequence"), _ledger.c.accepted)
-_CHANGED = _UPDATE_STATE.where(~_HELD).returning(_messages.c.id).cte("changed")
-_RECORDED = (
-    postgresql_dml.insert(_ledger)
-    .from_select(list(_LEDGER_COLUMNS),
-                 select(*(_ledger_param(name) for name in _LEDGER_COLUMNS))
-                 .where(exists(select(_CHANGED.c.id))))
-    .on_conflict_do_nothing(index_elements=["plivo_uuid", "status", "sequence"],
-                            index_where=_ledger.c.accepted)
-    .returning(_ledger.c.id).cte("recorded"))
-_APPLY_IN_ONE = select(
+# PostgreSQL: one autocommit statement. The UPDATE waits for a concurrent writer's row
+# lock and then checks its condition again on the row as that writer left it; the
+# ledger row is written with what the UPDATE did.
+_CHANGED = _APPLY_CALLBACK.returning(_messages.c.id).cte("changed")
+_RECORDED = _insert_ledger(postgresql_dml, {
+    **{name: _typed(_ledger, name, "ledger_")
+       for name in _LEDGER_COLUMNS if name not in ("message_id", "applied")},
+    "message_id": _MESSAGE_ID.scalar_subquery(),
+    "applied": exists().select_from(_CHANGED),
+}).returning(_ledger.c.id).cte("recorded")
+_RECORD_IN_ONE = select(
     select(func.count()).select_from(_CHANGED).scalar_subquery().label("updated"),
     select(func.count()).select_from(_RECORDED).scalar_subquery().label("inserted"),
-    _HELD.label("held"))
+    _MESSAGE_ID.scalar_subquery().label("message_id"))
+_INSERT_LEDGER_SQLITE = _insert_ledger(sqlite_dml)
 
 
-class _Decision(NamedTuple):
-    message: Any  # the _READ_STATE row, or None: the uuid is not known yet
-    ledger: dict[str, Any]  # the ledger row's values
-    update: dict[str, Any] | None  # _UPDATE_STATE's parameters; None: the message stays
+def _ledger_params(ledger: dict[str, Any]) -> dict[str, Any]:
+    return {f"ledger_{name}": value for name, value in ledger.items()}
 
 
-def _decide(connection, callback: Callback, payload: dict[str, str],
-            signature: str) -> _Decision:
-    """Read the message's state and decide what this callback writes."""
-    message = connection.execute(_READ_STATE, {"plivo_uuid": callback.plivo_uuid}).first()
-    now = utcnow()
-    changes = None if message is None else status_change(
-        message, callback.status, callback.sequence, callback.error_code, payload, now)
-    ledger = {"plivo_uuid": callback.plivo_uuid, "message_id": message.id if message else None,
-              "status": callback.status, "sequence": callback.sequence,
-              "error_code": callback.error_code, "payload": payload, "signature": signature,
-              "accepted": True, "applied": changes is not None, "received_at": now}
-    update = None if not changes else {
-        **{name: message._mapping[name] for name in _STATUS_COLUMNS}, **changes,
-        "message_id": message.id, "read_version": message.version, "now": now}
-    return _Decision(message, ledger, update)
-
-
-def _record_status_callback_postgresql(callback: Callback, payload: dict[str, str],
-                                       signature: str) -> str:
+def _record_in_one(params: dict, ledger: dict) -> tuple[bool, bool, int | None]:
     with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-        decision = _decide(connection, callback, payload, signature)
-        if decision.update is None:  # nothing to update: the ledger insert alone
-            inserted = connection.execute(_INSERT_LEDGER["postgresql"], decision.ledger)
-            if inserted.rowcount == 0:
-                return "duplicate"
-            return "early" if decision.message is None else "recorded"
-        updated, inserted, held = connection.execute(_APPLY_IN_ONE, {
-            **decision.update,
-            **{f"ledger_{name}": value for name, value in decision.ledger.items()}}).one()
-    if updated:
-        if not inserted:  # an identical callback, posted twice at once, was recorded early
-            event(log, "status applied; its ledger row came from a concurrent duplicate",
-                  plivo_uuid=callback.plivo_uuid, status=callback.status)
-        return "applied"
-    if held:
-        return "duplicate"
-    raise _Conflict
+        updated, inserted, message_id = connection.execute(
+            _RECORD_IN_ONE, {**params, **_ledger_params(ledger)}).one()
+    return bool(updated), bool(inserted), message_id
 
 
-def _record_status_callback(callback: Callback, payload: dict[str, str], signature: str) -> str:
-    if db.engine.dialect.name == "postgresql":
-        return _record_status_callback_postgresql(callback, payload, signature)
+def _record_in_a_transaction(params: dict, ledger: dict) -> tuple[bool, bool, int | None]:
     # A pooled connection of its own, not the ORM session: one short transaction
     # needs none of the session's bookkeeping. Leaving the block uncommitted rolls back.
     with db.engine.connect() as connection:
-        decision = _decide(connection, callback, payload, signature)
-        inserted = connection.execute(_INSERT_LEDGER[connection.dialect.name], decision.ledger)
-        if inserted.rowcount == 0:
-            return "duplicate"  # Plivo retried a callback we already hold
-        if (decision.update is not None
-                and connection.execute(_UPDATE_STATE, decision.update).rowcount != 1):
-            raise _Conflict  # another writer changed the message since the read
+        updated = connection.execute(_APPLY_CALLBACK, params).rowcount == 1
+        message_id = connection.execute(_MESSAGE_ID, params).scalar()
+        inserted = connection.execute(_INSERT_LEDGER_SQLITE, _ledger_params(
+            {**ledger, "message_id": message_id, "applied": updated})).rowcount == 1
+        if not inserted:
+            return False, False, message_id  # nothing changes: the update goes too
         connection.commit()
-    if decision.message is None:
-        return "early"
-    return "applied" if decision.update is not None else "recorded"
+    return updated, True, message_id
 
 
 def record_refused_callback(payload: dict[str, str], signature: str) -> None:
