@@ -545,10 +545,12 @@ def deployment(name: str, stack: ExitStack, database: str, **extra: str):
 
 
 PARTS = ("history", "callbacks", "memory", "compose", "dispatch")
+SECONDS = 20  # each side of a ratio, in all; compose's run
 
 
 def run(smoke: bool, only: set[str], databases: list[str]) -> list[Row]:
-    seconds = 2 if smoke else 10
+    # 20 s a side: with 10 s the PostgreSQL history ratio swung 0.15-0.16 between runs.
+    seconds = 2 if smoke else SECONDS
     history_rows = 20_000 if smoke else 1_000_000
     callback_messages = 500 if smoke else 10_000
     dispatch_count = 100 if smoke else 1_000
@@ -632,7 +634,7 @@ def main() -> int:
             f"# Benchmark results\n\nMachine: {machine()}\n\nProduced by `make bench` "
             f"(`python -m bench`). Each load run is wrk with 2 threads and 16 connections "
             f"on 127.0.0.1, bounded in time. The two sides of a ratio run in alternating "
-            f"2-second slices (10 s each in all), so both see the same machine; latency "
+            f"2-second slices ({SECONDS} s each in all), so both see the same machine; latency "
             f"percentiles are the slices' figures weighted by their requests.\n\n"
             f"The dashboard runs with its production settings: `APP_ENV=production`, "
             f"gunicorn with `gunicorn.conf.py` ({gunicorn_workers() if REDIS else 1} sync "
