@@ -79,8 +79,11 @@ ERROR_CODES = {
 }
 
 
+UNRANKED = -1  # a status we do not know ranks below all: a callback never sets it
+
+
 def rank(status: str) -> int:
-    return RANKS[status]
+    return RANKS.get(status, UNRANKED)
 
 
 def is_final(status: str) -> bool:

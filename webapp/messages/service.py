@@ -374,7 +374,7 @@ def _callback_values(status: str, sequence: int, error_code: str | None,
     the same values serve the ORM (status_change) and the one-statement write (SQL)."""
     error = error_code if error_code and error_code not in ("000", "0") else None
     units = payload.get("Units") or ""
-    sends = _rank_of(status) >= statuses.rank(statuses.SENT) and status != statuses.FAILED
+    sends = statuses.rank(status) >= statuses.rank(statuses.SENT) and status != statuses.FAILED
     return {
         "status": status, "status_sequence": sequence,
         "error_code": error, "error_reason": statuses.explain_error_code(error),
@@ -503,7 +503,7 @@ def record_status_callback(callback: Callback, payload: dict[str, str], signatur
     values = _callback_values(callback.status, callback.sequence, callback.error_code,
                               payload, now)
     params = {f"cb_{name}": value for name, value in values.items()}
-    params.update(cb_plivo_uuid=callback.plivo_uuid, cb_new_rank=_rank_of(callback.status),
+    params.update(cb_plivo_uuid=callback.plivo_uuid, cb_new_rank=statuses.rank(callback.status),
                   cb_applies=callback.status in statuses.CALLBACK_STATUSES, cb_now=now)
     ledger = {"plivo_uuid": callback.plivo_uuid, "status": callback.status,
               "sequence": callback.sequence, "error_code": callback.error_code,
@@ -539,10 +539,6 @@ def _typed(table, name: str, prefix: str = ""):
     return bindparam(prefix + name, type_=table.c[name].type)
 
 
-def _rank_of(status: str) -> int:
-    return statuses.RANKS.get(status, -1)
-
-
 # statuses.should_apply as SQL: (rank, sequence) must rise. `applies` is False for
 # statuses a callback may not set; a callback the ledger already holds changes nothing
 # (a Plivo retry of one recorded before its message knew its uuid is adopted, not
@@ -550,7 +546,7 @@ def _rank_of(status: str) -> int:
 _HELD = exists().where(_ledger.c.plivo_uuid == bindparam("cb_plivo_uuid"),
                        _ledger.c.status == bindparam("cb_status"),
                        _ledger.c.sequence == bindparam("cb_status_sequence"), _ledger.c.accepted)
-_RANK = case(statuses.RANKS, value=_messages.c.status, else_=-1)
+_RANK = case(statuses.RANKS, value=_messages.c.status, else_=statuses.UNRANKED)
 _APPLY_CALLBACK = (
     update(_messages)
     .where(_messages.c.plivo_uuid == bindparam("cb_plivo_uuid"),
