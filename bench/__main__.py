@@ -37,6 +37,8 @@ from sqlalchemy import create_engine, text
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from webapp.webhooks.signatures import signed_headers  # noqa: E402
+
 from tests.services import (  # noqa: E402
     INITDB,
     REDIS,
@@ -46,7 +48,6 @@ from tests.services import (  # noqa: E402
     wait_until_healthy,
 )
 from webapp.messages.history import encode_cursor  # noqa: E402
-from webapp.webhooks.signatures import signed_headers  # noqa: E402
 
 PASSWORD = "benchmark password"
 BENCH_AUTH_ID = "MABENCH0000000000000"

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import event, text
 
 from webapp.extensions import db
-from webapp.messages.history import neutralize
+from webapp.messages.export import neutralize
 from webapp.models import Message, StatusEvent, User
 
 STAMP = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -202,7 +202,7 @@ def test_detail_shows_timeline_with_explained_error_codes(app, client, login_as,
                                   (4, "undelivered", "130")):
             db.session.add(StatusEvent(plivo_uuid="u-1", message_id=message.id, status=status,
                                        sequence=seq, error_code=code, payload={"Status": status},
-                                       signature="v3", applied=True))
+                                       signature_scheme="v3", applied=True))
         db.session.commit()
     login_as("staff", "someone.else@example.com")  # any staff member sees any message
     html = client.get(f"/messages/{public_id}").get_data(as_text=True)

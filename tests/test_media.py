@@ -188,11 +188,11 @@ def test_probe_refuses_bad_media(media_server, path, reason):
 
 
 def test_total_size_over_five_megabytes_is_refused(media_server):
-    items = [("url", f"http://{media_server}/ok.jpg?{i}") for i in range(2)]
+    items = [{"url": f"http://{media_server}/ok.jpg?{i}"} for i in range(2)]
     media, _, errors = check_media(items, enabled=True, allow_hosts=frozenset({media_server}),
                                    timeout=2)
     assert not errors and [m["size"] for m in media] == [40 * KB, 40 * KB]
-    big = [("url", f"http://{media_server}/warn.jpg?{i}") for i in range(8)]
+    big = [{"url": f"http://{media_server}/warn.jpg?{i}"} for i in range(8)]
     _, warnings, errors = check_media(big, enabled=True, allow_hosts=frozenset({media_server}),
                                       timeout=2)
     assert any("under 5 MB" in e for e in errors) and warnings

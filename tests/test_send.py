@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from webapp import plivo_gateway as gateway
 from webapp.config import SANDBOX_AUTH_ID, SANDBOX_AUTH_TOKEN
 from webapp.extensions import db
-from webapp.messages import service
+from webapp.messages import dispatch, sending
 from webapp.messages.forms import parse_recipients
 from webapp.models import Message
 
@@ -220,7 +220,7 @@ def test_dispatch_outcomes(live, simulator, make_user, recipient, status, attemp
     message_id = pending_message(live.app, user.id, recipient)
     clock = FakeClock()
     with live.app.app_context():
-        service.dispatch_message(message_id, service.RetryPolicy(sleep=clock.sleep,
+        dispatch.dispatch_message(message_id, dispatch.RetryPolicy(sleep=clock.sleep,
                                                                  rng=random.Random(7)))
         row = db.session.get(Message, message_id)
         assert (row.status, row.attempts) in {(status, attempts), ("sent", attempts),
@@ -235,7 +235,7 @@ def test_dispatch_outcomes(live, simulator, make_user, recipient, status, attemp
 
 
 def test_retry_waits_are_full_jitter_and_reproducible():
-    policy = service.RetryPolicy(rng=random.Random(42))
+    policy = dispatch.RetryPolicy(rng=random.Random(42))
 
     class State:
         def __init__(self, n):
@@ -243,7 +243,7 @@ def test_retry_waits_are_full_jitter_and_reproducible():
             self.outcome = None
 
     waits = [policy.wait(State(n)) for n in range(1, 5)]
-    again = service.RetryPolicy(rng=random.Random(42))
+    again = dispatch.RetryPolicy(rng=random.Random(42))
     assert waits == [again.wait(State(n)) for n in range(1, 5)]
     for n, wait in enumerate(waits, start=1):
         assert 0 <= wait <= min(60, 2 * 2 ** (n - 1))
@@ -261,7 +261,7 @@ def test_retryable_failures_stop_after_five_attempts(make_app, make_user):
     message_id = pending_message(app, user_id, "+14155550123")
     clock = FakeClock()
     with app.app_context():
-        service.dispatch_message(message_id, service.RetryPolicy(sleep=clock.sleep,
+        dispatch.dispatch_message(message_id, dispatch.RetryPolicy(sleep=clock.sleep,
                                                                  rng=random.Random(1)))
         row = db.session.get(Message, message_id)
         assert row.status == "error" and row.attempts == 5
@@ -273,8 +273,8 @@ def test_a_message_is_dispatched_only_once(app, make_user):
     user = make_user()
     message_id = pending_message(app, user.id, "+14155550123")
     with app.app_context():
-        assert service._claim(message_id)
-        assert not service._claim(message_id)
+        assert dispatch._claim(message_id)
+        assert not dispatch._claim(message_id)
 
 
 # ---- end to end through the live dashboard ---------------------------------------------------
@@ -319,7 +319,7 @@ def test_callbacks_racing_the_send_answer_are_applied(live, simulator, make_user
     user = make_user()
     message_id = pending_message(live.app, user.id, "+14155550001")
     with live.app.app_context():
-        service.dispatch_message(message_id)
+        dispatch.dispatch_message(message_id)
         row = db.session.get(Message, message_id)
         assert row.status == "delivered"
         assert len(row.events) == 3
@@ -341,7 +341,7 @@ def test_worker_process_sends_a_queued_message(tmp_path, simulator, make_user):
         from webapp.auth.service import create_user
 
         user = create_user("amy@example.com", PASSWORD)
-        rows, created = service.create_messages(user, service.SendRequest(
+        rows, created = sending.create_messages(user, sending.Draft(
             sender="+14155550100", recipients=["+14155550123"], text="hi",
             media=[{"url": MEDIA}], idempotency_key="worker-test-key-1"))
         assert created and rows[0].status == "pending"
@@ -383,11 +383,11 @@ def test_recovery_requeues_lost_tasks_and_resolves_open_sends(app, make_user):
             row.attempts, row.updated_at = 1, old
         db.session.add(StatusEvent(plivo_uuid="plivo-answered", status="queued", sequence=1,
                                    payload={"To": "14155550124", "From": "14155550100"},
-                                   signature="v3"))
+                                   signature_scheme="v3"))
         db.session.commit()
         queue = app.extensions["task_queue"].huey
         before = queue.pending_count()
-        counts = service.recover_stalled(lease_seconds=60)
+        counts = dispatch.recover_stalled(lease_seconds=60)
         assert counts == {"requeued": 1, "adopted": 1, "unknown": 1}
         assert queue.pending_count() == before + 1
         assert db.session.get(Message, answered).plivo_uuid == "plivo-answered"
@@ -409,7 +409,7 @@ def test_magic_numbers_end_in_their_documented_state(live, make_user, recipient,
     user = make_user()
     message_id = pending_message(live.app, user.id, recipient)
     with live.app.app_context():
-        service.dispatch_message(message_id)
+        dispatch.dispatch_message(message_id)
 
         def finished() -> bool:
             db.session.expire_all()
@@ -441,7 +441,7 @@ def test_simulator_delivers_through_a_proxy_address_signed_for_the_public_url(ma
         user = make_user()
         message_id = pending_message(app, user.id, "+14155550123")
         with app.app_context():
-            service.dispatch_message(message_id)
+            dispatch.dispatch_message(message_id)
         assert sim.requests[0]["url"] == "https://mms.example.com/webhooks/plivo/status"
         wait_for(lambda: len(sim.callback_results) == 3)
         assert [code for _uuid, _status, code in sim.callback_results] == [200, 200, 200]
@@ -462,12 +462,12 @@ def test_simulator_refuses_a_deliver_to_that_is_not_a_loopback_base(runner, valu
 
 
 def test_dispatch_limiter_counts_a_request_only_once_its_claim_succeeded():
-    limiter = service.DispatchLimiter("memory://", per_5s=2, max_in_flight=5)
+    limiter = dispatch.DispatchLimiter("memory://", per_5s=2, max_in_flight=5)
 
     def claimed_elsewhere() -> None:
-        raise service._ClaimedElsewhere
+        raise dispatch._ClaimedElsewhere
 
-    with pytest.raises(service._ClaimedElsewhere), limiter.slot(prepare=claimed_elsewhere):
+    with pytest.raises(dispatch._ClaimedElsewhere), limiter.slot(prepare=claimed_elsewhere):
         pass
     sleeps: list[float] = []
     for _ in range(2):  # the refused claim took no room: two sends go at once

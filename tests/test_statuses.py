@@ -11,7 +11,7 @@ from sqlalchemy import delete, func, select
 
 from webapp import create_app, statuses
 from webapp.extensions import db
-from webapp.messages import service
+from webapp.messages import callbacks
 from webapp.models import Message, StatusEvent, User
 
 from .conftest import base_env
@@ -91,14 +91,14 @@ def check_callback_order(ledger_app, name: str, order: list, uuid_first: bool) -
         db.session.commit()
         half = len(order) // 2
         if uuid_first:
-            service.record_uuid(message, "uuid-1")
+            callbacks.record_uuid(message, "uuid-1")
         for i, (status, sequence) in enumerate(order):
             if not uuid_first and i == half:
-                service.record_uuid(message, "uuid-1")  # callbacks raced the send answer
-            callback = service.Callback("uuid-1", status, sequence, None)
-            service.record_status_callback(callback, {"Status": status}, "v3")
+                callbacks.record_uuid(message, "uuid-1")  # callbacks raced the send answer
+            callback = callbacks.Callback("uuid-1", status, sequence, None)
+            callbacks.record_status_callback(callback, {"Status": status}, "v3")
         if not uuid_first and half >= len(order):
-            service.record_uuid(message, "uuid-1")
+            callbacks.record_uuid(message, "uuid-1")
         db.session.refresh(message)
         assert message.status == EXPECTED[name]
         rows = db.session.scalar(select(func.count()).select_from(StatusEvent))

@@ -7,9 +7,9 @@ from sqlalchemy import func, select
 
 from webapp.config import SANDBOX_AUTH_TOKEN
 from webapp.extensions import db
-from webapp.messages import service
+from webapp.messages import callbacks
 from webapp.models import Message, StatusEvent, User
-from webapp.webhooks.signatures import signed_headers
+from webapp.signatures import signed_headers
 
 CALLBACK_PATH = "/webhooks/plivo/status"
 PUBLIC_URL = "http://127.0.0.1:5000" + CALLBACK_PATH
@@ -23,7 +23,7 @@ def message(app, make_user):
                       recipient="+14155550123", text="hi", media=[])
         db.session.add(row)
         db.session.commit()
-        service.record_uuid(row, "uuid-1")
+        callbacks.record_uuid(row, "uuid-1")
         return row.id
 
 
@@ -55,7 +55,7 @@ def test_signed_callbacks_move_the_message_to_delivered(app, client, message):
         assert msg.units == 1 and msg.total_amount == "0.016"
         assert msg.sent_at and msg.final_at and msg.queued_at
         assert [e.status for e in msg.events] == ["queued", "sent", "delivered"]
-        assert all(e.signature == "v3" for e in msg.events)
+        assert all(e.signature_scheme == "v3" for e in msg.events)
 
 
 def test_callback_with_query_string_verifies(app, client, message):
@@ -78,7 +78,7 @@ def test_forged_callback_changes_nothing(app, client, message):
     assert status == "queued"
     with app.app_context():
         refused = db.session.scalars(select(StatusEvent)).all()
-        assert [(e.accepted, e.signature) for e in refused] == [(False, "invalid")]
+        assert [(e.accepted, e.signature_scheme) for e in refused] == [(False, "invalid")]
     # The genuine callback with the same key is still applied afterwards.
     assert post_signed(client, form("failed", 9, ErrorCode="30")).status_code == 200
     assert state(app, message)[0] == "failed"
@@ -102,7 +102,7 @@ def test_log_only_mode_processes_and_records_the_verdict(make_app, make_user):
     assert client.post(CALLBACK_PATH, data=form("sent", 2)).status_code == 200
     with app.app_context():
         event = db.session.scalars(select(StatusEvent)).one()
-        assert event.signature == "missing" and event.applied
+        assert event.signature_scheme == "missing" and event.applied
 
 
 @pytest.mark.parametrize(("data", "code"), [
@@ -140,7 +140,7 @@ def test_callback_before_the_uuid_is_kept_then_applied(app, client, make_user):
     with app.app_context():
         row = db.session.get(Message, message_id)
         assert row.status == "pending"
-        service.record_uuid(row, "early")
+        callbacks.record_uuid(row, "early")
         db.session.refresh(row)
         assert row.status == "sent"
         assert all(e.message_id == row.id for e in db.session.scalars(select(StatusEvent)))
@@ -180,8 +180,8 @@ def test_concurrent_callbacks_cannot_overwrite_each_other(app, message):
     with app.app_context():
         event.listen(db.engine, "before_cursor_execute", concurrent_writer)
         try:
-            outcome = service.record_status_callback(
-                service.Callback("uuid-1", "sent", 2, None), {"Status": "sent"}, "v3")
+            outcome = callbacks.record_status_callback(
+                callbacks.Callback("uuid-1", "sent", 2, None), {"Status": "sent"}, "v3")
         finally:
             event.remove(db.engine, "before_cursor_execute", concurrent_writer)
     assert fired and outcome == "recorded"

@@ -93,8 +93,10 @@ def create_app(config: Mapping[str, str] | None = None) -> Flask:
     login_manager.init_app(app)
 
     from . import tasks
+    from .messages.dispatch import dispatch_message, recover_stalled
 
-    tasks.init_app(app)
+    tasks.init_app(app, tasks.Handlers(dispatch_message=dispatch_message,
+                                       recover_stalled=recover_stalled))
 
     from .auth import bp as auth_bp
     from .messages import bp as messages_bp

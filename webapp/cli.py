@@ -13,6 +13,7 @@ from flask.cli import AppGroup
 from .auth import service as accounts
 from .auth.passwords import WeakPassword
 from .config import current_settings
+from .messages.dispatch import recover_stalled
 
 users = AppGroup("users", help="Manage staff accounts.")
 messages = AppGroup("messages", help="Maintenance of the message table.")
@@ -156,8 +157,6 @@ def recover(older_than: int | None) -> None:
 
     Workers run this every QUEUE_SWEEP_SECONDS by themselves.
     """
-    from .messages.service import recover_stalled
-
     counts = recover_stalled(older_than or current_settings().queue_lease_seconds)
     click.echo(", ".join(f"{name}: {count}" for name, count in counts.items()))
 

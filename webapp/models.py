@@ -131,10 +131,6 @@ class Message(db.Model):
         back_populates="message", order_by="StatusEvent.received_at"
     )
 
-    @property
-    def is_final(self) -> bool:
-        return statuses.is_final(self.status)
-
     def __repr__(self) -> str:
         return f"<Message {self.public_id} {self.status}>"
 
@@ -157,8 +153,9 @@ class StatusEvent(db.Model):
     error_code: Mapped[str | None] = mapped_column(String(16))
     sequence: Mapped[int] = mapped_column(Integer, default=0)
     payload: Mapped[dict] = mapped_column(JSON)
-    # v3, ma-v3, v2, or invalid / missing (kept when refused, or in log-only mode)
-    signature: Mapped[str] = mapped_column(String(16))
+    # Which signature proved it: v3, ma-v3, v2; or invalid / missing (kept when refused,
+    # or in log-only mode)
+    signature_scheme: Mapped[str] = mapped_column(String(16))
     accepted: Mapped[bool] = mapped_column(default=True)
     applied: Mapped[bool] = mapped_column(default=False)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -23,7 +23,7 @@ import requests
 from flask import Flask, Response, jsonify, request
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from .webhooks.signatures import signed_headers
+from .signatures import signed_headers
 
 log = logging.getLogger(__name__)
 

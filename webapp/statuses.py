@@ -35,6 +35,9 @@ FINAL = frozenset(s for s, rank in RANKS.items() if rank == FINAL_RANK)
 ALL = tuple(RANKS)
 # What Plivo may post to the status callback for an outbound MMS.
 CALLBACK_STATUSES = frozenset({QUEUED, SENT, DELIVERED, UNDELIVERED, FAILED, REJECTED})
+# Of the times a status callback writes, these keep the value they have once set: the
+# first time Plivo reported queuing or sending stays, whatever arrives later.
+FIRST_VALUE_STAYS = ("queued_at", "sent_at")
 
 LABELS = {
     PENDING: "Waiting to send",
@@ -91,16 +94,24 @@ def is_final(status: str) -> bool:
 
 
 def should_apply(current: str, current_sequence: int | None, new: str, new_sequence: int) -> bool:
-    """Whether a callback moves a message from `current` to `new`.
+    """Whether a status moves a message from `current` to `new`.
 
     A higher rank wins; an equal rank wins only with a higher Sequence. Since
     final states share the top rank, a final state never goes back, and among
     final states the one Plivo generated last wins. This is a total order on
     (rank, sequence), so any arrival order of the same callbacks ends the same.
+    The status callback's SQL (messages/callback_sql.py) is built from RANKS and
+    this order; tests/test_statuses.py proves both agree on every combination.
     """
     if new not in RANKS:
         return False
-    return (RANKS[new], new_sequence) > (RANKS[current], current_sequence or 0)
+    return (RANKS[new], new_sequence) > (rank(current), current_sequence or 0)
+
+
+def callback_applies(current: str, current_sequence: int | None, new: str,
+                     new_sequence: int) -> bool:
+    """should_apply for a status callback: only CALLBACK_STATUSES may come from Plivo."""
+    return new in CALLBACK_STATUSES and should_apply(current, current_sequence, new, new_sequence)
 
 
 def explain_error_code(code: str | None) -> str | None:

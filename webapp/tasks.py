@@ -2,6 +2,8 @@
 
 SQLite storage under instance/ by default, Redis with TASK_QUEUE_URL=redis://...,
 and, for tests only, `immediate` (tasks run inline) or `memory` (kept, never run).
+The queue knows nothing of messages: the app factory hands it the functions its
+tasks run (Handlers), so services may enqueue without the queue importing them back.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from flask import Flask, current_app
@@ -18,10 +21,19 @@ from huey.api import TaskWrapper
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Handlers:
+    """What the tasks run, given by the app factory."""
+
+    dispatch_message: Callable[[int], None]
+    recover_stalled: Callable[[int], dict[str, int]]
+
+
 @dataclass
 class TaskQueue:
     huey: Huey
     dispatch: TaskWrapper
+    handlers: Handlers
 
 
 def _make_huey(url: str) -> Huey:
@@ -34,18 +46,16 @@ def _make_huey(url: str) -> Huey:
     return RedisHuey("mms", url=url, results=False)
 
 
-def init_app(app: Flask) -> None:
+def init_app(app: Flask, handlers: Handlers) -> None:
     settings = app.extensions["settings"]
     huey = _make_huey(settings.task_queue_url)
 
     @huey.task(name="dispatch_message")
     def dispatch(message_id: int) -> None:
-        from .messages.service import dispatch_message
-
         with app.app_context():
-            dispatch_message(message_id)
+            handlers.dispatch_message(message_id)
 
-    app.extensions["task_queue"] = TaskQueue(huey=huey, dispatch=dispatch)
+    app.extensions["task_queue"] = TaskQueue(huey=huey, dispatch=dispatch, handlers=handlers)
 
 
 def enqueue_dispatch(message_id: int) -> None:
@@ -53,8 +63,7 @@ def enqueue_dispatch(message_id: int) -> None:
 
 
 def _sweep_forever(app: Flask, every_seconds: int, lease_seconds: int) -> None:
-    from .messages.service import recover_stalled
-
+    recover_stalled = app.extensions["task_queue"].handlers.recover_stalled
     while True:
         time.sleep(every_seconds)
         try:
@@ -71,7 +80,7 @@ def run_worker(app: Flask, workers: int) -> None:
     """Run a consumer in this process with `workers` threads, until a signal stops it.
 
     A sweeper thread also re-queues lost tasks and resolves sends a killed
-    worker left open (see messages.service.recover_stalled).
+    worker left open (see messages.dispatch.recover_stalled).
     """
     settings = app.extensions["settings"]
     threading.Thread(target=_sweep_forever, daemon=True, name="recovery-sweep",

@@ -18,7 +18,7 @@ from sqlalchemy import event, select, text
 import webapp
 from webapp.auth import service as accounts
 from webapp.extensions import csrf, db
-from webapp.messages import service
+from webapp.messages import callbacks
 from webapp.models import Message, StatusEvent, User
 
 from ..conftest import PASSWORD, base_env, login
@@ -119,7 +119,7 @@ def _sent_message(app: Flask, plivo_uuid: str) -> int:
                           recipient="+14155550123", text="hi", media=[])
         db.session.add(message)
         db.session.commit()
-        service.record_uuid(message, plivo_uuid)
+        callbacks.record_uuid(message, plivo_uuid)
         return message.id
 
 
@@ -154,8 +154,8 @@ def test_a_callback_waits_for_a_concurrent_writer_and_decides_on_its_result(ledg
 
     def callback() -> None:
         with ledger_app.app_context():
-            outcome.append(service.record_status_callback(
-                service.Callback("race-1", "sent", 2, None), {"Status": "sent"}, "v3"))
+            outcome.append(callbacks.record_status_callback(
+                callbacks.Callback("race-1", "sent", 2, None), {"Status": "sent"}, "v3"))
 
     with ledger_app.app_context(), db.engine.connect() as other, db.engine.connect() as watch:
         with other.begin():
@@ -179,12 +179,12 @@ def test_a_callback_waits_for_a_concurrent_writer_and_decides_on_its_result(ledg
 
 def test_the_same_callback_twice_at_once_is_applied_once_on_postgresql(ledger_app):
     message_id = _sent_message(ledger_app, "twice-1")
-    sent = service.Callback("twice-1", "sent", 2, None)
+    sent = callbacks.Callback("twice-1", "sent", 2, None)
     with ledger_app.app_context():
         outcomes = []
         with interleaved(lambda: outcomes.append(
-                service.record_status_callback(sent, {"Status": "sent"}, "v3"))) as fired:
-            outcomes.append(service.record_status_callback(sent, {"Status": "sent"}, "v3"))
+                callbacks.record_status_callback(sent, {"Status": "sent"}, "v3"))) as fired:
+            outcomes.append(callbacks.record_status_callback(sent, {"Status": "sent"}, "v3"))
         assert fired and outcomes == ["applied", "duplicate"]
         assert db.session.get(Message, message_id).status == "sent"
         assert ledger_of("twice-1") == [("sent", True)]

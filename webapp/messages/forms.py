@@ -47,8 +47,9 @@ def parse_recipients(raw: str, sender: str | None = None) -> list[str]:
     return numbers
 
 
-def classify_media(item: str, test_hosts: frozenset[str] = frozenset()) -> tuple[str, str]:
-    """("url", url) or ("media_id", id) for one media row. Raises ValueError.
+def classify_media(item: str, test_hosts: frozenset[str] = frozenset()) -> dict[str, str]:
+    """{"url": url} or {"media_id": id} for one media row, as a message stores it before
+    the probe adds type and size. Raises ValueError.
 
     `test_hosts` (MEDIA_PROBE_ALLOW_HOSTS, refused in production) may serve over http.
     """
@@ -56,13 +57,13 @@ def classify_media(item: str, test_hosts: frozenset[str] = frozenset()) -> tuple
     if len(item) > 2000:
         raise ValueError("The address is too long.")
     if lowered.startswith("https://"):
-        return "url", item
+        return {"url": item}
     if lowered.startswith("http://"):
         if urlsplit(item).netloc.lower() in test_hosts:
-            return "url", item
+            return {"url": item}
         raise ValueError("Media addresses must start with https://.")
     if MEDIA_ID_RE.match(item):
-        return "media_id", item.lower()
+        return {"media_id": item.lower()}
     raise ValueError("Enter an https:// address or a Plivo media ID.")
 
 
@@ -100,7 +101,7 @@ class ComposeForm(FlaskForm):
         if not self.idempotency_key.data:
             self.idempotency_key.data = secrets.token_urlsafe(24)
         self.parsed_recipients: list[str] = []
-        self.parsed_media: list[tuple[str, str]] = []
+        self.parsed_media: list[dict[str, str]] = []
 
     def validate_recipients(self, field):
         try:
@@ -122,6 +123,6 @@ class ComposeForm(FlaskForm):
                 errors.append(f"Item {number}: {exc}")
         if errors:
             raise ValidationError(" ".join(errors))
-        if len(set(parsed)) != len(parsed):
+        if len({tuple(item.items()) for item in parsed}) != len(parsed):
             raise ValidationError("The same item is attached twice.")
         self.parsed_media = parsed

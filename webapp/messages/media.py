@@ -171,14 +171,14 @@ def probe_media_url(url: str, *, allow_hosts: frozenset[str] = frozenset(),
     return ProbedMedia(url=url, content_type=content_type, size=size, warnings=tuple(warnings))
 
 
-def check_media(items: list[tuple[str, str]], *, enabled: bool, allow_hosts: frozenset[str],
+def check_media(items: list[dict[str, str]], *, enabled: bool, allow_hosts: frozenset[str],
                 timeout: float, resolver: Resolver = system_resolver
                 ) -> tuple[list[dict], list[str], list[str]]:
     """Probe every URL item at once. Returns (media records, warnings, errors).
 
     Media ids were uploaded to Plivo already and cannot be probed.
     """
-    urls = [value for kind, value in items if kind == "url"]
+    urls = [item["url"] for item in items if "url" in item]
     results: dict[str, ProbedMedia | MediaRefused] = {}
     if enabled and urls:
         def run(url: str) -> ProbedMedia | MediaRefused:
@@ -192,10 +192,11 @@ def check_media(items: list[tuple[str, str]], *, enabled: bool, allow_hosts: fro
             results = dict(zip(urls, pool.map(run, urls), strict=True))
     media, warnings, errors = [], [], []
     total = 0
-    for number, (kind, value) in enumerate(items, start=1):
-        if kind == "media_id":
-            media.append({"media_id": value})
+    for number, item in enumerate(items, start=1):
+        if "media_id" in item:
+            media.append({"media_id": item["media_id"]})
             continue
+        value = item["url"]
         result = results.get(value)
         if isinstance(result, MediaRefused):
             errors.append(f"Item {number}: {result}")

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from datetime import timedelta
-
 from flask import (
     Response,
     abort,
@@ -17,46 +15,14 @@ from flask_login import current_user, login_required
 from .. import statuses
 from ..config import current_settings
 from ..extensions import limiter
-from ..models import Message, utcnow
-from . import bp, history, service
+from ..models import utcnow
+from . import bp, export, history, rows, sending
 from .forms import ComposeForm
 
-
-def _no_receipt_after() -> timedelta:
-    return timedelta(minutes=current_settings().sent_no_receipt_after_minutes)
-
-
-def present_rows(table_rows: list) -> list[history.Row]:
-    now, after = utcnow(), _no_receipt_after()
-    return [history.present(row, now, after) for row in table_rows]
-
-
-@bp.app_template_global()
-def status_label(message: Message) -> str:
-    return statuses.label(message.status, message.error_code, message.sent_at, utcnow(),
-                          _no_receipt_after())
-
-
-bp.add_app_template_filter(history.format_phone, "phone")
-bp.add_app_template_global(history.badge, "badge")
-
-
-@bp.app_template_global()
-def history_rows(rows: list[history.Row]):
-    return history.rows_html(rows, url_for("messages.history"))
-
-
-@bp.app_template_global()
-def rows_poll_url(rows: list[history.Row]) -> str | None:
-    """Where a table with rows still in flight polls for their changes; None once all are final."""
-    if all(row.is_final for row in rows):
-        return None
-    return url_for("messages.rows", id=[row.public_id for row in rows])
-
-
-@bp.app_template_global()
-def explain_error_code(code: str | None) -> str | None:
-    return statuses.explain_error_code(code)
+for name, helper in rows.TEMPLATE_GLOBALS.items():
+    bp.add_app_template_global(helper, name)
+for name, helper in rows.TEMPLATE_FILTERS.items():
+    bp.add_app_template_filter(helper, name)
 
 
 def _user_send_limit() -> str:
@@ -82,7 +48,7 @@ def compose():
     form = ComposeForm(senders=settings.sender_numbers,
                        test_hosts=settings.media_probe_allow_hosts)
     if form.validate_on_submit():
-        result = service.submit(current_user, service.Draft(
+        result = sending.submit(current_user, sending.Draft(
             sender=form.sender.data, recipients=form.parsed_recipients,
             text=form.text.data or "", media=form.parsed_media,
             idempotency_key=form.idempotency_key.data))
@@ -101,7 +67,7 @@ def sent(key: str):
     table_rows = history.table_rows_for_send(current_user.id, key)
     if not table_rows:
         abort(404)
-    return render_template("messages/sent.html", rows=present_rows(table_rows))
+    return render_template("messages/sent.html", rows=rows.present_rows(table_rows))
 
 
 @bp.get("/messages", endpoint="history")
@@ -113,22 +79,23 @@ def history_page():
         flash(error, "warning")
     query = request.args.to_dict(flat=False)
     query.pop("before", None)
-    return render_template("messages/history.html", rows=present_rows(messages), filters=filters,
+    return render_template("messages/history.html", rows=rows.present_rows(messages),
+                           filters=filters,
                            next_cursor=next_cursor, query=query, senders=history.senders(filters.sent_by),
                            all_statuses=statuses.ALL, labels=statuses.LABELS)
 
 
-@bp.get("/messages/rows")
+@bp.get("/messages/rows", endpoint="rows")
 @login_required
-def rows():
+def rows_poll():
     """The history rows named by `id` (one poll for a whole table), in that order.
 
     Answers 286 when every row is final: htmx stops polling on that status.
     """
     ids = [i for i in request.args.getlist("id")[:history.PAGE_SIZE] if len(i) <= 24]
-    shown = present_rows(history.table_rows_by_public_id(ids))
+    shown = rows.present_rows(history.table_rows_by_public_id(ids))
     status = 286 if all(row.is_final for row in shown) else 200
-    return history_rows(shown), status
+    return rows.history_rows(shown), status
 
 
 @bp.get("/messages/<public_id>")
@@ -139,10 +106,10 @@ def detail(public_id: str):
                            events=history.timeline(message))
 
 
-@bp.get("/messages/export.csv")
+@bp.get("/messages/export.csv", endpoint="export")
 @login_required
-def export():
+def export_csv():
     filters, _errors = history.HistoryFilter.from_args(request.args)
     stamp = utcnow().strftime("%Y%m%d-%H%M%S")
-    return Response(stream_with_context(history.export_rows(filters)), mimetype="text/csv",
+    return Response(stream_with_context(export.export_rows(filters)), mimetype="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="messages-{stamp}.csv"'})

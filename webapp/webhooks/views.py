@@ -4,11 +4,12 @@ import logging
 
 from flask import abort, jsonify, request
 
+from .. import signatures
 from ..config import current_settings
 from ..extensions import csrf, limiter
 from ..logs import event
-from ..messages import service
-from . import bp, signatures
+from ..messages import callbacks
+from . import bp
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +37,11 @@ def plivo_status():
               address=request.remote_addr, reason=verdict.reason, mode=settings.signature_mode,
               message_uuid=payload.get("MessageUUID", "")[:64])
         if settings.signature_mode == "enforce":
-            service.record_refused_callback(payload, verdict.scheme)
+            callbacks.record_refused_callback(payload, verdict.scheme)
             return jsonify(error="signature refused", detail=verdict.reason), 403
     try:
-        callback = service.parse_callback(payload)
+        callback = callbacks.parse_callback(payload)
     except ValueError as exc:
         return jsonify(error="malformed callback", detail=str(exc)), 400
-    outcome = service.record_status_callback(callback, payload, verdict.scheme)
+    outcome = callbacks.record_status_callback(callback, payload, verdict.scheme)
     return jsonify(result=outcome)

@@ -1,0 +1,111 @@
+"""Sending: a compose submission becomes recorded, queued messages.
+
+The idempotency key (a double click or a refresh sends nothing twice), the media
+probe, one pending message per recipient, then a dispatch task for each. The send
+itself runs later, in dispatch.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy import bindparam, select
+from sqlalchemy.exc import IntegrityError
+
+from ..auth.service import Actor
+from ..config import current_settings
+from ..extensions import db
+from ..logs import event
+from ..models import Message
+from ..tasks import enqueue_dispatch
+from .media import check_media
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Draft:
+    """What a person asked to send. `media` is a list of items as a message stores them:
+    {"url"} or {"media_id"} from the form; the probe adds "content_type" and "size"."""
+
+    sender: str
+    recipients: list[str]
+    text: str
+    media: list[dict]
+    idempotency_key: str
+
+
+@dataclass(frozen=True)
+class Submission:
+    errors: list[str]  # media problems: nothing was recorded
+    warnings: list[str]  # recorded and queued, but worth a look
+
+
+def messages_for_key(user: Actor, key: str) -> list[Message]:
+    return list(db.session.scalars(
+        select(Message).where(Message.created_by_id == user.id, Message.idempotency_key == key)
+        .order_by(Message.id)))
+
+
+_messages = Message.__table__
+_KEY_USED = select(_messages.c.id).where(
+    _messages.c.created_by_id == bindparam("user_id"),
+    _messages.c.idempotency_key == bindparam("key")).limit(1)
+
+
+def key_used(user: Actor, key: str) -> bool:
+    """Whether this person already sent with this idempotency key (one indexed lookup)."""
+    return db.session.connection().execute(
+        _KEY_USED, {"user_id": user.id, "key": key}).first() is not None
+
+
+def submit(user: Actor, draft: Draft) -> Submission:
+    """Probe the media, then record and queue one message per recipient.
+
+    A key already sent records nothing and probes nothing (a double click or a
+    refresh); media a person must fix records nothing either.
+    """
+    if key_used(user, draft.idempotency_key):
+        return Submission(errors=[], warnings=[])
+    settings = current_settings()
+    media, warnings, errors = check_media(
+        draft.media, enabled=settings.media_probe, allow_hosts=settings.media_probe_allow_hosts,
+        timeout=settings.probe_timeout_seconds)
+    if errors:
+        return Submission(errors=errors, warnings=[])
+    create_messages(user, dataclasses.replace(draft, media=media))
+    return Submission(errors=[], warnings=warnings)
+
+
+def create_messages(user: Actor, draft: Draft) -> tuple[list[Message], bool]:
+    """Record one pending message per recipient, then queue each for sending.
+
+    Returns (messages, created). The same idempotency key again returns the
+    messages of the first request and creates nothing (the unique key on
+    creator, key and recipient decides, so concurrent posts are safe too).
+    """
+    rows = [
+        Message(created_by_id=user.id, idempotency_key=draft.idempotency_key,
+                sender=draft.sender, recipient=recipient, text=draft.text, media=draft.media)
+        for recipient in draft.recipients
+    ]
+    by = user.email  # read before the commit: an ORM user would be reloaded after it
+    db.session.add_all(rows)
+    try:
+        db.session.flush()
+        # Read before the commit expires them: no reload SELECT per message.
+        created = [(message.id, message.public_id) for message in rows]
+        db.session.commit()
+    except IntegrityError:
+        # This key was sent before, or another request with it won the race.
+        db.session.rollback()
+        return messages_for_key(user, draft.idempotency_key), False
+    event(log, "messages created", count=len(rows), by=by, key=draft.idempotency_key)
+    for message_id, public_id in created:
+        try:
+            enqueue_dispatch(message_id)
+        except Exception:  # queue down: the row stays pending; the recovery sweep queues it later
+            log.exception("could not queue message %s", public_id)
+    return rows, True
