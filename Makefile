@@ -35,6 +35,7 @@ run: db
 
 lint: install-dev
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
 
 test: install-dev lint
 	scripts/install-test-deps.sh
