@@ -105,3 +105,81 @@ def check_callback_order(ledger_app, name: str, order: list, uuid_first: bool) -
         assert rows == len(set(order))
         assert db.session.scalar(select(func.count()).select_from(StatusEvent).where(
             StatusEvent.message_id.is_(None))) == 0
+
+
+# ---- one rule, two paths: the callback's SQL agrees with statuses.callback_applies ----------
+EARLIER = datetime(2026, 1, 1, 9, 0, tzinfo=UTC)
+CURRENT_STATUSES = (*statuses.ALL, "bogus")  # a status we do not know ranks below all
+NEW_STATUSES = (*statuses.ALL, "read", "bogus")  # ours, Plivo's, one Plivo may add later
+SEQUENCES = (0, 1, 2)
+
+
+def check_sql_and_python_agree(app) -> int:
+    """Every (current status, sequence, queued_at set or not) x (new status, sequence)
+    through callback_sql.APPLY_CALLBACK on a real row and through callbacks.status_change:
+    the same decision and the same columns written. Returns the combinations checked.
+    Also run on PostgreSQL by tests/stack."""
+    from types import SimpleNamespace
+
+    from webapp.messages import callback_sql
+
+    compared = ("status", "status_sequence", "error_code", "queued_at", "sent_at", "final_at")
+    payload = {"QueuedTime": "2026-02-02 10:00:00", "SentTime": "2026-02-02 10:00:05",
+               "DeliveryReportTime": "2026-02-02 10:00:09"}
+    now = datetime(2026, 2, 2, 11, 0, tzinfo=UTC)
+    checked = 0
+    with app.app_context():
+        db.session.execute(delete(StatusEvent))
+        db.session.execute(delete(Message))
+        message = Message(created_by_id=1, idempotency_key="a" * 16, sender="+14155550100",
+                          recipient="+14155550123", text="hi", media=[], plivo_uuid="agree-1")
+        db.session.add(message)
+        db.session.commit()
+        table = Message.__table__
+        with db.engine.connect() as connection:
+            for current in CURRENT_STATUSES:
+                for current_sequence in SEQUENCES:
+                    for queued_at in (None, EARLIER):
+                        before = SimpleNamespace(
+                            status=current, status_sequence=current_sequence, error_code=None,
+                            queued_at=queued_at, sent_at=None, final_at=None)
+                        for new in NEW_STATUSES:
+                            for new_sequence in SEQUENCES:
+                                error = "30" if new == statuses.UNDELIVERED else None
+                                changes = callbacks.status_change(
+                                    before, new, new_sequence, error, payload, now)
+                                expected = {**vars(before), **(changes or {})}
+                                with connection.begin() as transaction:
+                                    connection.execute(table.update().values(
+                                        status=current, status_sequence=current_sequence,
+                                        queued_at=queued_at, sent_at=None, final_at=None,
+                                        error_code=None))
+                                    params = callback_sql.apply_params(
+                                        plivo_uuid="agree-1", status=new, sequence=new_sequence,
+                                        values=callbacks.callback_values(new, error, payload, now),
+                                        now=now)
+                                    applied = connection.execute(
+                                        callback_sql.APPLY_CALLBACK, params).rowcount == 1
+                                    row = connection.execute(
+                                        select(*(table.c[name] for name in compared))).one()
+                                    transaction.rollback()
+                                case = (current, current_sequence, queued_at, new, new_sequence)
+                                assert applied == (changes is not None), case
+                                assert applied == statuses.callback_applies(
+                                    current, current_sequence, new, new_sequence), case
+                                assert dict(zip(compared, row, strict=True)) == {
+                                    name: expected[name] for name in compared}, case
+                                checked += 1
+    return checked
+
+
+def test_the_callback_sql_and_the_state_machine_agree_on_every_combination(ledger_app):
+    checked = check_sql_and_python_agree(ledger_app)
+    assert checked == len(CURRENT_STATUSES) * len(SEQUENCES) * 2 * len(NEW_STATUSES) * len(SEQUENCES)
+
+
+def test_a_status_the_state_machine_does_not_know_never_moves_a_message():
+    assert statuses.rank("bogus") == statuses.UNRANKED
+    assert statuses.should_apply("bogus", 5, statuses.PENDING, 0)
+    assert not statuses.callback_applies("queued", 1, "read", 9)
+    assert not statuses.callback_applies("pending", 0, statuses.UNKNOWN, 5)

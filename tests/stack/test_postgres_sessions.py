@@ -24,7 +24,7 @@ from webapp.models import Message, StatusEvent, User
 from ..conftest import PASSWORD, base_env, login
 from ..services import postgres_server, restart_postgres
 from ..test_history import check_row_shows_time_number_text_media_and_cost_escaped
-from ..test_statuses import callback_orders, check_callback_order
+from ..test_statuses import callback_orders, check_callback_order, check_sql_and_python_agree
 
 pytestmark = pytest.mark.stack
 
@@ -104,6 +104,10 @@ def ledger_app(own_postgres, tmp_path_factory) -> Iterator[Flask]:
     yield app
     with app.app_context():
         db.engine.dispose()
+
+
+def test_the_callback_sql_and_the_state_machine_agree_on_postgresql(ledger_app):
+    assert check_sql_and_python_agree(ledger_app) > 0
 
 
 @settings(max_examples=40, deadline=None)
