@@ -240,3 +240,39 @@ def test_csv_export_follows_the_filter_and_escapes(client, login_as, seed):
     assert rows[1][0].endswith("+00:00")
     everything = client.get("/messages/export.csv").get_data(as_text=True)
     assert len(list(csv.reader(io.StringIO(everything)))) == 603  # across export batches
+
+
+def test_export_ends_with_every_row_once_whatever_text_form_sqlite_holds(app, make_user):
+    """SQLite compares datetimes as text: a row written by another tool without microseconds
+    (`2025-01-01 00:00:00`) sorts before the same instant as the app writes it. Before
+    the cursor compared stored values, such rows came back in every batch, forever."""
+    check_export_ends_with_every_row_once(app, make_user().id)
+
+
+def check_export_ends_with_every_row_once(app, user_id: int) -> None:
+    """Also run on PostgreSQL by tests/stack."""
+    from webapp.messages.export import export_rows
+    from webapp.messages.history import HistoryFilter
+
+    with app.app_context():
+        statement = text(
+            "INSERT INTO messages (public_id, created_by_id, idempotency_key, sender, recipient,"
+            " text, media, status, status_sequence, attempts, created_at, updated_at, version)"
+            " VALUES (:public_id, :uid, 'k', '+14155550100', :recipient, 'seeded', '[]',"
+            " 'delivered', 0, 1, :created_at, :created_at, 1)")
+        rows = []
+        for i in range(23):
+            second = i // 4  # ties, as bursts of sends make
+            stamp = f"2025-01-01 00:00:{second:02d}" + (".000000" if i % 2 else "")
+            rows.append({"public_id": f"seed{i:03d}", "uid": user_id,
+                         "recipient": f"+1415555{2000 + i:04d}", "created_at": stamp})
+        db.session.execute(statement, rows)
+        db.session.commit()
+        chunks = []
+        for chunk in export_rows(HistoryFilter(sent_by=user_id), batch=3):
+            chunks.append(chunk)
+            assert len(chunks) < 50, "the export does not end"
+    exported = list(csv.DictReader(io.StringIO("".join(chunks))))
+    assert sorted(row["message_id"] for row in exported) == [f"seed{i:03d}" for i in range(23)]
+    times = [row["created_at_utc"] for row in exported]
+    assert times == sorted(times, reverse=True)  # still newest first

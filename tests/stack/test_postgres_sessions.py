@@ -23,7 +23,10 @@ from webapp.models import Message, StatusEvent, User
 
 from ..conftest import PASSWORD, base_env, login
 from ..services import postgres_server, restart_postgres
-from ..test_history import check_row_shows_time_number_text_media_and_cost_escaped
+from ..test_history import (
+    check_export_ends_with_every_row_once,
+    check_row_shows_time_number_text_media_and_cost_escaped,
+)
 from ..test_statuses import callback_orders, check_callback_order, check_sql_and_python_agree
 
 pytestmark = pytest.mark.stack
@@ -86,6 +89,15 @@ def test_a_history_row_reads_the_same_on_postgresql(make_app, own_postgres):
     client = app.test_client()
     assert login(client, "rows@example.com").status_code == 303
     check_row_shows_time_number_text_media_and_cost_escaped(app, client, user_id)
+    with app.app_context():
+        db.engine.dispose()
+
+
+def test_the_export_ends_with_every_row_once_on_postgresql(make_app, own_postgres):
+    app = make_app(DATABASE_URL=own_postgres)
+    with app.app_context():
+        user_id = accounts.create_user("export@example.com", PASSWORD).id
+    check_export_ends_with_every_row_once(app, user_id)
     with app.app_context():
         db.engine.dispose()
 
