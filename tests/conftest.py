@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,10 +18,10 @@ from webapp.extensions import db
 from webapp.models import User
 from webapp.plivo_simulator import PlivoSimulator
 
+from .helpers import csrf_token_in, url
 from .services import free_port
 
 PASSWORD = "correct horse battery staple"
-CSRF_RE = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
 
 
 def base_env(tmp_path, **overrides: str) -> dict[str, str]:
@@ -81,9 +80,7 @@ def make_user(app) -> Callable[..., User]:
 
 def csrf_token(client: FlaskClient, url: str) -> str:
     page = client.get(url)
-    match = CSRF_RE.search(page.get_data(as_text=True))
-    assert match, f"no CSRF token on {url} ({page.status_code})"
-    return match.group(1)
+    return csrf_token_in(page.get_data(as_text=True))
 
 
 def post_form(client: FlaskClient, url: str, data: dict, form_page: str | None = None, **kwargs):
@@ -93,8 +90,10 @@ def post_form(client: FlaskClient, url: str, data: dict, form_page: str | None =
 
 
 def login(client: FlaskClient, email: str, password: str = PASSWORD, next_url: str | None = None):
-    url = "/login" + (f"?next={next_url}" if next_url else "")
-    return post_form(client, url, {"email": email, "password": password}, form_page="/login")
+    # next_url goes in as given: the open-redirect tests send it already quoted.
+    login_url = url("auth.login") + (f"?next={next_url}" if next_url else "")
+    return post_form(client, login_url, {"email": email, "password": password},
+                     form_page=url("auth.login"))
 
 
 @pytest.fixture

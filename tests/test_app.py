@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ from webapp.extensions import db
 from webapp.models import User
 
 from .conftest import PASSWORD, base_env, login
+from .helpers import clean_environment, url
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -77,7 +77,7 @@ def test_development_secret_key_is_generated_once(tmp_path):
 
 
 def test_bad_configuration_stops_the_cli_with_one_line(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PLIVO_", "APP_ENV"))}
+    env = clean_environment()
     env.update(base_env(tmp_path, TRUSTED_PROXIES="lots"))
     result = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "routes"],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
@@ -102,8 +102,8 @@ def _get_routes(app) -> list[tuple[str, str]]:
 
 def test_security_headers_on_every_route(app, client, login_as):
     login_as("admin")
-    for endpoint, url in _get_routes(app):
-        response = client.get(url)
+    for endpoint, path in _get_routes(app):
+        response = client.get(path)
         response.get_data()  # drain streamed bodies (the CSV export)
         response.close()
         headers = response.headers
@@ -121,9 +121,9 @@ def test_security_headers_on_every_route(app, client, login_as):
 
 
 def test_request_id_is_echoed_when_well_formed(client):
-    assert client.get("/login", headers={"X-Request-ID": "abcdef123456"}
+    assert client.get(url("auth.login"), headers={"X-Request-ID": "abcdef123456"}
                       ).headers["X-Request-ID"] == "abcdef123456"
-    assert client.get("/login", headers={"X-Request-ID": "bad id <script>"}
+    assert client.get(url("auth.login"), headers={"X-Request-ID": "bad id <script>"}
                       ).headers["X-Request-ID"] != "bad id <script>"
 
 
@@ -131,8 +131,8 @@ def test_friendly_error_pages(app, client, login_as):
     login_as("staff")
     not_found = client.get("/no/such/page")
     assert not_found.status_code == 404 and "Page not found" in not_found.get_data(as_text=True)
-    assert client.put("/login").status_code == 405
-    big = client.post("/login", data={"email": "x" * 300_000})
+    assert client.put(url("auth.login")).status_code == 405
+    big = client.post(url("auth.login"), data={"email": "x" * 300_000})
     assert big.status_code == 413
 
 
@@ -151,15 +151,15 @@ def test_unexpected_error_gives_500_page_without_trace(make_app):
 
 
 def test_livez_answers_without_the_database(client):
-    response = client.get("/livez")
+    response = client.get(url("livez"))
     assert response.status_code == 200 and response.get_data(as_text=True) == "ok\n"
 
 
 def test_healthz(app, client, tmp_path):
-    response = client.get("/healthz")
+    response = client.get(url("healthz"))
     assert response.status_code == 200 and response.json == {"status": "ok", "database": "ok"}
     broken = create_app(base_env(tmp_path, DATABASE_URL=f"sqlite:///{tmp_path}/no/such/dir/x.db"))
-    response = broken.test_client().get("/healthz")
+    response = broken.test_client().get(url("healthz"))
     assert response.status_code == 503 and response.json["status"] == "unavailable"
 
 
@@ -184,7 +184,7 @@ def test_logs_carry_request_id_and_no_password(make_app, client, make_user, capf
 
 # ---- migrations -----------------------------------------------------------------------------
 def test_migrations_upgrade_an_empty_database_with_no_drift(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PLIVO_", "APP_ENV"))}
+    env = clean_environment()
     env.update(base_env(tmp_path, DATABASE_URL=f"sqlite:///{tmp_path}/migrated.sqlite3"))
     for command in (["db", "upgrade"], ["db", "check"]):
         result = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", *command],

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import pytest
-from flask import url_for
 
 from webapp.auth import service as accounts
 from webapp.auth.passwords import MAX_LENGTH, hash_password, verify_password
@@ -9,6 +8,7 @@ from webapp.extensions import db
 from webapp.models import User
 
 from .conftest import PASSWORD, login, post_form
+from .helpers import url
 
 ADMIN_ENDPOINTS = [
     ("GET", "auth.users", {}),
@@ -25,11 +25,11 @@ def test_login_then_logout(client, make_user):
     make_user("amy@example.com")
     response = login(client, "AMY@example.com ")
     assert response.status_code == 303
-    assert response.headers["Location"] == "/messages"
-    assert client.get("/messages").status_code == 200
-    response = post_form(client, "/logout", {}, form_page="/messages")
+    assert response.headers["Location"] == url("messages.history")
+    assert client.get(url("messages.history")).status_code == 200
+    response = post_form(client, url("auth.logout"), {}, form_page=url("messages.history"))
     assert response.status_code == 303
-    assert client.get("/messages").status_code == 302
+    assert client.get(url("messages.history")).status_code == 302
 
 
 def test_wrong_password_and_unknown_email_get_the_same_answer(client, make_user):
@@ -40,7 +40,7 @@ def test_wrong_password_and_unknown_email_get_the_same_answer(client, make_user)
     text = "Email or password is not right"
     assert text in wrong.get_data(as_text=True)
     assert text in unknown.get_data(as_text=True)
-    assert client.get("/messages").status_code == 302
+    assert client.get(url("messages.history")).status_code == 302
 
 
 def test_inactive_user_is_refused(app, client, make_user):
@@ -50,7 +50,7 @@ def test_inactive_user_is_refused(app, client, make_user):
         db.session.commit()
     response = login(client, "amy@example.com")
     assert response.status_code == 200
-    assert client.get("/messages").status_code == 302
+    assert client.get(url("messages.history")).status_code == 302
 
 
 def test_login_throttled_per_account_after_five_failures(client, make_user):
@@ -77,7 +77,7 @@ def test_successful_logins_do_not_count_towards_the_account_limit(client, make_u
     make_user("amy@example.com")
     for _ in range(6):
         assert login(client, "amy@example.com").status_code == 303
-        post_form(client, "/logout", {}, form_page="/messages")
+        post_form(client, url("auth.logout"), {}, form_page=url("messages.history"))
 
 
 def test_cookie_saved_before_logout_no_longer_works(app, make_user):
@@ -85,10 +85,10 @@ def test_cookie_saved_before_logout_no_longer_works(app, make_user):
     browser = app.test_client()
     login(browser, "amy@example.com")
     stolen = browser.get_cookie("session").value
-    post_form(browser, "/logout", {}, form_page="/messages")
+    post_form(browser, url("auth.logout"), {}, form_page=url("messages.history"))
     thief = app.test_client()
     thief.set_cookie("session", stolen)
-    assert thief.get("/messages").status_code == 302
+    assert thief.get(url("messages.history")).status_code == 302
 
 
 def test_cookie_saved_before_password_change_no_longer_works(app, make_user):
@@ -96,14 +96,14 @@ def test_cookie_saved_before_password_change_no_longer_works(app, make_user):
     browser = app.test_client()
     login(browser, "amy@example.com")
     stolen = browser.get_cookie("session").value
-    response = post_form(browser, "/account/password", {
+    response = post_form(browser, url("auth.change_password"), {
         "current_password": PASSWORD, "new_password": "a brand new passphrase",
         "confirm": "a brand new passphrase"})
     assert response.status_code == 303
-    assert browser.get("/messages").status_code == 200  # this session continues
+    assert browser.get(url("messages.history")).status_code == 200  # this session continues
     thief = app.test_client()
     thief.set_cookie("session", stolen)
-    assert thief.get("/messages").status_code == 302
+    assert thief.get(url("messages.history")).status_code == 302
     assert login(app.test_client(), "amy@example.com", "a brand new passphrase").status_code == 303
 
 
@@ -130,7 +130,7 @@ def test_session_user_is_refused_once_deactivated_or_out_of_date(app, make_user)
 
 def test_change_password_needs_the_current_one(client, login_as):
     login_as("staff")
-    response = post_form(client, "/account/password", {
+    response = post_form(client, url("auth.change_password"), {
         "current_password": "not my password at all", "new_password": "a brand new passphrase",
         "confirm": "a brand new passphrase"})
     assert response.status_code == 200
@@ -153,18 +153,18 @@ def test_next_never_leaves_the_site(client, make_user, target):
 
     response = login(client, "amy@example.com", next_url=quote(target, safe=""))
     assert response.status_code == 303
-    assert response.headers["Location"] == "/messages"
+    assert response.headers["Location"] == url("messages.history")
 
 
 def test_next_to_a_local_page_is_followed(client, make_user):
     make_user("amy@example.com")
-    response = login(client, "amy@example.com", next_url="/messages/new")
-    assert response.headers["Location"] == "/messages/new"
+    response = login(client, "amy@example.com", next_url=url("messages.compose"))
+    assert response.headers["Location"] == url("messages.compose")
 
 
 def test_post_without_csrf_token_is_refused(client, make_user):
     make_user("amy@example.com")
-    response = client.post("/login", data={"email": "amy@example.com", "password": PASSWORD})
+    response = client.post(url("auth.login"), data={"email": "amy@example.com", "password": PASSWORD})
     assert response.status_code == 400
     assert "form expired" in response.get_data(as_text=True)
 
@@ -172,55 +172,51 @@ def test_post_without_csrf_token_is_refused(client, make_user):
 @pytest.mark.parametrize(("method", "endpoint", "args"), ADMIN_ENDPOINTS)
 def test_staff_get_403_on_admin_pages(app, client, login_as, method, endpoint, args):
     login_as("staff")
-    with app.test_request_context():
-        url = url_for(endpoint, **args)
-    token_page = "/messages"
+    target = url(endpoint, **args)
     if method == "GET":
-        assert client.get(url).status_code == 403
+        assert client.get(target).status_code == 403
     else:
-        assert post_form(client, url, {}, form_page=token_page).status_code == 403
+        assert post_form(client, target, {}, form_page=url("messages.history")).status_code == 403
 
 
 @pytest.mark.parametrize(("method", "endpoint", "args"), ADMIN_ENDPOINTS)
 def test_anonymous_sent_to_login_from_admin_pages(app, client, method, endpoint, args):
-    with app.test_request_context():
-        url = url_for(endpoint, **args)
-    response = client.open(url, method=method)
+    response = client.open(url(endpoint, **args), method=method)
     # A POST without a session has no CSRF token either; both refuse.
     assert response.status_code in (302, 400)
     if response.status_code == 302:
-        assert "/login" in response.headers["Location"]
+        assert url("auth.login") in response.headers["Location"]
 
 
 def test_admin_creates_staff_who_can_log_in(app, client, login_as):
     login_as("admin")
-    response = post_form(client, "/admin/users", {
+    response = post_form(client, url("auth.users"), {
         "email": "New.Person@Example.com", "role": "staff", "password": "twelve chars ok"})
     assert response.status_code == 303
     other = app.test_client()
     assert login(other, "new.person@example.com", "twelve chars ok").status_code == 303
-    assert other.get("/admin/users").status_code == 403
+    assert other.get(url("auth.users")).status_code == 403
 
 
 def test_admin_create_reports_duplicate_and_weak_password(client, login_as):
     login_as("admin")
-    weak = post_form(client, "/admin/users", {"email": "x@example.com", "role": "staff",
+    weak = post_form(client, url("auth.users"), {"email": "x@example.com", "role": "staff",
                                                "password": "short"})
     assert "at least 12 characters" in weak.get_data(as_text=True)
-    dup = post_form(client, "/admin/users", {"email": "admin@example.com", "role": "staff",
+    dup = post_form(client, url("auth.users"), {"email": "admin@example.com", "role": "staff",
                                               "password": "twelve chars ok"})
     assert "already exists" in dup.get_data(as_text=True)
 
 
 def test_last_active_admin_cannot_be_deactivated_or_demoted(app, client, login_as):
     admin = login_as("admin")
-    post_form(client, f"/admin/users/{admin.id}/deactivate", {}, form_page="/admin/users")
-    post_form(client, f"/admin/users/{admin.id}/role", {"role": "staff"},
-              form_page="/admin/users")
+    post_form(client, url("auth.deactivate", user_id=admin.id), {}, form_page=url("auth.users"))
+    post_form(client, url("auth.change_role", user_id=admin.id), {"role": "staff"},
+              form_page=url("auth.users"))
     with app.app_context():
         user = db.session.get(User, admin.id)
         assert user.is_active and user.role == "admin"
-    page = client.get(f"/admin/users/{admin.id}").get_data(as_text=True)
+    page = client.get(url("auth.user_detail", user_id=admin.id)).get_data(as_text=True)
     assert "last active admin" in page
 
 
@@ -229,17 +225,17 @@ def test_admin_deactivates_resets_and_changes_role(app, client, login_as, make_u
     staff = make_user("amy@example.com")
     staff_browser = app.test_client()
     login(staff_browser, "amy@example.com")
-    post_form(client, f"/admin/users/{staff.id}/deactivate", {}, form_page="/admin/users")
-    assert staff_browser.get("/messages").status_code == 302  # logged out at once
+    post_form(client, url("auth.deactivate", user_id=staff.id), {}, form_page=url("auth.users"))
+    assert staff_browser.get(url("messages.history")).status_code == 302  # logged out at once
     assert login(app.test_client(), "amy@example.com").status_code == 200
-    post_form(client, f"/admin/users/{staff.id}/activate", {}, form_page="/admin/users")
-    post_form(client, f"/admin/users/{staff.id}/password", {"password": "another fine phrase"},
-              form_page="/admin/users")
-    post_form(client, f"/admin/users/{staff.id}/role", {"role": "admin"},
-              form_page="/admin/users")
+    post_form(client, url("auth.activate", user_id=staff.id), {}, form_page=url("auth.users"))
+    post_form(client, url("auth.reset_password", user_id=staff.id), {"password": "another fine phrase"},
+              form_page=url("auth.users"))
+    post_form(client, url("auth.change_role", user_id=staff.id), {"role": "admin"},
+              form_page=url("auth.users"))
     other = app.test_client()
     assert login(other, "amy@example.com", "another fine phrase").status_code == 303
-    assert other.get("/admin/users").status_code == 200
+    assert other.get(url("auth.users")).status_code == 200
 
 
 def test_passwords_beyond_72_bytes_are_not_truncated():
@@ -267,5 +263,5 @@ def test_session_cookie_flags(make_app, tmp_path):
     assert app.config["SESSION_COOKIE_SECURE"] is True
     assert app.config["SESSION_COOKIE_HTTPONLY"] is True
     assert app.config["SESSION_COOKIE_SAMESITE"] == "Lax"
-    response = app.test_client().get("/login")
+    response = app.test_client().get(url("auth.login"))
     assert "max-age" in response.headers["Strict-Transport-Security"]

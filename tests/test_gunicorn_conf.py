@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from .helpers import clean_environment
 from .services import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,8 +48,7 @@ def test_each_worker_freezes_what_the_app_made_at_start(monkeypatch):
 
 
 def production_env(tmp_path, **env: str) -> dict[str, str]:
-    base = {k: v for k, v in os.environ.items()
-            if not k.startswith(("PLIVO_", "APP_ENV", "RATELIMIT_", "WEB_CONCURRENCY"))}
+    base = clean_environment("RATELIMIT_", "WEB_CONCURRENCY")
     base.update({
         "APP_ENV": "production", "SECRET_KEY": "g" * 40, "INSTANCE_PATH": str(tmp_path),
         "PLIVO_AUTH_ID": "MAGUNICORNTEST000000", "PLIVO_AUTH_TOKEN": "token",

@@ -14,6 +14,8 @@ from webapp.extensions import db
 from webapp.messages.export import neutralize
 from webapp.models import Message, StatusEvent, User
 
+from .helpers import make_message, url
+
 STAMP = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 
 
@@ -27,13 +29,12 @@ def seed(app, make_user):
         ids = []
         with app.app_context():
             for i in range(count):
-                row = Message(created_by_id=fields.get("user", amy).id,
-                              idempotency_key=f"seed-{len(ids)}-{i}-{fields}"[:64],
-                              sender="+14155550100",
-                              recipient=fields.get("recipient", f"+1415555{i % 10000:04d}"),
-                              text=fields.get("text", f"message {i}"), media=[],
-                              status=fields.get("status", "delivered"),
-                              created_at=fields.get("created_at", STAMP))
+                row = make_message(
+                    created_by_id=fields.get("user", amy).id, media=[],
+                    recipient=fields.get("recipient", f"+1415555{i % 10000:04d}"),
+                    text=fields.get("text", f"message {i}"),
+                    status=fields.get("status", "delivered"),
+                    created_at=fields.get("created_at", STAMP))
                 db.session.add(row)
                 db.session.flush()
                 ids.append(row.public_id)
@@ -63,7 +64,7 @@ def test_sent_by_list_is_kept_per_process_and_follows_new_accounts(app, client, 
                      if "ORDER BY users.email" in a[2] else None)
 
     def options(query: str = "") -> dict[str, str]:
-        html = client.get("/messages" + query).get_data(as_text=True)
+        html = client.get(url("messages.history") + query).get_data(as_text=True)
         return {email: attrs for attrs, email in
                 re.findall(r'<option value="\d+"([^>]*)>([^<]+)</option>', html)}
 
@@ -94,11 +95,11 @@ def test_pagination_never_skips_or_repeats_when_timestamps_tie(client, login_as,
     created = add(120)  # all at the same instant
     created += add(15, created_at=STAMP + timedelta(seconds=1))
     login_as("staff", "viewer@example.com")
-    seen, url, pages = [], "/messages", 0
-    while url:
-        html = client.get(url).get_data(as_text=True)
+    seen, link, pages = [], url("messages.history"), 0
+    while link:
+        html = client.get(link).get_data(as_text=True)
         seen += page_ids(html)
-        url = next_link(html)
+        link = next_link(html)
         pages += 1
     assert pages == 3
     assert len(seen) == len(set(seen)) == 135
@@ -115,7 +116,7 @@ def test_filters_combine_and_stay_in_links(client, login_as, seed):
     login_as("staff", "viewer@example.com")
 
     def ids(query: str) -> set[str]:
-        return set(page_ids(client.get("/messages?" + query).get_data(as_text=True)))
+        return set(page_ids(client.get(url("messages.history") + "?" + query).get_data(as_text=True)))
 
     assert ids(f"status=failed&q=SPRING&sent_by={bob.id}") == set(failed)
     assert len(ids("status=failed&status=queued")) == 5
@@ -123,7 +124,7 @@ def test_filters_combine_and_stay_in_links(client, login_as, seed):
     assert len(ids("to=2026-11-18")) == 1
     assert len(ids("from=2026-11-19&to=2026-11-20")) == 7
     assert len(ids("q=100%25")) == 0  # a literal % is searched for, not a wildcard
-    html = client.get("/messages?status=bogus&from=yesterday").get_data(as_text=True)
+    html = client.get(url("messages.history") + "?status=bogus&from=yesterday").get_data(as_text=True)
     assert "Unknown status ignored" in html and "must look like 2026-01-31" in html
 
 
@@ -132,22 +133,22 @@ def test_one_poll_refreshes_the_table_until_every_row_is_final(app, client, logi
     [queued] = add(1, status="queued")
     [done] = add(1, status="delivered")
     login_as("staff", "viewer@example.com")
-    html = client.get("/messages").get_data(as_text=True)
+    html = client.get(url("messages.history")).get_data(as_text=True)
     poll = re.search(r'<tbody hx-get="([^"]+)" hx-trigger="every 3s"', html)
     assert poll and "hx-get" not in html.split("<tbody", 1)[1].split(">", 1)[1]
-    url = poll.group(1).replace("&amp;", "&")
-    assert f"id={queued}" in url and f"id={done}" in url
-    refreshed = client.get(url)
+    poll_url = poll.group(1).replace("&amp;", "&")
+    assert f"id={queued}" in poll_url and f"id={done}" in poll_url
+    refreshed = client.get(poll_url)
     assert refreshed.status_code == 200
     assert page_ids(refreshed.get_data(as_text=True)) == page_ids(html)  # page order kept
     with app.app_context():
         message = db.session.scalar(db.select(Message).filter_by(public_id=queued))
         message.status = "delivered"
         db.session.commit()
-    final = client.get(url)
+    final = client.get(poll_url)
     assert final.status_code == 286  # htmx stops polling
     assert 'data-status="delivered"' in final.get_data(as_text=True)
-    settled = client.get("/messages").get_data(as_text=True)
+    settled = client.get(url("messages.history")).get_data(as_text=True)
     assert "hx-trigger" not in settled
 
 
@@ -160,21 +161,20 @@ def test_a_row_shows_time_number_text_media_and_cost_escaped(app, client, login_
 def check_row_shows_time_number_text_media_and_cost_escaped(app, client, user_id: int) -> None:
     """Also run on PostgreSQL (tests/stack): the media count and thumbnail come from SQL."""
     with app.app_context():
-        message = Message(
-            created_by_id=user_id, idempotency_key="row", sender="+14155550100",
-            recipient="+14155550123", text="<b>Sale</b> & more " + "x" * 60,
+        message = make_message(
+            created_by_id=user_id, text="<b>Sale</b> & more " + "x" * 60,
             media=[{"url": "https://cdn.example.com/a.png?x=1&y=<2>", "content_type": "image/png"},
                    {"media_id": "m-1"}],
             status="delivered", total_amount="0.01600",  # as Plivo writes it
             created_at=datetime(2026, 11, 20, 9, 5, 7, 123456, tzinfo=UTC))
-        plain = Message(created_by_id=user_id, idempotency_key="plain", sender="+14155550100",
-                        recipient="+14155550124", text="no picture", media=[{"media_id": "m-2"}],
+        plain = make_message(created_by_id=user_id, recipient="+14155550124", text="no picture",
+                             media=[{"media_id": "m-2"}],
                         status="delivered", created_at=datetime(2026, 11, 20, 9, 5, 8, tzinfo=UTC))
         db.session.add_all([message, plain])
         db.session.commit()
         public_id, plain_id = message.public_id, plain.public_id
         email = db.session.get(User, user_id).email
-    html = client.get("/messages?to=2026-11-20&from=2026-11-20").get_data(as_text=True)
+    html = client.get(url("messages.history") + "?to=2026-11-20&from=2026-11-20").get_data(as_text=True)
 
     def row_of(ident: str) -> str:
         return re.search(rf'<tr id="msg-{ident}" data-final="yes">.*?</tr>', html, re.S).group(0)
@@ -205,16 +205,16 @@ def test_detail_shows_timeline_with_explained_error_codes(app, client, login_as,
                                        signature_scheme="v3", applied=True))
         db.session.commit()
     login_as("staff", "someone.else@example.com")  # any staff member sees any message
-    html = client.get(f"/messages/{public_id}").get_data(as_text=True)
+    html = client.get(url("messages.detail", public_id=public_id)).get_data(as_text=True)
     assert "Not delivered: spam detected (30)" in html
     assert "spam detected (30)" in html and "Unknown (code 130)" in html
     assert html.count("<td>v3</td>") == 3
 
 
 def test_unknown_message_is_404_and_anonymous_goes_to_login(client, login_as):
-    assert "/login" in client.get("/messages").headers["Location"]
+    assert url("auth.login") in client.get(url("messages.history")).headers["Location"]
     login_as("staff", "viewer@example.com")
-    assert client.get("/messages/nope").status_code == 404
+    assert client.get(url("messages.detail", public_id="nope")).status_code == 404
 
 
 @pytest.mark.parametrize(("value", "expected"), [
@@ -230,7 +230,7 @@ def test_csv_export_follows_the_filter_and_escapes(client, login_as, seed):
     add(2, text='=HYPERLINK("http://evil.example","x")', status="failed")
     add(600, status="delivered")
     login_as("staff", "viewer@example.com")
-    response = client.get("/messages/export.csv?status=failed")
+    response = client.get(url("messages.export") + "?status=failed")
     assert response.mimetype == "text/csv"
     assert "attachment" in response.headers["Content-Disposition"]
     rows = list(csv.reader(io.StringIO(response.get_data(as_text=True))))
@@ -238,7 +238,7 @@ def test_csv_export_follows_the_filter_and_escapes(client, login_as, seed):
     assert len(rows) == 3
     assert all(r[8].startswith("'=HYPERLINK") for r in rows[1:])
     assert rows[1][0].endswith("+00:00")
-    everything = client.get("/messages/export.csv").get_data(as_text=True)
+    everything = client.get(url("messages.export")).get_data(as_text=True)
     assert len(list(csv.reader(io.StringIO(everything)))) == 603  # across export batches
 
 

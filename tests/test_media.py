@@ -16,6 +16,7 @@ from webapp.messages.media import MediaRefused, check_media, probe_media_url, sy
 from webapp.models import Message
 
 from .conftest import csrf_token
+from .helpers import url
 
 KB = 1024
 
@@ -210,10 +211,10 @@ def test_compose_with_probe_on_refuses_and_accepts(make_app, media_server):
     login(client, "amy@example.com")
 
     def send(media: list[str]):
-        page = client.get("/messages/new").get_data(as_text=True)
+        page = client.get(url("messages.compose")).get_data(as_text=True)
         key = re.search(r'name="idempotency_key" type="hidden" value="([^"]+)"', page).group(1)
-        return client.post("/messages/new", data={
-            "csrf_token": csrf_token(client, "/messages/new"), "idempotency_key": key,
+        return client.post(url("messages.compose"), data={
+            "csrf_token": csrf_token(client, url("messages.compose")), "idempotency_key": key,
             "sender": "+14155550100", "recipients": "(415) 555-0123", "media": media})
 
     refused = send([f"http://{media_server}/nolength.png"])

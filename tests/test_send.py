@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 import re
 import subprocess
@@ -22,6 +21,7 @@ from webapp.messages.forms import parse_recipients
 from webapp.models import Message
 
 from .conftest import PASSWORD, base_env, csrf_token, free_port, login, wait_for
+from .helpers import clean_environment, csrf_token_in, make_message, url
 
 ROOT = Path(__file__).resolve().parent.parent
 MEDIA = "https://example.com/picture.jpg"
@@ -30,12 +30,12 @@ KEY_RE = re.compile(r'name="idempotency_key" type="hidden" value="([^"]+)"')
 
 def compose(client, recipients: str, media=(MEDIA,), text: str = "hello", key: str | None = None,
             **extra):
-    page = client.get("/messages/new").get_data(as_text=True)
+    page = client.get(url("messages.compose")).get_data(as_text=True)
     key = key or KEY_RE.search(page).group(1)
-    data = {"csrf_token": csrf_token(client, "/messages/new"), "idempotency_key": key,
+    data = {"csrf_token": csrf_token(client, url("messages.compose")), "idempotency_key": key,
             "sender": "+14155550100", "recipients": recipients, "text": text,
             "media": list(media), **extra}
-    return client.post("/messages/new", data=data), key
+    return client.post(url("messages.compose"), data=data), key
 
 
 def count_messages(app) -> int:
@@ -95,8 +95,8 @@ def test_media_ids_are_accepted(app, client, login_as):
 
 
 def test_compose_requires_login(client):
-    response = client.get("/messages/new")
-    assert response.status_code == 302 and "/login" in response.headers["Location"]
+    response = client.get(url("messages.compose"))
+    assert response.status_code == 302 and url("auth.login") in response.headers["Location"]
 
 
 def test_per_user_send_limit(make_app, make_user):
@@ -119,10 +119,10 @@ def test_per_user_send_limit(make_app, make_user):
     st.one_of(st.text(max_size=300), st.lists(st.text(max_size=80), max_size=12)),
 ))
 def test_arbitrary_compose_input_never_gives_500(app, client, login_as, data):
-    if client.get("/messages/new").status_code == 302:  # the first example logs in
+    if client.get(url("messages.compose")).status_code == 302:  # the first example logs in
         login_as()
-    response = client.post("/messages/new", data={
-        "csrf_token": csrf_token(client, "/messages/new"), **data})
+    response = client.post(url("messages.compose"), data={
+        "csrf_token": csrf_token(client, url("messages.compose")), **data})
     assert response.status_code in (303, 400, 429)
 
 
@@ -189,9 +189,7 @@ def test_gateway_wrong_credentials_are_rejected(simulator):
 # ---- dispatch: retries with an injected clock and seed ---------------------------------------
 def pending_message(app, user_id: int, recipient: str) -> int:
     with app.app_context():
-        row = Message(created_by_id=user_id, idempotency_key=f"key-{recipient}-0000",
-                      sender="+14155550100", recipient=recipient, text="hi",
-                      media=[{"url": MEDIA}])
+        row = make_message(created_by_id=user_id, recipient=recipient, media=[{"url": MEDIA}])
         db.session.add(row)
         db.session.commit()
         return row.id
@@ -285,17 +283,17 @@ def test_compose_sends_to_two_numbers_and_they_end_delivered(live, simulator, ma
     sim, _ = simulator
     make_user("amy@example.com")
     browser = requests.Session()
-    page = browser.get(live.url + "/login").text
-    token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page).group(1)
-    browser.post(live.url + "/login", data={"csrf_token": token, "email": "amy@example.com",
+    page = browser.get(live.url + url("auth.login")).text
+    token = csrf_token_in(page)
+    browser.post(live.url + url("auth.login"), data={"csrf_token": token, "email": "amy@example.com",
                                             "password": PASSWORD})
-    page = browser.get(live.url + "/messages/new").text
-    token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page).group(1)
+    page = browser.get(live.url + url("messages.compose")).text
+    token = csrf_token_in(page)
     key = KEY_RE.search(page).group(1)
     data = {"csrf_token": token, "idempotency_key": key, "sender": "+14155550100",
             "recipients": "(415) 555-0123\n(604) 555-0199", "text": "hello", "media": MEDIA}
-    first = browser.post(live.url + "/messages/new", data=data, allow_redirects=False)
-    again = browser.post(live.url + "/messages/new", data=data, allow_redirects=False)
+    first = browser.post(live.url + url("messages.compose"), data=data, allow_redirects=False)
+    again = browser.post(live.url + url("messages.compose"), data=data, allow_redirects=False)
     assert first.status_code == again.status_code == 303
     assert first.headers["Location"] == again.headers["Location"]
     sent_page = live.url + first.headers["Location"]
@@ -306,11 +304,11 @@ def test_compose_sends_to_two_numbers_and_they_end_delivered(live, simulator, ma
     wait_for(both_delivered)
     assert len(sim.requests) == 2  # the repeated post sent nothing
     assert {r["dst"] for r in sim.requests} == {"14155550123", "16045550199"}
-    assert all(r["url"] == live.url + "/webhooks/plivo/status" for r in sim.requests)
+    assert all(r["url"] == live.url + url("webhooks.plivo_status") for r in sim.requests)
     with live.app.app_context():
         rows = db.session.scalars(select(Message)).all()
         assert len(rows) == 2 and all(len(r.events) == 3 for r in rows)
-    detail = browser.get(live.url + "/messages/" + rows[0].public_id).text
+    detail = browser.get(live.url + url("messages.detail", public_id=rows[0].public_id)).text
     assert detail.count("Applied") == 3
 
 
@@ -329,7 +327,7 @@ def test_callbacks_racing_the_send_answer_are_applied(live, simulator, make_user
 def test_worker_process_sends_a_queued_message(tmp_path, simulator, make_user):
     """The queue on SQLite and a real `flask worker` in another process."""
     sim, sim_url = simulator
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PLIVO_", "APP_ENV"))}
+    env = clean_environment()
     env.update(base_env(tmp_path, TASK_QUEUE_URL=f"sqlite:///{tmp_path}/tasks.sqlite3",
                         PLIVO_API_URL=sim_url, DATABASE_URL=f"sqlite:///{tmp_path}/w.sqlite3",
                         PUBLIC_BASE_URL=f"http://127.0.0.1:{free_port()}"))

@@ -15,6 +15,7 @@ from webapp.messages import callbacks
 from webapp.models import Message, StatusEvent, User
 
 from .conftest import base_env
+from .helpers import make_message
 
 
 def test_final_state_never_goes_back():
@@ -85,8 +86,7 @@ def check_callback_order(ledger_app, name: str, order: list, uuid_first: bool) -
     with ledger_app.app_context():
         db.session.execute(delete(StatusEvent))
         db.session.execute(delete(Message))
-        message = Message(created_by_id=1, idempotency_key="k" * 16, sender="+14155550100",
-                          recipient="+14155550123", text="hi", media=[])
+        message = make_message()
         db.session.add(message)
         db.session.commit()
         half = len(order) // 2
@@ -131,8 +131,7 @@ def check_sql_and_python_agree(app) -> int:
     with app.app_context():
         db.session.execute(delete(StatusEvent))
         db.session.execute(delete(Message))
-        message = Message(created_by_id=1, idempotency_key="a" * 16, sender="+14155550100",
-                          recipient="+14155550123", text="hi", media=[], plivo_uuid="agree-1")
+        message = make_message(plivo_uuid="agree-1")
         db.session.add(message)
         db.session.commit()
         table = Message.__table__

@@ -11,7 +11,9 @@ from webapp.messages import callbacks
 from webapp.models import Message, StatusEvent, User
 from webapp.signatures import signed_headers
 
-CALLBACK_PATH = "/webhooks/plivo/status"
+from .helpers import make_message, url
+
+CALLBACK_PATH = url("webhooks.plivo_status")
 PUBLIC_URL = "http://127.0.0.1:5000" + CALLBACK_PATH
 
 
@@ -19,8 +21,7 @@ PUBLIC_URL = "http://127.0.0.1:5000" + CALLBACK_PATH
 def message(app, make_user):
     user = make_user()
     with app.app_context():
-        row = Message(created_by_id=user.id, idempotency_key="k" * 16, sender="+14155550100",
-                      recipient="+14155550123", text="hi", media=[])
+        row = make_message(created_by_id=user.id)
         db.session.add(row)
         db.session.commit()
         callbacks.record_uuid(row, "uuid-1")
@@ -95,9 +96,7 @@ def test_log_only_mode_processes_and_records_the_verdict(make_app, make_user):
     client = app.test_client()
     with app.app_context():
         db.session.add(User(id=1, email="a@example.com", password_hash="x"))
-        db.session.add(Message(created_by_id=1, idempotency_key="k" * 16, sender="+14155550100",
-                               recipient="+14155550123", media=[], plivo_uuid="uuid-1",
-                               status="queued"))
+        db.session.add(make_message(plivo_uuid="uuid-1", status="queued"))
         db.session.commit()
     assert client.post(CALLBACK_PATH, data=form("sent", 2)).status_code == 200
     with app.app_context():
@@ -130,8 +129,7 @@ def test_unknown_status_is_recorded_not_applied(app, client, message):
 def test_callback_before_the_uuid_is_kept_then_applied(app, client, make_user):
     user = make_user()
     with app.app_context():
-        row = Message(created_by_id=user.id, idempotency_key="k" * 16, sender="+14155550100",
-                      recipient="+14155550123", media=[])
+        row = make_message(created_by_id=user.id)
         db.session.add(row)
         db.session.commit()
         message_id = row.id

@@ -128,9 +128,14 @@ def create_app(config: Mapping[str, str] | None = None) -> Flask:
             return jsonify(status="unavailable", database="unreachable"), 503
         return jsonify(status="ok", database="ok")
 
+    from .plivo_simulator import BEHAVIOURS, display_number
+
+    # The compose page's sandbox hint, from the simulator's own table.
+    sandbox_numbers = [(display_number(b.number), b.hint) for b in BEHAVIOURS if b.hint]
+
     @app.context_processor
     def inject_globals():
-        return {"sandbox": settings.sandbox}
+        return {"sandbox": settings.sandbox, "sandbox_numbers": sandbox_numbers}
 
     return app
 

@@ -118,7 +118,7 @@ def plivo_simulator(port: int | None, callback_delay: float, latency: float,
     """Serve the Plivo simulator on 127.0.0.1 (sandbox mode)."""
     from werkzeug.serving import run_simple
 
-    from .plivo_simulator import MAGIC_NUMBERS, PlivoSimulator
+    from .plivo_simulator import BEHAVIOURS, PlivoSimulator
 
     settings = current_settings()
     simulator = PlivoSimulator(settings.plivo_auth_id, settings.plivo_auth_token,
@@ -126,8 +126,8 @@ def plivo_simulator(port: int | None, callback_delay: float, latency: float,
                                rate_per_5s=rate_per_5s, deliver_to=deliver_to)
     port = port or settings.simulator_port
     click.echo(f"Plivo simulator on http://127.0.0.1:{port} (account {settings.plivo_auth_id})")
-    for number, behaviour in MAGIC_NUMBERS.items():
-        click.echo(f"  +{number}: {behaviour}")
+    for behaviour in BEHAVIOURS:
+        click.echo(f"  +{behaviour.number}: {behaviour.happens}")
     run_simple("127.0.0.1", port, simulator.app, threaded=True)
 
 

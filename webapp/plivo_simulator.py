@@ -3,7 +3,7 @@
 It speaks the parts of Plivo's Message and Media APIs the dashboard uses, so
 the real SDK runs end to end with no network, and it posts status callbacks
 signed exactly as Plivo signs them (V3 and V2 headers). Magic destinations
-trigger every failure path; see MAGIC_NUMBERS and the README.
+trigger every failure path; see BEHAVIOURS and the README.
 """
 
 from __future__ import annotations
@@ -27,16 +27,54 @@ from .signatures import signed_headers
 
 log = logging.getLogger(__name__)
 
-# Destination (E.164 without "+") -> behaviour. Documented in the README.
-MAGIC_NUMBERS = {
-    "14155550400": "400: not a valid phone number",
-    "14155550030": "accepted, then undelivered with error 30 (spam detected)",
-    "14155550900": "accepted, then failed with error 900 (insufficient credit)",
-    "14155550500": "500 on the first attempt, then accepted",
-    "14155550429": "429 with Retry-After: 1 on the first attempt, then accepted",
-    "14155550408": "never answers (the request times out)",
-    "14155550001": "callbacks arrive before the send request is answered",
-}
+@dataclass(frozen=True)
+class Behaviour:
+    """What the simulator does for one magic destination. This table alone decides it,
+    and describes it to the CLI, the compose page's sandbox hint and the README (a test
+    checks the README's table against it)."""
+
+    number: str  # E.164 without "+"
+    happens: str  # for the README and the CLI
+    hint: str | None = None  # a few words on the compose page, or None to leave it out
+    answer: int | None = None  # the HTTP status the send request gets instead of a 202
+    answer_first_only: bool = False  # ... on the first attempt only; the retry is accepted
+    hang: bool = False  # the send request is never answered in time
+    outcome: tuple[str, str] = ("delivered", "")  # final status and error code
+    callbacks_first: bool = False  # the callbacks arrive before the send is answered
+
+
+BEHAVIOURS = (
+    Behaviour("14155550400", 'Plivo answers 400 "not a valid phone number": the message is '
+              "*Refused by Plivo*", hint="invalid number", answer=400),
+    Behaviour("14155550030", "accepted, then *Not delivered: spam detected (30)*",
+              hint="spam, undelivered", outcome=("undelivered", "30")),
+    Behaviour("14155550900", "accepted, then *Failed: insufficient credit (900)*",
+              hint="no credit", outcome=("failed", "900")),
+    Behaviour("14155550500", "500 on the first attempt, sent on the retry (2 attempts)",
+              answer=500, answer_first_only=True),
+    Behaviour("14155550429", "429 with `Retry-After: 1` first, sent on the retry",
+              answer=429, answer_first_only=True),
+    Behaviour("14155550408", "never answers: after the read timeout the message is *Unknown*",
+              hint="no answer", hang=True),
+    Behaviour("14155550001", "status callbacks arrive before the send request is answered",
+              callbacks_first=True),
+)
+BEHAVIOUR_OF = {behaviour.number: behaviour for behaviour in BEHAVIOURS}
+_DELIVERED = Behaviour("", "delivered")
+_ANSWERS = {400: "{dst} is not a valid phone number", 429: "too many requests",
+            500: "internal server error"}
+
+
+def display_number(number: str) -> str:
+    """(415) 555-0400 for a magic number."""
+    return f"({number[1:4]}) {number[4:7]}-{number[7:]}"
+
+
+def readme_table() -> str:
+    """The README's table of magic numbers, as this table says."""
+    lines = ["| number | what happens |", "|---|---|"]
+    lines += [f"| {display_number(b.number)} | {b.happens} |" for b in BEHAVIOURS]
+    return "\n".join(lines) + "\n"
 
 
 @dataclass
@@ -49,8 +87,6 @@ class SimulatedMessage:
     media_ids: list[str]
     url: str | None
     method: str
-    state: str = "queued"
-    error_code: str = ""
     callbacks: list[dict] = field(default_factory=list)
 
 
@@ -98,9 +134,6 @@ class PlivoSimulator:
             return None
 
         app.post(f"{prefix}/Message/")(self._send)
-        app.get(f"{prefix}/Message/<message_uuid>/")(self._get_message)
-        app.get(f"{prefix}/Message/<message_uuid>/Media/")(self._list_message_media)
-        app.post(f"{prefix}/Media/")(self._upload_media)
 
         @app.get("/__sim/requests")
         def recorded():
@@ -151,13 +184,12 @@ class PlivoSimulator:
             return self._error(400, "this simulator only sends MMS")
         if len(media_urls) + len(media_ids) > 10:
             return self._error(400, "too many media attachments (at most 10)")
-        if dst == "14155550400":
-            return self._error(400, f"{dst} is not a valid phone number")
-        if dst == "14155550500" and first_attempt:
-            return self._error(500, "internal server error")
-        if dst == "14155550429" and first_attempt:
-            return self._error(429, "too many requests", {"Retry-After": "1"})
-        if dst == "14155550408":
+        behaviour = BEHAVIOUR_OF.get(dst, _DELIVERED)
+        if behaviour.answer and (first_attempt or not behaviour.answer_first_only):
+            headers = {"Retry-After": "1"} if behaviour.answer == 429 else None
+            return self._error(behaviour.answer, _ANSWERS[behaviour.answer].format(dst=dst),
+                               headers)
+        if behaviour.hang:
             time.sleep(self.hang_seconds)
             return self._error(504, "gateway timeout")
         message = SimulatedMessage(
@@ -169,66 +201,22 @@ class PlivoSimulator:
             self.messages[message.uuid] = message
             self.accepted_at.append(time.time())
         if message.url:
-            if dst == "14155550001":
+            if behaviour.callbacks_first:
                 self._run_callbacks(message, delay=0)  # before we answer: the race
             else:
                 threading.Thread(target=self._run_callbacks, args=(message,), daemon=True).start()
         return jsonify(api_id=str(uuid.uuid4()), message="message(s) queued",
                        message_uuid=[message.uuid]), 202
 
-    def _get_message(self, auth_id: str, message_uuid: str):
-        message = self.messages.get(message_uuid)
-        if message is None:
-            return self._error(404, "not found")
-        return jsonify(
-            api_id=str(uuid.uuid4()), message_uuid=message.uuid, message_state=message.state,
-            message_type="mms", message_direction="outbound", from_number=message.src,
-            to_number=message.dst, error_code=message.error_code or "000", units=1,
-            total_amount="0.01600", total_rate="0.01600",
-        )
-
-    def _list_message_media(self, auth_id: str, message_uuid: str):
-        message = self.messages.get(message_uuid)
-        if message is None:
-            return self._error(404, "not found")
-        return jsonify(api_id=str(uuid.uuid4()),
-                       objects=[{"media_url": url} for url in message.media_urls])
-
-    def _upload_media(self, auth_id: str):
-        files = request.files.getlist("file")
-        if not files or len(files) > 10:
-            return self._error(400, "send between 1 and 10 files in the field 'file'")
-        objects = []
-        for item in files:
-            data = item.read()
-            if len(data) > 2 * 1024 * 1024:
-                return self._error(400, f"{item.filename} is larger than 2 MB")
-            media_id = str(uuid.uuid4())
-            objects.append({
-                "content_type": item.mimetype, "file_name": item.filename,
-                "media_id": media_id, "size": len(data), "status": "success",
-                "status_code": 201, "upload_time": time.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "media_url": f"https://media.plivo.com/Account/{auth_id}/Media/{media_id}",
-            })
-        return jsonify(api_id=str(uuid.uuid4()), objects=objects), 201
-
     # ---- status callbacks ------------------------------------------------------------
-    def _outcome(self, dst: str) -> tuple[str, str]:
-        if dst == "14155550030":
-            return "undelivered", "30"
-        if dst == "14155550900":
-            return "failed", "900"
-        return "delivered", ""
-
     def _run_callbacks(self, message: SimulatedMessage, delay: float | None = None) -> None:
         delay = self.callback_delay if delay is None else delay
-        final, error_code = self._outcome(message.dst)
+        final, error_code = BEHAVIOUR_OF.get(message.dst, _DELIVERED).outcome
         path = ["queued", final] if final == "failed" else ["queued", "sent", final]
         for sequence, status in enumerate(path, start=1):
             if self._stopped.wait(delay):
                 return
-            message.state, message.error_code = status, error_code if status == final else ""
-            self.post_callback(message, status, sequence, message.error_code)
+            self.post_callback(message, status, sequence, error_code if status == final else "")
 
     def callback_params(self, message: SimulatedMessage, status: str, sequence: int,
                         error_code: str = "") -> dict[str, str]:

@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import struct
-import subprocess
 import sys
 import threading
 import zlib
@@ -24,7 +23,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from ..services import free_port, require_suite, wait_until_healthy
+from ..services import dashboard_processes, require_suite
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
@@ -113,48 +112,26 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
     media_server = ThreadingHTTPServer(("127.0.0.1", 0), MediaHandler)
     threading.Thread(target=media_server.serve_forever, args=(0.05,), daemon=True).start()
     media_host = f"127.0.0.1:{media_server.server_port}"
-    web_port, sim_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PLIVO_", "APP_ENV"))}
-    env.update({
-        "APP_ENV": "testing", "BCRYPT_ROUNDS": "4", "INSTANCE_PATH": str(tmp),
+    settings = {
+        "APP_ENV": "testing", "BCRYPT_ROUNDS": "4",
         "SECRET_KEY": "e2e-" + "k" * 40,  # shared by every gunicorn worker
         "DATABASE_URL": f"sqlite:///{tmp}/e2e.sqlite3",
         "TASK_QUEUE_URL": f"sqlite:///{tmp}/tasks.sqlite3",
-        "SIMULATOR_PORT": str(sim_port), "PUBLIC_BASE_URL": f"http://127.0.0.1:{web_port}",
         "MEDIA_PROBE": "on", "MEDIA_PROBE_ALLOW_HOSTS": media_host,
         "PLIVO_READ_TIMEOUT_SECONDS": "2", "LOG_LEVEL": "warning",
-    })
-    flask = [sys.executable, "-m", "flask", "--app", "wsgi"]
-
-    def run(*args: str) -> str:
-        return subprocess.run([*flask, *args], cwd=ROOT, env=env, check=True, timeout=120,
-                              capture_output=True, text=True).stdout
-
-    run("db", "upgrade")
-    printed = run("users", "bootstrap")
-    email = re.search(r"email:\s+(\S+)", printed).group(1)
-    password = re.search(r"password:\s+(\S+)", printed).group(1)
-    logs = (tmp / "processes.log").open("w")
-    processes = [
-        subprocess.Popen([*flask, "plivo-simulator", "--callback-delay", "0.4"], cwd=ROOT,
-                         env=env, stdout=logs, stderr=logs),
-        subprocess.Popen([*flask, "worker", "--threads", "4"], cwd=ROOT, env=env,
-                         stdout=logs, stderr=logs),
-        subprocess.Popen([sys.executable, "-m", "gunicorn", "--workers", "2",
-                          "--bind", f"127.0.0.1:{web_port}", "wsgi:app"], cwd=ROOT, env=env,
-                         stdout=logs, stderr=logs),
-    ]
-    url = f"http://127.0.0.1:{web_port}"
+    }
     try:
-        wait_until_healthy(url, tmp / "processes.log")
-        yield Stack(url=url, admin_email=email, admin_password=password,
-                    media=f"http://{media_host}")
+        with dashboard_processes(settings, tmp) as dashboard:
+            dashboard.flask("db", "upgrade", check=True)
+            printed = dashboard.flask("users", "bootstrap", check=True).stdout
+            email = re.search(r"email:\s+(\S+)", printed).group(1)
+            password = re.search(r"password:\s+(\S+)", printed).group(1)
+            dashboard.start_simulator("--callback-delay", "0.4")
+            dashboard.start_worker(threads=4)
+            dashboard.start_web("--workers", "2")
+            yield Stack(url=dashboard.url, admin_email=email, admin_password=password,
+                        media=f"http://{media_host}")
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.wait(timeout=15)
-        logs.close()
         media_server.shutdown()
         media_server.server_close()
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
+from ..helpers import url
 from .conftest import AXE, Stack
 
 STAFF_EMAIL = "casey@example.com"
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.e2e
 
 
 def log_in(page: Page, stack: Stack, email: str, password: str) -> None:
-    page.goto(stack.url + "/login")
+    page.goto(stack.url + url("auth.login"))
     page.get_by_label("Email").fill(email)
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Log in").click()
@@ -40,13 +41,13 @@ def check_accessibility(page: Page) -> None:
 
 
 def compose(page: Page, stack: Stack, recipients: str, media: list[str], text: str = "") -> None:
-    page.goto(stack.url + "/messages/new")
+    page.goto(stack.url + url("messages.compose"))
     page.get_by_label("To").fill(recipients)
     page.get_by_label("Message").fill(text)
-    for i, url in enumerate(media):
+    for i, address in enumerate(media):
         if i:
             page.get_by_role("button", name="Add another item").click()
-        page.locator("input[name=media]").nth(i).fill(url)
+        page.locator("input[name=media]").nth(i).fill(address)
     page.get_by_role("button", name="Send").click()
 
 
@@ -126,17 +127,17 @@ def test_history_filters_detail_and_export(page: Page, stack, staff_account):
 
 def test_logout_then_back_shows_no_private_page(page: Page, stack, staff_account):
     log_in(page, stack, staff_account, STAFF_PASSWORD)
-    page.goto(stack.url + "/messages")
+    page.goto(stack.url + url("messages.history"))
     log_out(page)
     page.go_back()
     expect(page.get_by_role("heading", name="Log in")).to_be_visible()
-    page.goto(stack.url + "/messages")
+    page.goto(stack.url + url("messages.history"))
     expect(page.get_by_role("heading", name="Log in")).to_be_visible()
 
 
 def test_compose_with_the_keyboard_only(page: Page, stack, staff_account):
     log_in(page, stack, staff_account, STAFF_PASSWORD)
-    page.goto(stack.url + "/messages/new")
+    page.goto(stack.url + url("messages.compose"))
     page.locator("body").focus()
     order = []
     for _ in range(15):
@@ -166,15 +167,16 @@ def test_compose_with_the_keyboard_only(page: Page, stack, staff_account):
 
 def test_pages_have_no_serious_accessibility_violations(page: Page, stack, staff_account):
     log_in(page, stack, stack.admin_email, stack.admin_password)
-    page.goto(stack.url + "/messages")
+    page.goto(stack.url + url("messages.history"))
     first = page.locator("tbody tr a").first
     detail = first.get_attribute("href") if first.count() else None
-    urls = ["/messages", "/messages/new", "/account/password", "/admin/users",
-            "/admin/users/1", "/messages?status=failed", "/no/such/page"]
+    urls = [url("messages.history"), url("messages.compose"), url("auth.change_password"),
+            url("auth.users"), url("auth.user_detail", user_id=1),
+            url("messages.history", status="failed"), "/no/such/page"]
     if detail:
         urls.append(detail)
-    for url in urls:
-        page.goto(stack.url + url)
+    for path in urls:
+        page.goto(stack.url + path)
         check_accessibility(page)
     log_out(page)
     check_accessibility(page)  # the login page

@@ -22,6 +22,7 @@ from webapp.messages import callbacks
 from webapp.models import Message, StatusEvent, User
 
 from ..conftest import PASSWORD, base_env, login
+from ..helpers import make_message, url
 from ..services import postgres_server, restart_postgres
 from ..test_history import (
     check_export_ends_with_every_row_once,
@@ -67,7 +68,7 @@ def test_the_first_request_after_a_restart_gets_a_working_connection(make_app, o
         accounts.create_user("amy@example.com", PASSWORD)
     client = app.test_client()
     assert login(client, "amy@example.com").status_code == 303
-    assert client.get("/messages").status_code == 200
+    assert client.get(url("messages.history")).status_code == 200
     with app.app_context():
         assert db.engine.pool.checkedin() == 1  # the connection the next request reuses
 
@@ -75,8 +76,8 @@ def test_the_first_request_after_a_restart_gets_a_working_connection(make_app, o
     time.sleep(0.3)  # idle for longer than PING_AFTER_IDLE_SECONDS
 
     # The app runs with TESTING, so a broken connection would raise here, not answer 500.
-    assert client.get("/messages").status_code == 200
-    assert client.get("/messages").status_code == 200
+    assert client.get(url("messages.history")).status_code == 200
+    assert client.get(url("messages.history")).status_code == 200
     with app.app_context():
         db.engine.dispose()
 
@@ -131,8 +132,7 @@ def test_any_order_of_callbacks_ends_in_the_right_state_on_postgresql(ledger_app
 
 def _sent_message(app: Flask, plivo_uuid: str) -> int:
     with app.app_context():
-        message = Message(created_by_id=1, idempotency_key=plivo_uuid, sender="+14155550100",
-                          recipient="+14155550123", text="hi", media=[])
+        message = make_message()
         db.session.add(message)
         db.session.commit()
         callbacks.record_uuid(message, plivo_uuid)

@@ -13,10 +13,11 @@ import pytest
 import requests
 from sqlalchemy import create_engine, text
 
+from ..helpers import csrf_token_in, url
+
 pytestmark = pytest.mark.stack
 
 PASSWORD = "a long stack password"
-TOKEN_RE = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
 KEY_RE = re.compile(r'name="idempotency_key" type="hidden" value="([^"]+)"')
 
 
@@ -24,8 +25,8 @@ def session_for(stack, email: str) -> requests.Session:
     created = stack.flask("users", "create", email, "--password-stdin", stdin=PASSWORD + "\n")
     assert created.returncode == 0, created.stderr
     browser = requests.Session()
-    token = TOKEN_RE.search(browser.get(stack.url + "/login").text).group(1)
-    response = browser.post(stack.url + "/login", allow_redirects=False,
+    token = csrf_token_in(browser.get(stack.url + url("auth.login")).text)
+    response = browser.post(stack.url + url("auth.login"), allow_redirects=False,
                             data={"csrf_token": token, "email": email, "password": PASSWORD})
     assert response.status_code == 303
     return browser
@@ -52,12 +53,12 @@ def test_two_hundred_messages_survive_killed_workers(production):
     browser = session_for(production, "bulk@example.com")
     numbers = [f"+1415555{n:04d}" for n in range(200, 400)]
     for batch in range(8):
-        page = with_retry(browser.get, production.url + "/messages/new").text
-        data = {"csrf_token": TOKEN_RE.search(page).group(1),
+        page = with_retry(browser.get, production.url + url("messages.compose")).text
+        data = {"csrf_token": csrf_token_in(page),
                 "idempotency_key": KEY_RE.search(page).group(1), "sender": "+14155550100",
                 "recipients": "\n".join(numbers[batch * 25:(batch + 1) * 25]),
                 "text": f"batch {batch}", "media": "https://example.com/a.jpg"}
-        response = with_retry(browser.post, production.url + "/messages/new", data=data)
+        response = with_retry(browser.post, production.url + url("messages.compose"), data=data)
         assert response.status_code == 303, response.text[:300]
         if batch == 3:
             # Mid-run: SIGKILL one web worker (gunicorn replaces it) and one queue
@@ -66,7 +67,7 @@ def test_two_hundred_messages_survive_killed_workers(production):
             victim = production.workers[0]
             victim.send_signal(signal.SIGKILL)
             victim.wait()
-            production.start_worker()
+            production.start_worker(threads=8)
 
     engine = create_engine(production.env["DATABASE_URL"])
     deadline = time.monotonic() + 90
@@ -101,11 +102,11 @@ def test_two_hundred_messages_survive_killed_workers(production):
 
 def test_send_limit_is_shared_by_every_web_worker(production):
     browser = session_for(production, "limited@example.com")
-    token = TOKEN_RE.search(browser.get(production.url + "/messages/new").text).group(1)
+    token = csrf_token_in(browser.get(production.url + url("messages.compose")).text)
     codes = Counter()
     for _ in range(100):
         forged = f"{random.randint(1, 223)}.{random.randint(0, 255)}.0.{random.randint(1, 254)}"
-        response = browser.post(production.url + "/messages/new", allow_redirects=False,
+        response = browser.post(production.url + url("messages.compose"), allow_redirects=False,
                                 data={"csrf_token": token, "recipients": ""},
                                 headers={"X-Forwarded-For": forged})
         codes[response.status_code] += 1
@@ -114,11 +115,11 @@ def test_send_limit_is_shared_by_every_web_worker(production):
 
 def test_login_limit_ignores_forged_forwarded_for(production):
     browser = requests.Session()
-    token = TOKEN_RE.search(browser.get(production.url + "/login").text).group(1)
+    token = csrf_token_in(browser.get(production.url + url("auth.login")).text)
     codes = Counter()
     for i in range(30):
         forged = f"203.0.113.{i + 1}"
-        response = browser.post(production.url + "/login", allow_redirects=False, data={
+        response = browser.post(production.url + url("auth.login"), allow_redirects=False, data={
             "csrf_token": token, "email": f"nobody{i}@example.com", "password": "wrong" * 3},
             headers={"X-Forwarded-For": forged})
         codes[response.status_code] += 1
