@@ -1,0 +1,208 @@
+"""What the benchmarks measure, each against its floor in the same run: history pages,
+status callbacks, compose while Plivo is slow, dispatch under Plivo's limit, memory."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import requests
+from sqlalchemy import bindparam, create_engine, text
+
+from tests.helpers import csrf_token_in, url
+from webapp.models import UTCDateTime
+from webapp.signatures import signed_headers
+
+from .deployments import Deployment, cursor_at, seed_messages
+from .load import WRK_COMPOSE, WRK_CYCLE, alternate, rss_mb, wrk
+
+
+@dataclass
+class Row:
+    setup: str
+    metric: str
+    value: float
+    unit: str
+    target: str = ""
+    ratio: float | None = None
+    passed: bool | None = None
+
+
+def floor_rows(dep: Deployment, floor: dict, alongside: str) -> list[Row]:
+    return [Row(dep.name, f"floor GET /livez (alternating with {alongside})", floor["rps"],
+                "req/s"),
+            Row(dep.name, "floor p99", floor["p99_ms"], "ms")]
+
+
+def measure_history(dep: Deployment, rows: list[Row], seconds: float, messages: int) -> None:
+    session = dep.login("history@example.com")
+    cookie = {"Cookie": session.cookie_header()}
+    seed_messages(dep.env["DATABASE_URL"], "history@example.com", messages)
+    deep_cursor = cursor_at(dep.env["DATABASE_URL"], messages * 9 // 10) or ""  # 90% back
+    got = alternate({
+        "floor": lambda s: wrk(dep.url + url("livez"), s, 16, ""),
+        "first": lambda s: wrk(dep.url + url("messages.history"), s, 16, "", headers=cookie),
+        "deep": lambda s: wrk(dep.url + url("messages.history", before=deep_cursor), s, 16, "",
+                              headers=cookie),
+    }, seconds)
+    floor, first, deep = got["floor"], got["first"], got["deep"]
+    rows.extend(floor_rows(dep, floor, "history"))
+    ratio = first["rps"] / floor["rps"]
+    rows.append(Row(dep.name, f"history first page ({messages:,} rows)", first["rps"], "req/s",
+                    ">= 0.15 x floor", ratio, ratio >= 0.15))
+    rows.append(Row(dep.name, "history first page p50 / p99", first["p99_ms"], "ms",
+                    f"p50 {first['p50_ms']:.1f} ms"))
+    deep_ratio = deep["p99_ms"] / first["p99_ms"]
+    rows.append(Row(dep.name, "history deep page (90% back) p99", deep["p99_ms"], "ms",
+                    "<= 1.2 x first page p99", deep_ratio, deep_ratio <= 1.2))
+    rows.append(Row(dep.name, "history deep page p50", deep["p50_ms"], "ms",
+                    f"first page p50 {first['p50_ms']:.1f} ms", deep["p50_ms"] / first["p50_ms"]))
+    errors = sum(r["non2xx"] + r["socket_errors"] for r in (first, deep))
+    rows.append(Row(dep.name, "history non-2xx", errors, "responses", "0", None, errors == 0))
+
+
+def measure_callbacks(dep: Deployment, rows: list[Row], seconds: float, messages: int) -> None:
+    dep.login("callbacks@example.com")
+    seed_messages(dep.env["DATABASE_URL"], "callbacks@example.com", messages, status="queued",
+                  uuid_prefix="bench-uuid-")
+    callback_path = url("webhooks.plivo_status")
+    signed_url = dep.env["PUBLIC_BASE_URL"] + callback_path
+    rng = random.Random(5)
+    callbacks = [(i, status, seq) for i in range(messages)
+                 for status, seq in (("sent", 2), ("delivered", 3))]
+    rng.shuffle(callbacks)  # out of order, as Plivo's retries make them
+    signed = []
+    for i, status, seq in callbacks:
+        params = {"MessageUUID": f"bench-uuid-{i}", "Status": status, "Sequence": str(seq),
+                  "ErrorCode": "", "To": f"1415555{2000 + i % 8000:04d}", "From": "14155550100",
+                  "Units": "1", "TotalAmount": "0.016"}
+        headers = signed_headers("POST", signed_url, params, dep.env["PLIVO_AUTH_TOKEN"],
+                                 str(rng.randrange(10**19, 10**20)))
+        signed.append(({k: v for k, v in headers.items() if "V3" in k}, params))
+    data = dep.tmp / "callbacks.tsv"
+    data.write_text("".join(
+        "|".join(f"{k}:{v}" for k, v in headers.items()) + "\t"
+        + "&".join(f"{k}={requests.utils.quote(v, safe='')}" for k, v in params.items()) + "\n"
+        for headers, params in signed))
+    sent = 0
+
+    def callbacks_slice(slice_seconds: float) -> dict:
+        nonlocal sent  # each slice goes on where the one before stopped (+ a margin)
+        got = wrk(dep.url + callback_path, slice_seconds, 16, WRK_CYCLE, str(data),
+                  str(sent))
+        sent += got["requests"] + 200
+        return got
+
+    got = alternate({"floor": lambda s: wrk(dep.url + url("livez"), s, 16, ""),
+                     "callbacks": callbacks_slice}, seconds)
+    floor, report = got["floor"], got["callbacks"]
+    rows.extend(floor_rows(dep, floor, "callbacks"))
+    # Then every callback once more, as Plivo's retries would: afterwards each
+    # message must be delivered and the ledger must hold each callback once.
+    def replay(item) -> int:
+        headers, params = item
+        return requests.post(dep.url + callback_path, data=params, headers=headers,
+                             timeout=30).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        replay_errors = sum(1 for code in pool.map(replay, signed) if code != 200)
+    engine = create_engine(dep.env["DATABASE_URL"])
+    with engine.connect() as conn:
+        not_delivered = conn.execute(text(
+            "SELECT count(*) FROM messages WHERE plivo_uuid LIKE 'bench-uuid-%' "
+            "AND status <> 'delivered'")).scalar_one()
+        ledger = conn.execute(text("SELECT count(*) FROM status_events WHERE plivo_uuid LIKE "
+                                   "'bench-uuid-%'")).scalar_one()
+    engine.dispose()
+    ratio = report["rps"] / floor["rps"]
+    rows.append(Row(dep.name, "status callbacks (V3-signed)", report["rps"], "req/s",
+                    ">= 0.25 x floor", ratio, ratio >= 0.25))
+    rows.append(Row(dep.name, "status callbacks p99", report["p99_ms"], "ms", "<= 100 ms", None,
+                    report["p99_ms"] <= 100))
+    errors = report["non2xx"] + report["socket_errors"]
+    rows.append(Row(dep.name, "status callbacks errors", errors, "responses", "0", None,
+                    errors == 0))
+    wrong = not_delivered + abs(ledger - len(callbacks)) + replay_errors
+    rows.append(Row(dep.name, "callbacks lost, doubled or misapplied", wrong, "",
+                    f"0 (of {len(callbacks):,})", None, wrong == 0))
+
+
+def measure_compose_with_slow_plivo(dep: Deployment, rows: list[Row], seconds: float) -> None:
+    session = dep.login("composer@example.com")
+    token = csrf_token_in(session.get(dep.url + url("messages.compose")).text)
+    cookie = session.cookie_header()  # now holding the CSRF secret
+    def compose(run_seconds: float) -> dict:
+        return wrk(dep.url + url("messages.compose"), run_seconds, 8, WRK_COMPOSE,
+                   headers={"Cookie": cookie}, env={"BENCH_CSRF": token})
+
+    compose(2)  # warm-up, not counted: each worker's first requests connect and compile
+    report = compose(seconds)
+    rows.append(Row(dep.name, "compose POST while Plivo answers in 2 s, p99", report["p99_ms"],
+                    "ms", "<= 100 ms", None, report["p99_ms"] <= 100))
+    rows.append(Row(dep.name, "compose POST p50", report["p50_ms"], "ms"))
+    rows.append(Row(dep.name, "compose POSTs", report["rps"], "req/s",
+                    f"non-2xx/3xx: {report['non2xx']}", None, report["non2xx"] == 0))
+
+
+def measure_dispatch(dep: Deployment, rows: list[Row], count: int) -> None:
+    dep.login("dispatch@example.com")
+    seed_messages(dep.env["DATABASE_URL"], "dispatch@example.com", count, status="pending")
+    engine = create_engine(dep.env["DATABASE_URL"])
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE messages SET attempts = 0, plivo_uuid = NULL, "
+                          "created_at = :old WHERE status = 'pending'").bindparams(
+                              bindparam("old", type_=UTCDateTime())),
+                     {"old": dt.datetime(2020, 1, 1, tzinfo=dt.UTC)})
+    started = time.time()
+    dep.flask("messages", "recover", "--older-than", "1")  # queues every pending message
+    deadline = started + max(120, count / 10)
+    while time.time() < deadline:
+        with engine.connect() as conn:
+            left = conn.execute(text("SELECT count(*) FROM messages WHERE status = 'pending'"
+                                     )).scalar_one()
+        if not left:
+            break
+        time.sleep(0.25)
+    with engine.connect() as conn:
+        outcome = dict(conn.execute(text("SELECT status, count(*) FROM messages m JOIN users u "
+                                         "ON u.id = m.created_by_id WHERE u.email = "
+                                         "'dispatch@example.com' GROUP BY status")).all())
+    engine.dispose()
+    sim = requests.get(dep.sim_url + "/__sim/requests", timeout=30).json()
+    times = sorted(sim["accepted_at"])
+    elapsed = (times[-1] - times[0]) if len(times) > 1 else 0.0
+    rate = (len(times) - 1) / elapsed if elapsed else 0.0
+    worst = max((sum(1 for t in times[i:] if t - start < 5.0) for i, start in enumerate(times)),
+                default=0)
+    failed = sum(v for k, v in outcome.items() if k not in ("queued", "sent", "delivered"))
+    rows.append(Row(dep.name, f"dispatch of {count:,} (Plivo limit 300 per 5 s)", rate, "msg/s",
+                    ">= 50 msg/s", None, rate >= 50))
+    rows.append(Row(dep.name, "busiest 5-second window", worst, "requests", "<= 300", None,
+                    worst <= 300))
+    rows.append(Row(dep.name, "messages failed (429s answered)", failed, "",
+                    f"0 ({sim['throttled']} throttled, retried)", None, failed == 0))
+
+
+def measure_memory(dep: Deployment, rows: list[Row], seconds: float) -> None:
+    """RSS of every web and queue worker during a mixed run, at the start and the end."""
+    session = dep.login("memory@example.com")
+    token = csrf_token_in(session.get(dep.url + url("messages.compose")).text)
+    cookie = session.cookie_header()  # now holding the CSRF secret
+    pids = dep.web_worker_pids() + [w.pid for w in dep.workers]
+    samples: dict[int, list[float]] = {pid: [] for pid in pids}
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        wrk(dep.url + url("messages.history"), min(5, seconds), 4, "", headers={"Cookie": cookie})
+        wrk(dep.url + url("messages.compose"), min(3, seconds), 2, WRK_COMPOSE,
+            headers={"Cookie": cookie}, env={"BENCH_CSRF": token})
+        for pid in pids:
+            samples[pid].append(rss_mb(pid))
+    peak = max(max(s) for s in samples.values())
+    growth = max(s[-1] - s[len(s) // 2] for s in samples.values())
+    rows.append(Row(dep.name, f"worker RSS after a {seconds:.0f} s mixed run (max of "
+                    f"{len(pids)})", peak, "MB", "<= 120 MB", None, peak <= 120))
+    rows.append(Row(dep.name, "RSS growth over the second half", growth, "MB",
+                    "not growing (<= 5 MB)", None, growth <= 5))
