@@ -68,3 +68,14 @@ def url(endpoint: str, **values: Any) -> str:
 
     with _routes_app().test_request_context():
         return url_for(endpoint, **values)
+
+
+def save_message(app, **fields: Any) -> int:
+    """make_message(**fields), committed in `app`'s database; returns its id."""
+    from webapp.extensions import db
+
+    with app.app_context():
+        message = make_message(**fields)
+        db.session.add(message)
+        db.session.commit()
+        return message.id

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from urllib.parse import parse_qs, urlsplit
 
 Params = Mapping[str, str | Iterable[str]]
@@ -67,10 +68,20 @@ def _matches(expected: str, header: str) -> bool:
     return found
 
 
+class SignatureScheme(StrEnum):
+    """Which signature proved a callback, as kept in the ledger (signature_scheme)."""
+
+    V3 = "v3"
+    MA_V3 = "ma-v3"  # the main account's signature, sending from a subaccount
+    V2 = "v2"
+    INVALID = "invalid"  # a signature was there and did not match
+    MISSING = "missing"  # no signature headers at all
+
+
 @dataclass(frozen=True)
 class Verdict:
     valid: bool
-    scheme: str  # "v3", "ma-v3", "v2", "invalid" or "missing"
+    scheme: SignatureScheme
     reason: str
 
 
@@ -88,24 +99,24 @@ def verify(method: str, url: str, params: Params, headers: Mapping[str, str], to
     v3_nonce = headers.get("X-Plivo-Signature-V3-Nonce")
     if v3 or ma_v3 or v3_nonce:
         if not v3_nonce:
-            return Verdict(False, "invalid", "V3 signature without its nonce")
+            return Verdict(False, SignatureScheme.INVALID, "V3 signature without its nonce")
         canonical = v3_canonical(method, url, params, v3_nonce)
         if v3 and _matches(sign(canonical, token), v3):
-            return Verdict(True, "v3", "V3 signature matches")
+            return Verdict(True, SignatureScheme.V3, "V3 signature matches")
         if ma_v3 and main_token and _matches(sign(canonical, main_token), ma_v3):
-            return Verdict(True, "ma-v3", "Ma-V3 signature matches")
-        return Verdict(False, "invalid", "V3 signature does not match")
+            return Verdict(True, SignatureScheme.MA_V3, "Ma-V3 signature matches")
+        return Verdict(False, SignatureScheme.INVALID, "V3 signature does not match")
     v2 = headers.get("X-Plivo-Signature-V2")
     ma_v2 = headers.get("X-Plivo-Signature-Ma-V2")
     v2_nonce = headers.get("X-Plivo-Signature-V2-Nonce")
     if (v2 or ma_v2) and v2_nonce:
         canonical = v2_canonical(url, v2_nonce)
         if v2 and _matches(sign(canonical, token), v2):
-            return Verdict(True, "v2", "V2 signature matches")
+            return Verdict(True, SignatureScheme.V2, "V2 signature matches")
         if ma_v2 and main_token and _matches(sign(canonical, main_token), ma_v2):
-            return Verdict(True, "v2", "Ma-V2 signature matches")
-        return Verdict(False, "invalid", "V2 signature does not match")
-    return Verdict(False, "missing", "no Plivo signature headers")
+            return Verdict(True, SignatureScheme.V2, "Ma-V2 signature matches")
+        return Verdict(False, SignatureScheme.INVALID, "V2 signature does not match")
+    return Verdict(False, SignatureScheme.MISSING, "no Plivo signature headers")
 
 
 def signed_headers(method: str, url: str, params: Params, token: str, nonce: str) -> dict[str, str]:

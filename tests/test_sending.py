@@ -1,0 +1,208 @@
+"""Compose: validation, idempotency, limits, and sends end to end through the live dashboard."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import func, select
+
+from webapp.extensions import db
+from webapp.messages import dispatch, sending
+from webapp.messages.forms import parse_recipients
+from webapp.models import Message
+
+from .conftest import PASSWORD, base_env, csrf_token, free_port, login, wait_for
+from .helpers import clean_environment, csrf_token_in, save_message, url
+
+ROOT = Path(__file__).resolve().parent.parent
+MEDIA = "https://example.com/picture.jpg"
+KEY_RE = re.compile(r'name="idempotency_key" type="hidden" value="([^"]+)"')
+
+def compose(client, recipients: str, media=(MEDIA,), text: str = "hello", key: str | None = None,
+            **extra):
+    page = client.get(url("messages.compose")).get_data(as_text=True)
+    key = key or KEY_RE.search(page).group(1)
+    data = {"csrf_token": csrf_token(client, url("messages.compose")), "idempotency_key": key,
+            "sender": "+14155550100", "recipients": recipients, "text": text,
+            "media": list(media), **extra}
+    return client.post(url("messages.compose"), data=data), key
+
+
+def count_messages(app) -> int:
+    with app.app_context():
+        return db.session.scalar(select(func.count()).select_from(Message))
+
+
+# ---- validation -----------------------------------------------------------------------------
+def test_numbers_are_normalised_and_deduplicated():
+    assert parse_recipients("(415) 555-0123, +1 415 555 0123\n604-555-0199;4155550124") == [
+        "+14155550123", "+16045550199", "+14155550124"]
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ("", "at least one"),
+    ("12", "not a valid phone number"),
+    ("hello", "not a phone number"),
+    ("+44 20 7183 8750", "only be sent to US and Canadian numbers"),
+    ("+61 2 9374 4000", "only be sent to US and Canadian numbers"),
+    ("(415) 555-0100", "sending number"),
+    (",".join(f"415555{n:04d}" for n in range(200, 226)), "at most 25"),
+    ("1" * 60, "not a phone number"),
+])
+def test_bad_recipients_are_refused_in_plain_words(raw, message):
+    with pytest.raises(ValueError, match=message):
+        parse_recipients(raw, "+14155550100")
+
+
+@pytest.mark.parametrize(("fields", "error"), [
+    ({"recipients": "+44 20 7183 8750"}, "only be sent to US and Canadian numbers"),
+    ({"text": "x" * 1601}, "at most 1600 characters"),
+    ({"media": [f"https://example.com/{i}.jpg" for i in range(11)]}, "at most 10 items"),
+    ({"media": ["http://example.com/a.jpg"]}, "must start with https://"),
+    ({"media": ["not a url"]}, "https:// address or a Plivo media ID"),
+    ({"media": []}, "at least one picture"),
+    ({"media": [MEDIA, MEDIA]}, "attached twice"),
+    ({"sender": "+19999999999"}, "Not a valid choice"),
+])
+def test_invalid_form_creates_nothing_and_keeps_input(app, client, login_as, fields, error):
+    login_as()
+    data = {"recipients": "(415) 555-0123", "text": "keep me", "media": [MEDIA], **fields}
+    response, _ = compose(client, **data)
+    body = response.get_data(as_text=True)
+    assert response.status_code == 400
+    assert error in body
+    assert "keep me" in body or "x" * 100 in body
+    assert count_messages(app) == 0
+
+
+def test_media_ids_are_accepted(app, client, login_as):
+    login_as()
+    media_id = "0b7a1d2c-3e4f-4a5b-8c6d-7e8f9a0b1c2d"
+    response, _ = compose(client, "(415) 555-0123", media=[media_id])
+    assert response.status_code == 303
+    with app.app_context():
+        assert db.session.scalars(select(Message)).one().media == [{"media_id": media_id}]
+
+
+def test_compose_requires_login(client):
+    response = client.get(url("messages.compose"))
+    assert response.status_code == 302 and url("auth.login") in response.headers["Location"]
+
+
+def test_per_user_send_limit(make_app, make_user):
+    app = make_app(SENDS_PER_MINUTE_PER_USER="2", PLIVO_API_URL="http://127.0.0.1:9",
+                   PLIVO_CONNECT_TIMEOUT_SECONDS="0.1")
+    client = app.test_client()
+    with app.app_context():
+        from webapp.auth.service import create_user
+
+        create_user("amy@example.com", PASSWORD)
+    login(client, "amy@example.com")
+    codes = [compose(client, "(415) 555-0123", text="")[0].status_code for _ in range(3)]
+    assert codes[:2] != [429, 429] and codes[2] == 429
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.dictionaries(
+    st.sampled_from(["recipients", "text", "sender", "idempotency_key", "media", "junk"]),
+    st.one_of(st.text(max_size=300), st.lists(st.text(max_size=80), max_size=12)),
+))
+def test_arbitrary_compose_input_never_gives_500(app, client, login_as, data):
+    if client.get(url("messages.compose")).status_code == 302:  # the first example logs in
+        login_as()
+    response = client.post(url("messages.compose"), data={
+        "csrf_token": csrf_token(client, url("messages.compose")), **data})
+    assert response.status_code in (303, 400, 429)
+
+
+# ---- end to end through the live dashboard ---------------------------------------------------
+@pytest.mark.integration
+def test_compose_sends_to_two_numbers_and_they_end_delivered(live, simulator, make_user):
+    import requests
+
+    sim, _ = simulator
+    make_user("amy@example.com")
+    browser = requests.Session()
+    page = browser.get(live.url + url("auth.login")).text
+    token = csrf_token_in(page)
+    browser.post(live.url + url("auth.login"), data={"csrf_token": token, "email": "amy@example.com",
+                                            "password": PASSWORD})
+    page = browser.get(live.url + url("messages.compose")).text
+    token = csrf_token_in(page)
+    key = KEY_RE.search(page).group(1)
+    data = {"csrf_token": token, "idempotency_key": key, "sender": "+14155550100",
+            "recipients": "(415) 555-0123\n(604) 555-0199", "text": "hello", "media": MEDIA}
+    first = browser.post(live.url + url("messages.compose"), data=data, allow_redirects=False)
+    again = browser.post(live.url + url("messages.compose"), data=data, allow_redirects=False)
+    assert first.status_code == again.status_code == 303
+    assert first.headers["Location"] == again.headers["Location"]
+    sent_page = live.url + first.headers["Location"]
+
+    def both_delivered() -> bool:
+        return browser.get(sent_page).text.count('data-status="delivered"') == 2
+
+    wait_for(both_delivered)
+    assert len(sim.requests) == 2  # the repeated post sent nothing
+    assert {r["dst"] for r in sim.requests} == {"14155550123", "16045550199"}
+    assert all(r["url"] == live.url + url("webhooks.plivo_status") for r in sim.requests)
+    with live.app.app_context():
+        rows = db.session.scalars(select(Message)).all()
+        assert len(rows) == 2 and all(len(r.events) == 3 for r in rows)
+    detail = browser.get(live.url + url("messages.detail", public_id=rows[0].public_id)).text
+    assert detail.count("Applied") == 3
+
+
+@pytest.mark.integration
+def test_callbacks_racing_the_send_answer_are_applied(live, simulator, make_user):
+    user = make_user()
+    message_id = save_message(live.app, created_by_id=user.id, recipient="+14155550001")
+    with live.app.app_context():
+        dispatch.dispatch_message(message_id)
+        row = db.session.get(Message, message_id)
+        assert row.status == "delivered"
+        assert len(row.events) == 3
+
+
+@pytest.mark.integration
+def test_worker_process_sends_a_queued_message(tmp_path, simulator, make_user):
+    """The queue on SQLite and a real `flask worker` in another process."""
+    sim, sim_url = simulator
+    env = clean_environment()
+    env.update(base_env(tmp_path, TASK_QUEUE_URL=f"sqlite:///{tmp_path}/tasks.sqlite3",
+                        PLIVO_API_URL=sim_url, DATABASE_URL=f"sqlite:///{tmp_path}/w.sqlite3",
+                        PUBLIC_BASE_URL=f"http://127.0.0.1:{free_port()}"))
+    from webapp import create_app
+
+    app = create_app(env)
+    with app.app_context():
+        db.create_all()
+        from webapp.auth.service import create_user
+
+        user = create_user("amy@example.com", PASSWORD)
+        rows, created = sending.create_messages(user, sending.Draft(
+            sender="+14155550100", recipients=["+14155550123"], text="hi",
+            media=[{"url": MEDIA}], idempotency_key="worker-test-key-1"))
+        assert created and rows[0].status == "pending"
+        message_id = rows[0].id
+    log = (tmp_path / "worker.log").open("w")
+    worker = subprocess.Popen([sys.executable, "-m", "flask", "--app", "wsgi", "worker",
+                               "--threads", "2"], cwd=ROOT, env=env, stdout=log, stderr=log)
+    try:
+        def accepted() -> bool:
+            with app.app_context():
+                db.session.expire_all()
+                return db.session.get(Message, message_id).plivo_uuid is not None
+
+        wait_for(accepted, timeout=30)
+    finally:
+        worker.terminate()
+        worker.wait(timeout=10)
+        log.close()
+    assert [r["dst"] for r in sim.requests] == ["14155550123"]
