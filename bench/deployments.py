@@ -61,6 +61,12 @@ class Deployment(Dashboard):
             raise RuntimeError(f"login as {email} failed: {answer.status_code}")
         return session
 
+    def composer(self, email: str) -> tuple[str, str]:
+        """A new account's session cookie and compose CSRF token, for wrk's compose script."""
+        session = self.login(email)
+        token = csrf_token_in(session.get(self.url + url("messages.compose")).text)
+        return session.cookie_header(), token  # the cookie now holds the CSRF secret
+
 
 @contextmanager
 def deployment(name: str, stack: ExitStack, database: str) -> Iterator[Deployment]:

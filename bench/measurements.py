@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import requests
 from sqlalchemy import bindparam, create_engine, text
 
-from tests.helpers import csrf_token_in, url
+from tests.helpers import url
 from webapp.models import UTCDateTime
 from webapp.signatures import signed_headers
 
@@ -131,9 +131,8 @@ def measure_callbacks(dep: Deployment, rows: list[Row], seconds: float, messages
 
 
 def measure_compose_with_slow_plivo(dep: Deployment, rows: list[Row], seconds: float) -> None:
-    session = dep.login("composer@example.com")
-    token = csrf_token_in(session.get(dep.url + url("messages.compose")).text)
-    cookie = session.cookie_header()  # now holding the CSRF secret
+    cookie, token = dep.composer("composer@example.com")
+
     def compose(run_seconds: float) -> dict:
         return wrk(dep.url + url("messages.compose"), run_seconds, 8, WRK_COMPOSE,
                    headers={"Cookie": cookie}, env={"BENCH_CSRF": token})
@@ -188,9 +187,7 @@ def measure_dispatch(dep: Deployment, rows: list[Row], count: int) -> None:
 
 def measure_memory(dep: Deployment, rows: list[Row], seconds: float) -> None:
     """RSS of every web and queue worker during a mixed run, at the start and the end."""
-    session = dep.login("memory@example.com")
-    token = csrf_token_in(session.get(dep.url + url("messages.compose")).text)
-    cookie = session.cookie_header()  # now holding the CSRF secret
+    cookie, token = dep.composer("memory@example.com")
     pids = dep.web_worker_pids() + [w.pid for w in dep.workers]
     samples: dict[int, list[float]] = {pid: [] for pid in pids}
     end = time.monotonic() + seconds
