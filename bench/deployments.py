@@ -78,7 +78,7 @@ def deployment(name: str, stack: ExitStack, database: str) -> Iterator[Deploymen
         "APP_ENV": "production", "SECRET_KEY": "bench-" + "k" * 40,
         "PLIVO_AUTH_ID": BENCH_AUTH_ID, "PLIVO_AUTH_TOKEN": BENCH_AUTH_TOKEN,
         "PLIVO_SENDER_NUMBERS": "+14155550100", "PUBLIC_BASE_URL": "https://mms.bench.example",
-        "MEDIA_PROBE": "off", "LOG_LEVEL": "warning", "SENDS_PER_MINUTE_PER_USER": "10000",
+        "MEDIA_PROBE": "off", "LOG_LEVEL": "warning", "SENDS_PER_MINUTE_PER_USER": "1000000",
         "TASK_QUEUE_URL": f"sqlite:///{tmp}/tasks.db",
         "DATABASE_URL": f"sqlite:///{tmp}/bench.sqlite3",
     }

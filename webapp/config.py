@@ -271,7 +271,7 @@ def load_settings(env: Mapping[str, str] | None = None, instance_path: Path | No
         # counted 5 s apart can arrive closer together (290 let 301 arrive in 5 s).
         send_rate_per_5s=_int(env, "SEND_RATE_PER_5S", 280, 1, 300),
         send_max_in_flight=_int(env, "SEND_MAX_IN_FLIGHT", 10, 1, 100),
-        sends_per_minute_per_user=_int(env, "SENDS_PER_MINUTE_PER_USER", 30, 1, 10_000),
+        sends_per_minute_per_user=_int(env, "SENDS_PER_MINUTE_PER_USER", 30, 1, 1_000_000),
         # The simulator fetches no media and sandbox machines may have no network.
         media_probe=_flag(env, "MEDIA_PROBE", not sandbox),
         media_probe_allow_hosts=allow_hosts,
