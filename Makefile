@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 FLASK  := $(BIN)/flask --app wsgi
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run install install-dev db test lint bench bench-smoke clean
+.PHONY: run install install-dev db test lint audit bench bench-smoke clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ run: db
 lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports --no-cache
+
+# Known vulnerabilities in the pinned dependencies (pip-audit); skipped, saying so, where
+# PyPI's advisory data cannot be reached.
+audit:
+	PYTHON=$(PYTHON) scripts/audit.sh
 
 test: install-dev lint
 	scripts/install-test-deps.sh

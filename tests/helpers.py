@@ -79,3 +79,30 @@ def save_message(app, **fields: Any) -> int:
         db.session.add(message)
         db.session.commit()
         return message.id
+
+
+def wrong_passwords_at_once(base_url: str, email: str, count: int) -> list[int]:
+    """`count` browsers, each with its own session and CSRF token, post a wrong password
+    for `email` at the same moment; the status codes they got, in no order."""
+    import threading
+
+    import requests
+
+    login = base_url + url("auth.login")
+    browsers = [requests.Session() for _ in range(count)]
+    tokens = [csrf_token_in(browser.get(login, timeout=10).text) for browser in browsers]
+    start = threading.Barrier(count)
+    codes: list[int] = []
+
+    def guess(browser, token) -> None:
+        start.wait()
+        codes.append(browser.post(login, timeout=30, data={
+            "csrf_token": token, "email": email, "password": "wrong password!!"}).status_code)
+
+    threads = [threading.Thread(target=guess, args=pair)
+               for pair in zip(browsers, tokens, strict=True)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return codes

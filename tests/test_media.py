@@ -64,6 +64,7 @@ def fake_dns(host: str, port: int) -> list[str]:
         "rebind.example": ["93.184.216.34", "127.0.0.1"],
         "metadata.example": ["169.254.169.254"],
         "v6-local.example": ["fd12:3456::1"],
+        "nat64.example": ["64:ff9b::7f00:1"],
         "public.example": ["93.184.216.34"],
     }
     return table[host] if host in table else system_resolver(host, port)
@@ -85,6 +86,13 @@ SSRF_URLS = [
     "https://metadata.example/a.jpg", "https://v6-local.example/a.jpg",
     "http://public.example/a.jpg", "https://user:pass@public.example/a.jpg",
     "ftp://public.example/a.jpg", "https://public.example:99999/a.jpg",
+    # IPv4 hidden in IPv6, which a NAT64 or SIIT translator on the way would reach
+    # (169.254.169.254 through NAT64 once reached a listener).
+    "https://[64:ff9b::7f00:1]:{port}/a.jpg", "https://[64:ff9b::a9fe:a9fe]/a.jpg",
+    "https://[64:ff9b:1::a00:1]/a.jpg", "https://[::7f00:1]:{port}/a.jpg",
+    "https://[::ffff:0:7f00:1]:{port}/a.jpg", "https://[::ffff:0:a9fe:a9fe]/a.jpg",
+    "https://[2002:a9fe:a9fe::1]/a.jpg", "https://[2001:0:4136:e378:8000:63bf:80ff:fffe]/a.jpg",
+    "https://nat64.example:{port}/a.jpg",
 ]
 
 
@@ -94,6 +102,66 @@ def test_ssrf_targets_are_refused_without_connecting(listener, template):
     with pytest.raises(MediaRefused):
         probe_media_url(url, resolver=fake_dns, timeout=0.5)
     assert listener.connections == 0
+
+
+@pytest.mark.parametrize(("address", "public"), [
+    ("64:ff9b::808:808", True), ("64:ff9b::a9fe:a9fe", False), ("64:ff9b:1::808:808", False),
+    ("2002:808:808::1", True), ("2002:c0a8:101::1", False), ("::ffff:8.8.8.8", False),
+    ("::808:808", False), ("2001:0:4136:e378:8000:63bf:3fff:fdd2", False),
+    ("2606:4700:4700::1111", True), ("8.8.8.8", True), ("192.0.0.9", False),
+    ("192.31.196.1", False), ("100.100.100.100", False), ("fe80::1%eth0", False),
+])
+def test_which_addresses_count_as_the_public_internet(address, public):
+    """Our own table of special ranges, not Python 3.11's is_global alone (CVE-2024-4032),
+    and every IPv4 address an IPv6 one carries checked again."""
+    from webapp.messages.public_addresses import is_public
+
+    assert is_public(address) is public
+
+
+def test_the_probe_has_one_deadline_for_a_server_that_answers_a_byte_at_a_time():
+    """A read timeout alone let a server sending one header byte every 0.5 s hold a
+    compose request for 20 s with a 1-second setting."""
+    import time
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+    host = f"127.0.0.1:{server.getsockname()[1]}"
+    stop = threading.Event()
+
+    def trickle() -> None:
+        conn, _ = server.accept()
+        with conn:
+            for byte in b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\n" * 20:
+                if stop.wait(0.5):
+                    return
+                try:
+                    conn.sendall(bytes([byte]))
+                except OSError:
+                    return
+
+    threading.Thread(target=trickle, daemon=True).start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(MediaRefused, match="took longer than 1 s"):
+            probe_media_url(f"http://{host}/slow.jpg", allow_hosts=frozenset({host}),
+                            timeout=1.0)
+        assert time.monotonic() - started < 5  # the deadline, not 20 s of trickle
+    finally:
+        stop.set()
+        server.close()
+
+
+def test_a_slow_dns_answer_counts_against_the_deadline():
+    import time
+
+    def slow_dns(host: str, port: int) -> list[str]:
+        time.sleep(3)
+        return ["93.184.216.34"]
+
+    with pytest.raises(MediaRefused, match="took longer"):
+        probe_media_url("https://slow.example/a.jpg", resolver=slow_dns, timeout=0.5)
 
 
 # ---- a real media server on loopback ---------------------------------------------------------

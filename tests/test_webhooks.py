@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from sqlalchemy import func, select
 
@@ -34,10 +36,18 @@ def form(status: str, sequence: int, uuid: str = "uuid-1", **extra) -> dict[str,
             **extra}
 
 
+_nonces = itertools.count(10**19)
+
+
 def post_signed(client, data: dict, token: str = SANDBOX_AUTH_TOKEN, url: str = PUBLIC_URL,
-                nonce: str = "12345678901234567890", query: str = ""):
-    headers = signed_headers("POST", url + query, data, token, nonce)
-    return client.post(CALLBACK_PATH + query, data=data, headers=headers)
+                nonce: str | None = None, query: str = "", only: str | None = None,
+                **headers_too: str):
+    """POST a callback signed as Plivo signs it, with a fresh nonce unless given.
+    `only="V2"` or `only="V3"` keeps just that scheme's headers."""
+    headers = signed_headers("POST", url + query, data, token, nonce or str(next(_nonces)))
+    if only:
+        headers = {k: v for k, v in headers.items() if f"-{only}" in k}
+    return client.post(CALLBACK_PATH + query, data=data, headers={**headers, **headers_too})
 
 
 def state(app, message_id: int) -> tuple[str, int]:
@@ -144,14 +154,17 @@ def test_callback_before_the_uuid_is_kept_then_applied(app, client, make_user):
         assert all(e.message_id == row.id for e in db.session.scalars(select(StatusEvent)))
 
 
-def test_get_callbacks_are_verified_too(app, client, message):
-    data = form("sent", 2)
+def test_get_and_head_are_not_callbacks(app, client, message):
+    """The dashboard always asks Plivo for POST callbacks; anything else is a 405 that
+    reaches no table (it used to be a 500: a HEAD tried to write)."""
     from urllib.parse import urlencode
 
-    query = "?" + urlencode(data)
+    query = "?" + urlencode(form("sent", 2))
     headers = signed_headers("GET", PUBLIC_URL + query, {}, SANDBOX_AUTH_TOKEN, "1" * 20)
-    assert client.get(CALLBACK_PATH + query, headers=headers).status_code == 200
-    assert state(app, message)[0] == "sent"
+    for method in ("GET", "HEAD", "PUT", "DELETE"):
+        response = client.open(CALLBACK_PATH + query, method=method, headers=headers)
+        assert response.status_code == 405, method
+    assert state(app, message) == ("queued", 0)
 
 
 def test_webhook_needs_no_login_or_csrf_and_is_not_throttled(app, client, message):
@@ -184,3 +197,166 @@ def test_concurrent_callbacks_cannot_overwrite_each_other(app, message):
             event.remove(db.engine, "before_cursor_execute", concurrent_writer)
     assert fired and outcome == "recorded"
     assert state(app, message) == ("delivered", 1)
+
+
+# ---- nonces: each bound to the body it first came with -------------------------------------
+def test_a_captured_v2_signature_cannot_carry_another_body(app, client, message):
+    """A V2 signature covers the URL and the nonce, not the body: replayed with another
+    body it once turned a delivered message into failed/900."""
+    assert post_signed(client, form("delivered", 3), nonce="1" * 20).status_code == 200
+    delivered = form("delivered", 3)
+    v2 = {k: v for k, v in signed_headers("POST", PUBLIC_URL, delivered, SANDBOX_AUTH_TOKEN,
+                                          "2" * 20).items() if "V2" in k}
+    first = client.post(CALLBACK_PATH, data=delivered, headers=v2)
+    assert first.status_code == 200 and first.json["result"] == "unconfirmed"
+    again = client.post(CALLBACK_PATH, data=delivered, headers=v2)  # the same: a retry
+    assert again.status_code == 200 and again.json["result"] == "duplicate"
+    forged = client.post(CALLBACK_PATH, data=form("failed", 9, ErrorCode="900"), headers=v2)
+    assert forged.status_code == 403
+    assert state(app, message)[0] == "delivered"
+    with app.app_context():
+        v2_rows = db.session.scalars(select(StatusEvent).where(
+            StatusEvent.signature_scheme == "v2")).all()
+        held = [(e.status, e.accepted, e.applied) for e in v2_rows if "_refused" not in e.payload]
+        refused = [e.payload["_refused"] for e in v2_rows if "_refused" in e.payload]
+        assert held == [("delivered", False, False)]  # kept, awaiting Plivo's word
+        assert refused == ["replayed nonce from 127.0.0.1"]
+
+
+def test_a_v3_nonce_with_another_body_is_refused_and_the_same_body_is_a_duplicate(
+        app, client, message):
+    assert post_signed(client, form("sent", 2), nonce="3" * 20).status_code == 200
+    same = post_signed(client, form("sent", 2), nonce="3" * 20)
+    assert same.status_code == 200 and same.json["result"] == "duplicate"
+    other = post_signed(client, form("failed", 9, ErrorCode="900"), nonce="3" * 20)
+    assert other.status_code == 403
+    assert state(app, message)[0] == "sent"
+    with app.app_context():
+        accepted = db.session.scalars(select(StatusEvent).where(StatusEvent.accepted)).all()
+        assert [e.status for e in accepted] == ["sent"]
+
+
+@pytest.mark.parametrize("v3_value", ["", "  ", "bm90IGl0"])
+def test_a_v3_header_that_is_present_is_checked_even_empty(app, client, message, v3_value):
+    """An empty X-Plivo-Signature-V3 used to count as "no V3" and fall back to V2."""
+    response = post_signed(client, form("failed", 9), only="V2",
+                           **{"X-Plivo-Signature-V3": v3_value})
+    assert response.status_code == 403
+    assert state(app, message)[0] == "queued"
+    with app.app_context():
+        assert not db.session.scalars(select(StatusEvent).where(StatusEvent.accepted)).all()
+
+
+def test_old_nonces_are_forgotten_after_48_hours(app, client, message):
+    from datetime import timedelta
+
+    from webapp.messages.callback_guard import forget_expired
+    from webapp.models import WebhookNonce, utcnow
+
+    assert post_signed(client, form("sent", 2)).status_code == 200
+    with app.app_context():
+        assert forget_expired()["nonces forgotten"] == 0
+        assert forget_expired(utcnow() + timedelta(hours=49))["nonces forgotten"] == 1
+        assert db.session.scalar(select(func.count()).select_from(WebhookNonce)) == 0
+
+
+# ---- refused callbacks cannot fill the database ----------------------------------------------
+def test_refused_callbacks_are_counted_and_only_a_few_kept(app, client, message):
+    from webapp.messages.callback_guard import SAMPLES_PER_SOURCE_HOUR, refused_counts
+
+    big = form("delivered", 3, Padding="x" * 10_000)
+    for _ in range(20):
+        assert client.post(CALLBACK_PATH, data=big).status_code == 403
+    with app.app_context():
+        kept = db.session.scalars(select(StatusEvent)).all()
+        assert len(kept) == SAMPLES_PER_SOURCE_HOUR
+        assert all(len(str(e.payload)) < 3000 and not e.accepted for e in kept)
+        [count] = refused_counts("127.0.0.1")
+        assert (count.reason, count.count) == ("no signature", 20)
+    assert state(app, message)[0] == "queued"
+
+
+def test_unsigned_traffic_is_throttled_per_source_address(app, client, message):
+    from webapp.messages.callback_guard import REFUSED_PER_MINUTE
+
+    codes = [client.post(CALLBACK_PATH, data=form("sent", 2)).status_code
+             for _ in range(REFUSED_PER_MINUTE.amount + 5)]
+    assert codes.count(403) == REFUSED_PER_MINUTE.amount and codes[-1] == 429
+    other = client.post(CALLBACK_PATH, data=form("sent", 2),
+                        environ_overrides={"REMOTE_ADDR": "192.0.2.9"})
+    assert other.status_code == 403  # another address has its own share
+    assert post_signed(client, form("sent", 2)).status_code == 200  # Plivo is never throttled
+
+
+def test_a_chunked_body_over_the_limit_is_cut_off_and_nothing_is_stored(app, client, message):
+    """Without Content-Length the limit applies to the bytes read (a 200 KB chunked body
+    was once stored whole)."""
+    import io
+
+    body = ("MessageUUID=uuid-1&Status=sent&Padding=" + "x" * 200_000).encode()
+    response = client.post(CALLBACK_PATH, input_stream=io.BytesIO(body),
+                           content_type="application/x-www-form-urlencoded",
+                           environ_overrides={"wsgi.input_terminated": True})
+    assert response.status_code == 413
+    assert state(app, message) == ("queued", 0)
+
+
+@pytest.mark.parametrize("odd", [
+    {"Units": "²"}, {"Units": "9" * 400}, {"TotalAmount": "abc"},
+    {"TotalAmount": "1" * 30}, {"TotalAmount": "-0.5"}, {"QueuedTime": "9999-99-99 99:99:99"},
+    {"SentTime": "x" * 400}, {"ErrorCode": "\u0663\u0660"},
+])
+def test_signed_callbacks_with_odd_numbers_keep_them_in_the_ledger_only(app, client, message,
+                                                                       odd):
+    response = post_signed(client, form("sent", 2, **odd))
+    assert response.status_code == 200
+    with app.app_context():
+        row = db.session.get(Message, message)
+        assert row.status == "sent"
+        event = db.session.scalars(select(StatusEvent)).one()
+        assert all(event.payload[key] == value[:500] for key, value in odd.items())
+        if "Units" in odd:
+            assert row.units is None
+        if "TotalAmount" in odd:
+            assert row.total_amount is None
+
+
+@pytest.mark.parametrize("sequence", ["²", "\u0661", "9" * 400, "-1", "1e3"])
+def test_a_sequence_that_is_not_ascii_digits_is_a_400(app, client, message, sequence):
+    assert post_signed(client, form("sent", sequence)).status_code == 400
+    assert state(app, message) == ("queued", 0)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("plivo_says", "ends"), [
+    ("delivered", "delivered"),  # confirmed: applied
+    ("failed", "queued"),  # contradicted: kept, never applied
+])
+def test_a_v2_only_callback_waits_for_plivo_to_confirm_it(live, simulator, make_user,
+                                                         plivo_says, ends):
+    """V2 proves nothing about the body, so Plivo's Message API (the real SDK against the
+    simulator) is asked before a V2-only callback changes a message."""
+    import requests
+
+    from webapp.plivo_simulator import SimulatedMessage
+
+    from .helpers import save_message
+
+    sim, _ = simulator
+    user = make_user()
+    message_id = save_message(live.app, created_by_id=user.id, plivo_uuid="v2-uuid",
+                              status="queued", status_sequence=1)
+    sim.messages["v2-uuid"] = SimulatedMessage(
+        uuid="v2-uuid", src="14155550100", dst="14155550123", text="", media_urls=[],
+        media_ids=[], url=None, method="POST", state=plivo_says)
+    data = form("delivered", 3, uuid="v2-uuid")
+    headers = {k: v for k, v in signed_headers("POST", live.url + CALLBACK_PATH, data,
+                                                  SANDBOX_AUTH_TOKEN, "4" * 20).items()
+               if "V2" in k}
+    answer = requests.post(live.url + CALLBACK_PATH, data=data, headers=headers, timeout=10)
+    assert answer.status_code == 200 and answer.json()["result"] == "unconfirmed"
+    with live.app.app_context():  # the queue runs inline in this suite
+        row = db.session.get(Message, message_id)
+        assert row.status == ends
+        schemes = sorted(e.signature_scheme for e in db.session.scalars(select(StatusEvent)))
+    assert schemes == (["v2", "v2-confirmed"] if ends == "delivered" else ["v2"])

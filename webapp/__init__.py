@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,6 +20,16 @@ from .extensions import csrf, db, limiter, login_manager, migrate
 __all__ = ["ConfigError", "create_app"]
 
 ROOT = Path(__file__).resolve().parent.parent
+# The interpreter the project supports (.python-version, requires-python). The media
+# probe's address checks carry their own table of special ranges, so no patch release of
+# ipaddress (whose is_global was wrong before 3.11.10, CVE-2024-4032) is relied on.
+MIN_PYTHON = (3, 11)
+
+
+def check_python(version: tuple[int, ...] = tuple(sys.version_info[:3])) -> None:
+    if version[:2] < MIN_PYTHON:
+        raise ConfigError(f"Python {'.'.join(map(str, MIN_PYTHON))} or newer is needed "
+                          f"(this is {'.'.join(map(str, version))}).")
 
 
 @event.listens_for(Engine, "connect")
@@ -63,6 +74,7 @@ def _ping_connections_after_idle(engine: Engine) -> None:
 
 def create_app(config: Mapping[str, str] | None = None) -> Flask:
     """Build the app. `config` replaces the process environment (tests pass their own)."""
+    check_python()
     app = Flask(
         __name__,
         template_folder=str(ROOT / "templates"),
@@ -93,10 +105,12 @@ def create_app(config: Mapping[str, str] | None = None) -> Flask:
     login_manager.init_app(app)
 
     from . import tasks
+    from .messages.callback_guard import confirm_v2_callback, forget_expired
     from .messages.dispatch import dispatch_message, recover_stalled
 
-    tasks.init_app(app, tasks.Handlers(dispatch_message=dispatch_message,
-                                       recover_stalled=recover_stalled))
+    tasks.init_app(app, tasks.Handlers(
+        dispatch_message=dispatch_message, recover_stalled=recover_stalled,
+        confirm_callback=confirm_v2_callback, forget_expired=forget_expired))
 
     from .auth import bp as auth_bp
     from .messages import bp as messages_bp

@@ -62,7 +62,10 @@ def init_app(app: Flask) -> None:
     def http_error(exc: HTTPException):
         if exc.code is None or exc.code >= 500:
             db.session.rollback()
-        return render_error(exc.code or 500)
+            return render_error(exc.code or 500)
+        # Our own abort(code, "why") says why; Werkzeug's stock wording does not.
+        own = exc.description if exc.description != type(exc).description else None
+        return render_error(exc.code, own)
 
     @app.errorhandler(InternalServerError)
     def server_error(_exc):

@@ -161,3 +161,34 @@ class StatusEvent(db.Model):
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     message: Mapped[Message | None] = relationship(back_populates="events")
+
+
+class WebhookNonce(db.Model):
+    """Each signature nonce seen on a verified callback, bound to the body it came with.
+
+    A signature proves the body only as far as its scheme covers it (V2 covers none of
+    it), so a captured nonce must not authorise another body: the same nonce with the
+    same body is a retry, with another body a replay. Kept 48 hours (callbacks.forget_expired).
+    """
+
+    __tablename__ = "webhook_nonces"
+
+    nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
+    body_sha256: Mapped[str] = mapped_column(String(64))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class RefusedCallbackCount(db.Model):
+    """Refused status callbacks counted per source address, hour and reason. Only the
+    first few of each hour are kept whole (as refused ledger rows); the rest only count,
+    so unsigned traffic cannot grow the database faster than one row per source an hour."""
+
+    __tablename__ = "refused_callback_counts"
+    __table_args__ = (UniqueConstraint("source", "hour", "reason",
+                                       name="uq_refused_callback_counts"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source: Mapped[str] = mapped_column(String(45))
+    hour: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    reason: Mapped[str] = mapped_column(String(32))
+    count: Mapped[int] = mapped_column(Integer, default=0)

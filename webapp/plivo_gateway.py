@@ -57,6 +57,23 @@ class GatewayConfig:
     connect_timeout: float = 3.0
     read_timeout: float = 10.0
 
+    @classmethod
+    def from_settings(cls, settings) -> GatewayConfig:
+        """From the app's Settings (its plivo_* fields)."""
+        return cls(auth_id=settings.plivo_auth_id, auth_token=settings.plivo_auth_token,
+                   api_url=settings.plivo_api_url,
+                   connect_timeout=settings.plivo_connect_timeout_seconds,
+                   read_timeout=settings.plivo_read_timeout_seconds)
+
+
+@dataclass(frozen=True)
+class PlivoMessage:
+    """What Plivo's Message API says of a message now."""
+
+    uuid: str
+    state: str  # queued, sent, delivered, undelivered, failed, rejected, read, ...
+    error_code: str | None
+
 
 _local = threading.local()
 
@@ -146,6 +163,22 @@ def send_mms(config: GatewayConfig, *, src: str, dst: str, text: str, media_urls
         reason = f"Plivo refused the number {invalid[0]}." if invalid else "Plivo sent no id."
         raise PlivoRejected(reason, status=state.last_response and state.last_response.status_code)
     return str(uuids[0])
+
+
+def get_message(config: GatewayConfig, plivo_uuid: str) -> PlivoMessage:
+    """Plivo's current record of one message (GET /Message/{uuid}/). Raises
+    PlivoRetryable when Plivo could not answer, PlivoRejected for a 4xx (404 included)."""
+    client, state = _client(config)
+    try:
+        message = client.messages.get(plivo_uuid)
+    except requests.RequestException as exc:  # a lookup changes nothing: always safe to repeat
+        raise PlivoRetryable("Could not reach Plivo's Message API.") from exc
+    except plivo.exceptions.PlivoRestError as exc:
+        raise _classify(exc, state.last_response) from exc
+    code = str(getattr(message, "error_code", "") or "")
+    return PlivoMessage(uuid=str(getattr(message, "message_uuid", plivo_uuid)),
+                        state=str(getattr(message, "message_state", "") or "").lower(),
+                        error_code=code if code not in ("", "000", "0") else None)
 
 
 def _classify(exc: plivo.exceptions.PlivoRestError, response: requests.Response | None

@@ -87,6 +87,8 @@ class SimulatedMessage:
     media_ids: list[str]
     url: str | None
     method: str
+    state: str = "queued"
+    error_code: str = ""
     callbacks: list[dict] = field(default_factory=list)
 
 
@@ -134,6 +136,7 @@ class PlivoSimulator:
             return None
 
         app.post(f"{prefix}/Message/")(self._send)
+        app.get(f"{prefix}/Message/<message_uuid>/")(self._get_message)
 
         @app.get("/__sim/requests")
         def recorded():
@@ -208,6 +211,18 @@ class PlivoSimulator:
         return jsonify(api_id=str(uuid.uuid4()), message="message(s) queued",
                        message_uuid=[message.uuid]), 202
 
+    def _get_message(self, auth_id: str, message_uuid: str):
+        """Plivo's Message API: the message's state now (the dashboard confirms V2-signed
+        callbacks with it)."""
+        message = self.messages.get(message_uuid)
+        if message is None:
+            return self._error(404, "not found")
+        return jsonify(
+            api_id=str(uuid.uuid4()), message_uuid=message.uuid, message_state=message.state,
+            message_type="mms", message_direction="outbound", from_number=message.src,
+            to_number=message.dst, error_code=message.error_code or "000", units=1,
+            total_amount="0.01600", total_rate="0.01600")
+
     # ---- status callbacks ------------------------------------------------------------
     def _run_callbacks(self, message: SimulatedMessage, delay: float | None = None) -> None:
         delay = self.callback_delay if delay is None else delay
@@ -216,7 +231,8 @@ class PlivoSimulator:
         for sequence, status in enumerate(path, start=1):
             if self._stopped.wait(delay):
                 return
-            self.post_callback(message, status, sequence, error_code if status == final else "")
+            message.state, message.error_code = status, error_code if status == final else ""
+            self.post_callback(message, status, sequence, message.error_code)
 
     def callback_params(self, message: SimulatedMessage, status: str, sequence: int,
                         error_code: str = "") -> dict[str, str]:

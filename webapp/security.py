@@ -1,10 +1,60 @@
-"""Response headers and safe redirects."""
+"""Request and response hygiene: input no database can store refused at the door,
+bounded ids in URLs, response headers, and safe redirects."""
 
 from __future__ import annotations
 
 from urllib.parse import unquote, urlsplit
 
-from flask import Flask, request
+from flask import Flask, abort, current_app, request
+from werkzeug.routing import IntegerConverter
+
+# PostgreSQL's integer columns hold at most this; a larger id in a URL is a 404, not an
+# overflow in the database driver.
+MAX_ID = 2**31 - 1
+
+
+class BoundedIntConverter(IntegerConverter):
+    """`<int:...>` in every route, capped at what an id column can hold."""
+
+    def __init__(self, url_map, fixed_digits: int = 0, min: int | None = 0,
+                 max: int | None = MAX_ID, signed: bool = False) -> None:
+        super().__init__(url_map, fixed_digits=fixed_digits, min=min, max=max, signed=signed)
+
+
+def body_limit(max_bytes: int):
+    """A view's own cap on the bytes of its request body, smaller than MAX_CONTENT_LENGTH.
+    Applied before anything reads the body, and enforced on the bytes actually read, so a
+    chunked body without Content-Length is cut off too (413)."""
+
+    def mark(view):
+        view.max_body_bytes = max_bytes
+        return view
+
+    return mark
+
+
+def apply_body_limit() -> None:
+    view = current_app.view_functions.get(request.endpoint or "")
+    limit = getattr(view, "max_body_bytes", None)
+    if limit is not None:
+        request.max_content_length = limit
+
+
+def _has_nul(values) -> bool:
+    return any("\x00" in key or any("\x00" in value for value in values.getlist(key))
+               for key in values)
+
+
+def refuse_nul_bytes() -> None:
+    """NUL in the path, a query or a form value: 400 for the whole app at once. PostgreSQL
+    cannot store NUL in text, so such a value would fail deep inside a query (a 500) after
+    the request had half run; no person types one."""
+    if "\x00" in request.path or _has_nul(request.args):
+        abort(400, "The request contains a NUL character.")
+    if request.method in ("POST", "PUT", "PATCH") and (
+            _has_nul(request.form)
+            or any("\x00" in (f.filename or "") for f in request.files.values())):
+        abort(400, "The request contains a NUL character.")
 
 CSP = (
     "default-src 'self'; "
@@ -18,7 +68,12 @@ CSP = (
 
 
 def init_app(app: Flask) -> None:
+    """Call before any blueprint is registered: the int converter applies to routes as
+    they are added."""
     production = app.extensions["settings"].production
+    app.url_map.converters["int"] = BoundedIntConverter
+    app.before_request(apply_body_limit)
+    app.before_request(refuse_nul_bytes)
 
     @app.after_request
     def set_security_headers(response):

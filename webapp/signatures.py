@@ -74,6 +74,7 @@ class SignatureScheme(StrEnum):
     V3 = "v3"
     MA_V3 = "ma-v3"  # the main account's signature, sending from a subaccount
     V2 = "v2"
+    V2_CONFIRMED = "v2-confirmed"  # V2-signed, applied once Plivo's Message API agreed
     INVALID = "invalid"  # a signature was there and did not match
     MISSING = "missing"  # no signature headers at all
 
@@ -83,6 +84,12 @@ class Verdict:
     valid: bool
     scheme: SignatureScheme
     reason: str
+    nonce: str | None = None  # the nonce a valid signature was made with
+
+
+MAX_NONCE = 64  # Plivo's are 20 digits; the nonce ledger (webhook_nonces) holds 64
+_V3_HEADERS = ("X-Plivo-Signature-V3", "X-Plivo-Signature-Ma-V3", "X-Plivo-Signature-V3-Nonce")
+_V2_HEADERS = ("X-Plivo-Signature-V2", "X-Plivo-Signature-Ma-V2", "X-Plivo-Signature-V2-Nonce")
 
 
 def verify(method: str, url: str, params: Params, headers: Mapping[str, str], token: str,
@@ -94,27 +101,31 @@ def verify(method: str, url: str, params: Params, headers: Mapping[str, str], to
     never retried as V2: that would let an attacker downgrade to the weaker
     scheme, which covers neither the body nor the query.
     """
-    v3 = headers.get("X-Plivo-Signature-V3")
-    ma_v3 = headers.get("X-Plivo-Signature-Ma-V3")
-    v3_nonce = headers.get("X-Plivo-Signature-V3-Nonce")
-    if v3 or ma_v3 or v3_nonce:
-        if not v3_nonce:
-            return Verdict(False, SignatureScheme.INVALID, "V3 signature without its nonce")
-        canonical = v3_canonical(method, url, params, v3_nonce)
+    # A header that is present counts, even empty: "X-Plivo-Signature-V3:" with nothing
+    # after it must not turn a V3 check into the weaker V2 one.
+    if any(name in headers for name in _V3_HEADERS):
+        v3 = headers.get("X-Plivo-Signature-V3") or ""
+        ma_v3 = headers.get("X-Plivo-Signature-Ma-V3") or ""
+        nonce = headers.get("X-Plivo-Signature-V3-Nonce") or ""
+        if not nonce or len(nonce) > MAX_NONCE:
+            return Verdict(False, SignatureScheme.INVALID, "V3 signature without a usable nonce")
+        canonical = v3_canonical(method, url, params, nonce)
         if v3 and _matches(sign(canonical, token), v3):
-            return Verdict(True, SignatureScheme.V3, "V3 signature matches")
+            return Verdict(True, SignatureScheme.V3, "V3 signature matches", nonce)
         if ma_v3 and main_token and _matches(sign(canonical, main_token), ma_v3):
-            return Verdict(True, SignatureScheme.MA_V3, "Ma-V3 signature matches")
+            return Verdict(True, SignatureScheme.MA_V3, "Ma-V3 signature matches", nonce)
         return Verdict(False, SignatureScheme.INVALID, "V3 signature does not match")
-    v2 = headers.get("X-Plivo-Signature-V2")
-    ma_v2 = headers.get("X-Plivo-Signature-Ma-V2")
-    v2_nonce = headers.get("X-Plivo-Signature-V2-Nonce")
-    if (v2 or ma_v2) and v2_nonce:
-        canonical = v2_canonical(url, v2_nonce)
+    if any(name in headers for name in _V2_HEADERS):
+        v2 = headers.get("X-Plivo-Signature-V2") or ""
+        ma_v2 = headers.get("X-Plivo-Signature-Ma-V2") or ""
+        nonce = headers.get("X-Plivo-Signature-V2-Nonce") or ""
+        if not nonce or len(nonce) > MAX_NONCE or not (v2 or ma_v2):
+            return Verdict(False, SignatureScheme.INVALID, "V2 signature without a usable nonce")
+        canonical = v2_canonical(url, nonce)
         if v2 and _matches(sign(canonical, token), v2):
-            return Verdict(True, SignatureScheme.V2, "V2 signature matches")
+            return Verdict(True, SignatureScheme.V2, "V2 signature matches", nonce)
         if ma_v2 and main_token and _matches(sign(canonical, main_token), ma_v2):
-            return Verdict(True, SignatureScheme.V2, "Ma-V2 signature matches")
+            return Verdict(True, SignatureScheme.V2, "Ma-V2 signature matches", nonce)
         return Verdict(False, SignatureScheme.INVALID, "V2 signature does not match")
     return Verdict(False, SignatureScheme.MISSING, "no Plivo signature headers")
 

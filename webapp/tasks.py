@@ -27,12 +27,15 @@ class Handlers:
 
     dispatch_message: Callable[[int], None]
     recover_stalled: Callable[[int], dict[str, int]]
+    confirm_callback: Callable[[dict[str, str]], object]
+    forget_expired: Callable[[], dict[str, int]]
 
 
 @dataclass
 class TaskQueue:
     huey: Huey
     dispatch: TaskWrapper
+    confirm: TaskWrapper
     handlers: Handlers
 
 
@@ -55,20 +58,32 @@ def init_app(app: Flask, handlers: Handlers) -> None:
         with app.app_context():
             handlers.dispatch_message(message_id)
 
-    app.extensions["task_queue"] = TaskQueue(huey=huey, dispatch=dispatch, handlers=handlers)
+    @huey.task(name="confirm_callback")
+    def confirm(payload: dict[str, str]) -> None:
+        with app.app_context():
+            handlers.confirm_callback(payload)
+
+    app.extensions["task_queue"] = TaskQueue(huey=huey, dispatch=dispatch, confirm=confirm,
+                                             handlers=handlers)
 
 
 def enqueue_dispatch(message_id: int) -> None:
     current_app.extensions["task_queue"].dispatch(message_id)
 
 
+def enqueue_confirmation(callback_payload: dict[str, str]) -> None:
+    """Ask Plivo whether a V2-signed callback tells the truth, off the request path."""
+    current_app.extensions["task_queue"].confirm(callback_payload)
+
+
 def _sweep_forever(app: Flask, every_seconds: int, lease_seconds: int) -> None:
-    recover_stalled = app.extensions["task_queue"].handlers.recover_stalled
+    handlers = app.extensions["task_queue"].handlers
     while True:
         time.sleep(every_seconds)
         try:
             with app.app_context():
-                counts = recover_stalled(lease_seconds)
+                counts = handlers.recover_stalled(lease_seconds)
+                counts |= handlers.forget_expired()
         except Exception:  # keep sweeping: a database blip must not end the thread
             log.exception("recovery sweep failed")
             continue

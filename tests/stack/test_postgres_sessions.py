@@ -204,3 +204,56 @@ def test_the_same_callback_twice_at_once_is_applied_once_on_postgresql(ledger_ap
         assert fired and outcomes == ["applied", "duplicate"]
         assert db.session.get(Message, message_id).status == "sent"
         assert ledger_of("twice-1") == [("sent", True)]
+
+
+# ---- hostile input on PostgreSQL (tests/test_security.py, tests/test_webhooks.py) ----------
+def test_hostile_input_gets_4xx_on_postgresql(make_app, own_postgres):
+    from ..test_security import (
+        check_demotion_race_leaves_an_admin,
+        check_no_nul_reaches_the_database,
+        check_odd_query_values_are_explained,
+    )
+
+    app = make_app(DATABASE_URL=own_postgres)
+    with app.app_context():
+        accounts.create_user("hostile@example.com", PASSWORD, "admin")
+    client = app.test_client()
+    assert login(client, "hostile@example.com").status_code == 303
+    assert check_no_nul_reaches_the_database(app, client) > 100
+    check_odd_query_values_are_explained(client)
+    check_demotion_race_leaves_an_admin(app)
+    with app.app_context():
+        db.engine.dispose()
+
+
+def test_nonces_bind_bodies_and_refusals_are_sampled_on_postgresql(make_app, own_postgres):
+    from webapp.messages.callback_guard import SAMPLES_PER_SOURCE_HOUR, refused_counts
+
+    from ..test_webhooks import CALLBACK_PATH, form, post_signed
+
+    app = make_app(DATABASE_URL=own_postgres)
+    with app.app_context():
+        message = make_message(plivo_uuid="pg-nonce")
+        db.session.add(message)
+        db.session.commit()
+        message_id = message.id
+    client = app.test_client()
+    sent = form("sent", 2, uuid="pg-nonce")
+    assert post_signed(client, sent, nonce="5" * 20).json["result"] == "applied"
+    assert post_signed(client, sent, nonce="5" * 20).json["result"] == "duplicate"
+    forged = form("failed", 9, uuid="pg-nonce", ErrorCode="900")
+    assert post_signed(client, forged, nonce="5" * 20).status_code == 403
+    delivered = form("delivered", 3, uuid="pg-nonce")
+    assert post_signed(client, delivered, only="V2").json["result"] == "unconfirmed"
+    for _ in range(12):
+        assert client.post(CALLBACK_PATH, data=forged,
+                           environ_overrides={"REMOTE_ADDR": "192.0.2.77"}).status_code == 403
+    with app.app_context():
+        assert db.session.get(Message, message_id).status == "sent"
+        [count] = refused_counts("192.0.2.77")
+        assert count.count == 12
+        samples = db.session.scalars(select(StatusEvent).where(
+            StatusEvent.plivo_uuid == "pg-nonce", StatusEvent.accepted.is_(False),
+            StatusEvent.signature_scheme == "missing")).all()
+        assert len(samples) == SAMPLES_PER_SOURCE_HOUR
+        db.engine.dispose()

@@ -13,7 +13,7 @@ import pytest
 import requests
 from sqlalchemy import create_engine, text
 
-from ..helpers import csrf_token_in, url
+from ..helpers import csrf_token_in, url, wrong_passwords_at_once
 
 pytestmark = pytest.mark.stack
 
@@ -111,6 +111,16 @@ def test_send_limit_is_shared_by_every_web_worker(production):
                                 headers={"X-Forwarded-For": forged})
         codes[response.status_code] += 1
     assert codes[429] == 90 and codes[400] == 10, codes
+
+
+def test_concurrent_wrong_passwords_for_one_account_are_counted_across_workers(production):
+    """12 guesses at once, spread over three gunicorn workers sharing Redis: the account's
+    limit is counted before each check, so at most 5 are checked (6 of 20 slipped through
+    when the count came after). Runs before the next test, which spends this address's
+    per-minute login budget."""
+    session_for(production, "target@example.com")
+    codes = wrong_passwords_at_once(production.url, "target@example.com", 12)
+    assert codes.count(200) == 5 and codes.count(429) == 7, codes
 
 
 def test_login_limit_ignores_forged_forwarded_for(production):

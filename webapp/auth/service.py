@@ -6,7 +6,7 @@ import logging
 import re
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import bindparam, func, select, update
 
 from ..config import current_settings
 from ..extensions import db
@@ -128,21 +128,44 @@ def end_all_sessions(user: User) -> None:
     db.session.commit()
 
 
-def _active_admins() -> int:
-    return db.session.scalar(
-        select(func.count()).select_from(User).where(User.role == "admin", User.is_active)
-    ) or 0
+_LAST_ADMIN = "This is the last active admin; make someone else an admin first."
+
+
+def _active_admin(*conditions):
+    return (User.role == "admin", User.is_active, *conditions)
+
+
+def _change_unless_last_admin(user: User, **values) -> None:
+    """Change an active admin's row only if another active admin remains, decided and
+    written at once: two admins demoting each other at the same moment leave one.
+
+    On PostgreSQL the active admins' rows are locked first (FOR UPDATE), so a concurrent
+    change waits and then counts again; on SQLite the single UPDATE runs under the
+    database's write lock, counting as it writes."""
+    if db.engine.dialect.name == "postgresql":
+        db.session.execute(select(User.id).where(*_active_admin()).with_for_update())
+    others = (select(func.count()).select_from(User)
+              .where(*_active_admin(User.id != user.id)).scalar_subquery())
+    result = db.session.execute(
+        update(User).where(User.id == user.id, others > 0).values(**values)
+        .execution_options(synchronize_session=False))
+    if result.rowcount != 1:
+        db.session.rollback()
+        raise AccountError(_LAST_ADMIN)
+    db.session.commit()
 
 
 def set_active(user: User, active: bool, actor: Actor | None = None) -> None:
     if user.is_active == active:
         return
-    if not active and user.is_admin and _active_admins() <= 1:
-        raise AccountError("This is the last active admin; make someone else an admin first.")
-    user.is_active = active
-    if not active:
-        user.session_version += 1
-    db.session.commit()
+    if not active and user.is_admin:
+        _change_unless_last_admin(user, is_active=False,
+                                  session_version=User.session_version + 1)
+    else:
+        user.is_active = active
+        if not active:
+            user.session_version += 1
+        db.session.commit()
     event(log, "user activated" if active else "user deactivated", email=user.email,
           by=actor.email if actor else "cli")
 
@@ -152,10 +175,11 @@ def set_role(user: User, role: str, actor: Actor | None = None) -> None:
         raise AccountError(f"Role must be one of: {', '.join(User.ROLES)}.")
     if user.role == role:
         return
-    if user.is_admin and user.is_active and _active_admins() <= 1:
-        raise AccountError("This is the last active admin; make someone else an admin first.")
-    user.role = role
-    db.session.commit()
+    if user.is_admin and user.is_active:
+        _change_unless_last_admin(user, role=role)
+    else:
+        user.role = role
+        db.session.commit()
     event(log, "role changed", email=user.email, role=role, by=actor.email if actor else "cli")
 
 

@@ -10,7 +10,7 @@ from ..extensions import db, limiter, login_manager
 from ..logs import event
 from ..models import User
 from ..security import safe_next
-from . import bp, service
+from . import bp, service, throttle
 from .forms import (
     ActionForm,
     ChangePasswordForm,
@@ -46,25 +46,24 @@ def admin_required(view):
     return wrapped
 
 
-def _login_account_key() -> str:
-    return "login-account:" + service.normalize_email(request.form.get("email", ""))[:254]
-
-
-def _login_failed(response) -> bool:
-    return response.status_code < 300 or response.status_code >= 400
-
-
 @bp.route("/login", methods=["GET", "POST"])
 @limiter.limit("20 per minute", methods=["POST"])
-@limiter.limit("5 per 15 minutes", key_func=_login_account_key, methods=["POST"],
-               deduct_when=_login_failed)
 def login():
     if current_user.is_authenticated:
         return redirect(url_for("messages.history"))
     form = LoginForm()
     if form.validate_on_submit():
+        account = service.normalize_email(form.email.data)[:254]
+        source = request.remote_addr or "unknown"
+        refusal = throttle.reserve(account, source)
+        if refusal is not None:
+            event(log, "login throttled", logging.WARNING, email=account, address=source)
+            form.password.errors.append(refusal.message)
+            return (render_template("auth/login.html", form=form), 429,
+                    {"Retry-After": str(refusal.retry_after)})
         user = service.authenticate(form.email.data, form.password.data)
         if user is not None:
+            throttle.give_back(account, source)
             session.clear()  # a fresh session at login: nothing from before carries over
             login_user(user)
             event(log, "login succeeded", email=user.email, address=request.remote_addr)
@@ -101,6 +100,8 @@ def change_password():
                                         form.new_password.data)
         except service.AccountError as exc:
             form.current_password.errors.append(str(exc))
+        except WeakPassword as exc:
+            form.new_password.errors.append(str(exc))
         else:
             # Every other session ends; this one continues under the new version.
             login_user(user)
@@ -139,9 +140,13 @@ def reset_password(user_id: int):
     user = _user_or_404(user_id)
     form = ResetPasswordForm()
     if form.validate_on_submit():
-        service.set_password(user, form.password.data, actor=current_user)
-        flash(f"Password reset for {user.email}; their sessions have ended.", "success")
-        return redirect(url_for("auth.user_detail", user_id=user.id), 303)
+        try:
+            service.set_password(user, form.password.data, actor=current_user)
+        except WeakPassword as exc:
+            form.password.errors.append(str(exc))
+        else:
+            flash(f"Password reset for {user.email}; their sessions have ended.", "success")
+            return redirect(url_for("auth.user_detail", user_id=user.id), 303)
     return render_template("admin/user.html", user=user, reset_form=form,
                            role_form=RoleForm(role=user.role), action_form=ActionForm()), 400
 
@@ -164,6 +169,18 @@ def deactivate(user_id: int):
     if ActionForm().validate_on_submit():
         _apply(lambda: service.set_active(user, False, actor=current_user),
                f"{user.email} is deactivated and logged out everywhere.")
+    return redirect(url_for("auth.user_detail", user_id=user.id), 303)
+
+
+@bp.post("/admin/users/<int:user_id>/unlock")
+@admin_required
+def unlock(user_id: int):
+    user = _user_or_404(user_id)
+    if ActionForm().validate_on_submit():
+        throttle.unlock(user.email)
+        event(log, "sign-in unlocked", email=user.email, by=current_user.email)
+        flash(f"{user.email} can sign in again at once: failed attempts are forgotten.",
+              "success")
     return redirect(url_for("auth.user_detail", user_id=user.id), 303)
 
 

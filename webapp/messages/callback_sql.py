@@ -12,18 +12,19 @@ SQL and through statuses.callback_applies and asserts they agree.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Boolean, bindparam, case, exists, func, select, tuple_, update
+from sqlalchemy import Boolean, bindparam, case, cast, exists, func, select, tuple_, update
 from sqlalchemy.dialects import postgresql as postgresql_dml
 from sqlalchemy.dialects import sqlite as sqlite_dml
 
 from .. import statuses
 from ..extensions import db
-from ..models import Message, StatusEvent
+from ..models import Message, StatusEvent, WebhookNonce
 
 _messages = Message.__table__
 _ledger = StatusEvent.__table__
+_nonces = WebhookNonce.__table__
 
 # The columns a callback writes besides status and sequence (see callbacks.callback_values).
 WRITTEN = ("error_code", "error_reason", "units", "total_amount", "queued_at", "sent_at",
@@ -73,21 +74,55 @@ def _insert_ledger(dml, values=None):
                                     index_where=_ledger.c.accepted))
 
 
-# PostgreSQL: one autocommit statement. The UPDATE waits for a concurrent writer's row
-# lock and then checks its condition again on the row as that writer left it; the
-# ledger row is written with what the UPDATE did.
-_CHANGED = APPLY_CALLBACK.returning(_messages.c.id).cte("changed")
-_RECORDED = _insert_ledger(postgresql_dml, {
-    **{name: _typed(_ledger, name, "ledger_")
-       for name in _LEDGER_COLUMNS if name not in ("message_id", "applied")},
-    "message_id": _MESSAGE_ID.scalar_subquery(),
-    "applied": exists().select_from(_CHANGED),
-}).returning(_ledger.c.id).cte("recorded")
-_RECORD_IN_ONE = select(
-    select(func.count()).select_from(_CHANGED).scalar_subquery().label("updated"),
-    select(func.count()).select_from(_RECORDED).scalar_subquery().label("inserted"),
-    _MESSAGE_ID.scalar_subquery().label("message_id"))
+def _insert_nonce(dml):
+    return (dml.insert(_nonces).values({name: _typed(_nonces, name, "nonce_")
+                                        for name in ("nonce", "body_sha256", "received_at")})
+            .on_conflict_do_nothing(index_elements=["nonce"]))
+
+
+def _record_in_one(bind_nonce: bool):
+    """PostgreSQL: one autocommit statement. The UPDATE waits for a concurrent writer's row
+    lock and then checks its condition again on the row as that writer left it; the ledger
+    row is written with what the UPDATE did. With `bind_nonce`, the signature's nonce is
+    recorded in the same statement, and nothing else is written unless it was new."""
+    new_nonce = (_insert_nonce(postgresql_dml).returning(_nonces.c.nonce).cte("new_nonce")
+                 if bind_nonce else None)
+    apply = APPLY_CALLBACK.where(exists().select_from(new_nonce)) if bind_nonce else APPLY_CALLBACK
+    changed = apply.returning(_messages.c.id).cte("changed")
+    values = {name: _typed(_ledger, name, "ledger_") for name in _LEDGER_COLUMNS}
+    values.update(message_id=_MESSAGE_ID.scalar_subquery(),
+                  applied=exists().select_from(changed))
+    # INSERT ... SELECT (so that it can depend on the nonce); the casts tell PostgreSQL
+    # each parameter's type, which VALUES would have taken from the columns.
+    rows = select(*(value if name in ("message_id", "applied")
+                    else cast(value, _ledger.c[name].type)
+                    for name, value in values.items()))
+    if bind_nonce:
+        rows = rows.where(exists().select_from(new_nonce))
+    recorded = (postgresql_dml.insert(_ledger).from_select(list(values), rows)
+                .on_conflict_do_nothing(index_elements=["plivo_uuid", "status", "sequence"],
+                                        index_where=_ledger.c.accepted)
+                .returning(_ledger.c.id).cte("recorded"))
+    counts = [select(func.count()).select_from(changed).scalar_subquery().label("updated"),
+              select(func.count()).select_from(recorded).scalar_subquery().label("inserted"),
+              _MESSAGE_ID.scalar_subquery().label("message_id")]
+    if bind_nonce:
+        counts.append(select(func.count()).select_from(new_nonce).scalar_subquery()
+                      .label("nonce_new"))
+    return select(*counts)
+
+
+_RECORD_IN_ONE = _record_in_one(bind_nonce=False)
+_RECORD_IN_ONE_BINDING_NONCE = _record_in_one(bind_nonce=True)
 _INSERT_LEDGER_SQLITE = _insert_ledger(sqlite_dml)
+_INSERT_NONCE_SQLITE = _insert_nonce(sqlite_dml)
+
+
+class Written(NamedTuple):
+    updated: bool  # the message changed
+    inserted: bool  # the ledger row was stored
+    message_id: int | None  # the message with this uuid, if known
+    nonce_new: bool  # the signature's nonce had not been seen (True when none was bound)
 
 
 def apply_params(*, plivo_uuid: str, status: str, sequence: int, values: dict[str, Any],
@@ -100,26 +135,33 @@ def apply_params(*, plivo_uuid: str, status: str, sequence: int, values: dict[st
     return params
 
 
-def write_callback(params: dict[str, Any], ledger: dict[str, Any]) -> tuple[bool, bool, int | None]:
+def write_callback(params: dict[str, Any], ledger: dict[str, Any],
+                   nonce: dict[str, Any] | None = None) -> Written:
     """Apply a callback (params from apply_params) and store its ledger row at once.
 
-    Returns (message updated, ledger row inserted, the message's id if its uuid is known).
-    A ledger row already held inserts nothing and changes nothing.
+    A ledger row already held inserts nothing and changes nothing. With `nonce`
+    ({"nonce", "body_sha256", "received_at"}), the nonce is recorded too, and a nonce seen
+    before writes nothing at all (the caller decides between a retry and a replay).
     """
     ledger_params = {f"ledger_{name}": value for name, value in ledger.items()}
+    nonce_params = {f"nonce_{name}": value for name, value in (nonce or {}).items()}
     if db.engine.dialect.name == "postgresql":
+        statement = _RECORD_IN_ONE_BINDING_NONCE if nonce else _RECORD_IN_ONE
         with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-            updated, inserted, message_id = connection.execute(
-                _RECORD_IN_ONE, {**params, **ledger_params}).one()
-        return bool(updated), bool(inserted), message_id
+            row = connection.execute(statement, {**params, **ledger_params,
+                                                 **nonce_params}).one()
+        return Written(bool(row.updated), bool(row.inserted), row.message_id,
+                       bool(row.nonce_new) if nonce else True)
     # A pooled connection of its own, not the ORM session: one short transaction needs
     # none of the session's bookkeeping. Leaving the block uncommitted rolls back.
     with db.engine.connect() as connection:
+        if nonce and connection.execute(_INSERT_NONCE_SQLITE, nonce_params).rowcount != 1:
+            return Written(False, False, None, False)
         updated = connection.execute(APPLY_CALLBACK, params).rowcount == 1
         message_id = connection.execute(_MESSAGE_ID, params).scalar()
         ledger_params.update(ledger_message_id=message_id, ledger_applied=updated)
         inserted = connection.execute(_INSERT_LEDGER_SQLITE, ledger_params).rowcount == 1
-        if not inserted:
-            return False, False, message_id  # nothing changes: the update goes too
-        connection.commit()
-    return updated, True, message_id
+        if not inserted and not nonce:
+            return Written(False, False, message_id, True)  # nothing changes: the update goes
+        connection.commit()  # with a new nonce, the nonce is kept even for a held callback
+    return Written(updated, inserted, message_id, True)

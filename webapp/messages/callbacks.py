@@ -8,6 +8,7 @@ prebuilt SQL in callback_sql.py; this module decides what it writes.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,7 +21,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from .. import statuses
 from ..extensions import db
 from ..logs import event
-from ..models import Message, StatusEvent, utcnow
+from ..models import Message, StatusEvent, WebhookNonce, utcnow
 from . import callback_sql
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,8 @@ class CallbackOutcome(StrEnum):
     APPLIED = "applied"  # the message's status changed
     RECORDED = "recorded"  # kept; status unchanged (older, unknown status, uuid not known yet)
     DUPLICATE = "duplicate"  # Plivo retried a callback the ledger already holds
+    REPLAYED = "replayed"  # a nonce seen before with another body: refused, nothing written
+    UNCONFIRMED = "unconfirmed"  # V2-signed: kept, applied only once Plivo's API agrees
 
 
 @dataclass(frozen=True)
@@ -50,10 +53,16 @@ def parse_callback(payload: Mapping[str, str]) -> Callback:
     if not status or len(status) > 32 or not status.replace("_", "").isalpha():
         raise ValueError("Status is missing or malformed")
     raw_sequence = (payload.get("Sequence") or "0").strip()
-    if not raw_sequence.isdigit() or len(raw_sequence) > 9:
+    if not _DIGITS.fullmatch(raw_sequence):
         raise ValueError("Sequence must be a whole number")
     error_code = (payload.get("ErrorCode") or "").strip()[:16] or None
     return Callback(plivo_uuid, status, int(raw_sequence), error_code)
+
+
+# Numbers as Plivo writes them: ASCII digits only ("²".isdigit() is True), bounded so the
+# columns hold them. What does not parse stays in the ledger's raw payload only.
+_DIGITS = re.compile(r"[0-9]{1,9}")
+_AMOUNT = re.compile(r"[0-9]{1,7}(\.[0-9]{1,5})?")
 
 
 def _parse_plivo_time(value: str | None) -> datetime | None:
@@ -61,7 +70,7 @@ def _parse_plivo_time(value: str | None) -> datetime | None:
         return None
     for fmt in ("%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%d %H:%M:%S"):
         try:
-            return datetime.strptime(value, fmt).replace(tzinfo=UTC)
+            return datetime.strptime(value[:40], fmt).replace(tzinfo=UTC)
         except ValueError:
             continue
     return None
@@ -73,12 +82,13 @@ def callback_values(status: str, error_code: str | None, payload: Mapping[str, s
     the callback alone. None keeps the column as it is; of statuses.FIRST_VALUE_STAYS a
     value already set stays. The same values serve the ORM (status_change) and the SQL."""
     error = error_code if error_code and error_code not in ("000", "0") else None
-    units = payload.get("Units") or ""
+    units = (payload.get("Units") or "").strip()
+    amount = (payload.get("TotalAmount") or "").strip()
     sends = statuses.rank(status) >= statuses.rank(statuses.SENT) and status != statuses.FAILED
     return {
         "error_code": error, "error_reason": statuses.explain_error_code(error),
-        "units": int(units) if units.isdigit() else None,
-        "total_amount": (payload.get("TotalAmount") or "")[:20] or None,
+        "units": int(units) if _DIGITS.fullmatch(units) else None,
+        "total_amount": amount if _AMOUNT.fullmatch(amount) else None,
         "queued_at": _parse_plivo_time(payload.get("QueuedTime")) or now,
         "sent_at": (_parse_plivo_time(payload.get("SentTime")) or now) if sends else None,
         "final_at": ((_parse_plivo_time(payload.get("DeliveryReportTime")) or now)
@@ -117,8 +127,12 @@ def message_by_uuid(plivo_uuid: str) -> Message | None:
 
 
 def record_status_callback(callback: Callback, payload: dict[str, str],
-                           signature_scheme: str) -> CallbackOutcome:
-    """Store a callback in the ledger once and apply it (one statement, callback_sql)."""
+                           signature_scheme: str, nonce: str | None = None,
+                           body_sha256: str | None = None) -> CallbackOutcome:
+    """Store a callback in the ledger once and apply it (one statement, callback_sql).
+
+    With `nonce` (from a verified signature) and the body's digest, the nonce is bound to
+    the body: seen before with the same body it is a duplicate, with another a replay."""
     now = utcnow()
     params = callback_sql.apply_params(
         plivo_uuid=callback.plivo_uuid, status=callback.status, sequence=callback.sequence,
@@ -127,16 +141,20 @@ def record_status_callback(callback: Callback, payload: dict[str, str],
               "sequence": callback.sequence, "error_code": callback.error_code,
               "payload": payload, "signature_scheme": signature_scheme, "accepted": True,
               "received_at": now}
-    updated, inserted, message_id = callback_sql.write_callback(params, ledger)
-    if not inserted:
-        if updated:  # an identical callback, posted twice at once, was recorded early
+    bound = ({"nonce": nonce, "body_sha256": body_sha256, "received_at": now}
+             if nonce else None)
+    written = callback_sql.write_callback(params, ledger, bound)
+    if not written.nonce_new:
+        return nonce_outcome(nonce, body_sha256)
+    if not written.inserted:
+        if written.updated:  # an identical callback, posted twice at once, was recorded early
             event(log, "status applied; its ledger row came from a concurrent duplicate",
                   plivo_uuid=callback.plivo_uuid, status=callback.status)
             return CallbackOutcome.APPLIED
         return CallbackOutcome.DUPLICATE
-    if updated:
+    if written.updated:
         return CallbackOutcome.APPLIED
-    if message_id is not None:
+    if written.message_id is not None:
         return CallbackOutcome.RECORDED
     # The dispatch may have stored the uuid between our statement and its commit;
     # whichever of the two commits last adopts the event.
@@ -145,6 +163,17 @@ def record_status_callback(callback: Callback, payload: dict[str, str],
         return CallbackOutcome.RECORDED
     retry_on_conflict(lambda: adopt_early_events(message))
     return CallbackOutcome.APPLIED
+
+
+def nonce_outcome(nonce: str, body_sha256: str | None) -> CallbackOutcome:
+    """A nonce already bound: the same body again is Plivo retrying, another is a replay."""
+    bound = db.session.scalar(select(WebhookNonce.body_sha256)
+                              .where(WebhookNonce.nonce == nonce))
+    if bound == body_sha256:
+        return CallbackOutcome.DUPLICATE
+    event(log, "status callback refused: nonce replayed with another body", logging.WARNING,
+          nonce=nonce)
+    return CallbackOutcome.REPLAYED
 
 
 def record_refused_callback(payload: dict[str, str], signature_scheme: str) -> None:

@@ -104,13 +104,6 @@ class RetryPolicy:
         return max(delay, retry_after or 0.0)
 
 
-def gateway_config(settings: Settings) -> gateway.GatewayConfig:
-    return gateway.GatewayConfig(
-        auth_id=settings.plivo_auth_id, auth_token=settings.plivo_auth_token,
-        api_url=settings.plivo_api_url, connect_timeout=settings.plivo_connect_timeout_seconds,
-        read_timeout=settings.plivo_read_timeout_seconds)
-
-
 class _ClaimedElsewhere(Exception):
     """Another worker took this message first."""
 
@@ -138,7 +131,7 @@ def dispatch_message(message_id: int, policy: RetryPolicy | None = None) -> None
     if message is None or message.status != statuses.PENDING or message.attempts:
         return
     settings = current_settings()
-    config = gateway_config(settings)
+    config = gateway.GatewayConfig.from_settings(settings)
     limiter = _dispatch_limiter(settings)
     # Everything the request needs is read before the claim, so nothing but
     # the request itself stands between the claim and Plivo.

@@ -18,6 +18,11 @@ from ..extensions import db
 from ..models import Message, StatusEvent, User, UTCDateTime
 
 PAGE_SIZE = 50
+# The dates a filter may name. Messages cannot predate the dashboard, and a date near
+# datetime's end of range would overflow when the day after it is computed.
+FIRST_DAY, LAST_DAY = date(2000, 1, 1), date(2099, 12, 31)
+MAX_ID = 2**31 - 1  # what an id column holds on PostgreSQL
+_ID = re.compile(r"[0-9]{1,10}")
 _m, _u = Message.__table__, User.__table__
 
 
@@ -43,13 +48,20 @@ class HistoryFilter:
             if not raw:
                 return None
             try:
-                return date.fromisoformat(raw)
+                day = date.fromisoformat(raw)
             except ValueError:
                 errors.append(f"The {label} date must look like 2026-01-31.")
                 return None
+            if not FIRST_DAY <= day <= LAST_DAY:
+                errors.append(f"The {label} date must be between {FIRST_DAY} and {LAST_DAY}.")
+                return None
+            return day
 
         sent_by_raw = (args.get("sent_by") or "").strip()
-        sent_by = int(sent_by_raw) if sent_by_raw.isdigit() and len(sent_by_raw) < 10 else None
+        sent_by = int(sent_by_raw) if _ID.fullmatch(sent_by_raw) else None
+        if sent_by_raw and (sent_by is None or sent_by > MAX_ID):
+            errors.append("Unknown sender ignored.")
+            sent_by = None
         return cls(
             statuses=chosen,
             date_from=parse_date("from", "from"),
@@ -92,7 +104,8 @@ def decode_cursor(cursor: str | None) -> tuple[datetime, int] | None:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         stamp, ident = raw.split("|", 1)
         moment = datetime.fromisoformat(stamp)
-        if moment.tzinfo is None:
+        if (moment.tzinfo is None or not _ID.fullmatch(ident) or int(ident) > MAX_ID
+                or not FIRST_DAY.year <= moment.year <= LAST_DAY.year):
             return None
         return moment, int(ident)
     except (ValueError, UnicodeDecodeError):

@@ -10,14 +10,19 @@ answer in between), and re-checks every redirect.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
-import ipaddress
 import socket
 import ssl
+import threading
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
+
+from .public_addresses import is_public
 
 MAX_ATTACHMENT_BYTES = 2 * 1024 * 1024  # Plivo: 2 MB per attachment
 MAX_TOTAL_BYTES = 5 * 1024 * 1024  # Plivo: text + media under 5 MB
@@ -55,15 +60,6 @@ def system_resolver(host: str, port: int) -> list[str]:
     return [str(info[4][0]) for info in infos]
 
 
-def _is_public(address: str) -> bool:
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address):
-        for embedded in (ip.ipv4_mapped, ip.sixtofour, ip.teredo and ip.teredo[1]):
-            if embedded is not None and not embedded.is_global:
-                return False
-    return ip.is_global and not ip.is_multicast
-
-
 def _check_url(url: str, allow_hosts: frozenset[str]) -> tuple[str, str, int, bool]:
     parts = urlsplit(url)
     try:
@@ -80,16 +76,44 @@ def _check_url(url: str, allow_hosts: frozenset[str]) -> tuple[str, str, int, bo
     return host, parts.scheme, port or (443 if parts.scheme == "https" else 80), allowed
 
 
+class _Deadline:
+    """The probe of one address, redirects and all, must end by this moment: a read
+    timeout alone lets a server that sends one byte every half second hold it forever."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.end = time.monotonic() + seconds
+
+    def left(self) -> float:
+        remaining = self.end - time.monotonic()
+        if remaining <= 0:
+            raise MediaRefused(f"The address took longer than {self.seconds:g} s to answer.")
+        return remaining
+
+
+# Lookups run here so that a slow DNS answer cannot outlast the deadline.
+_lookups = ThreadPoolExecutor(max_workers=8, thread_name_prefix="probe-dns")
+
+
+def _resolve(resolver: Resolver, host: str, port: int, deadline: _Deadline) -> list[str]:
+    future = _lookups.submit(lambda: list(resolver(host, port)))
+    try:
+        return future.result(timeout=deadline.left())
+    except FuturesTimeout:
+        deadline.left()  # says how long it took
+        raise
+
+
 def _connect(host: str, port: int, scheme: str, allowed: bool, resolver: Resolver,
-             timeout: float) -> http.client.HTTPConnection:
-    addresses = list(resolver(host, port))
+             timeout: float, deadline: _Deadline) -> http.client.HTTPConnection:
+    addresses = _resolve(resolver, host, port, deadline)
     if not addresses:
         raise MediaRefused(f"The host {host} could not be found.")
     if not allowed:
         for address in addresses:
-            if not _is_public(address):
+            if not is_public(address):
                 raise MediaRefused(f"The host {host} is not on the public internet.")
-    sock = socket.create_connection((addresses[0], port), timeout=timeout)
+    sock = socket.create_connection((addresses[0], port), timeout=min(timeout, deadline.left()))
     if scheme == "https":
         context = ssl.create_default_context()
         sock = context.wrap_socket(sock, server_hostname=host)
@@ -101,20 +125,33 @@ def _connect(host: str, port: int, scheme: str, allowed: bool, resolver: Resolve
     return conn
 
 
+def _cut_off(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)  # a blocked read returns at once
+
+
 def _request(url: str, method: str, allow_hosts: frozenset[str], resolver: Resolver,
-             timeout: float) -> tuple[str, http.client.HTTPResponse]:
+             timeout: float, deadline: _Deadline) -> tuple[str, http.client.HTTPResponse]:
     for _ in range(MAX_REDIRECTS + 1):
         host, scheme, port, allowed = _check_url(url, allow_hosts)
-        conn = _connect(host, port, scheme, allowed, resolver, timeout)
+        conn = _connect(host, port, scheme, allowed, resolver, timeout, deadline)
         parts = urlsplit(url)
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         headers = {"User-Agent": "mms-dashboard-media-probe", "Accept": "*/*"}
         if method == "GET":
             headers["Range"] = "bytes=0-0"
-        conn.request(method, path, headers=headers)
-        response = conn.getresponse()
-        response.read(1024)
-        conn.close()
+        watchdog = threading.Timer(deadline.left(), _cut_off, args=(conn.sock,))
+        watchdog.start()
+        try:
+            conn.request(method, path, headers=headers)
+            response = conn.getresponse()
+            response.read(1024)
+        except (OSError, http.client.HTTPException):
+            deadline.left()  # cut off by the watchdog: say so
+            raise
+        finally:
+            watchdog.cancel()
+            conn.close()
         if response.status in (301, 302, 303, 307, 308):
             location = response.getheader("Location")
             if not location:
@@ -136,12 +173,15 @@ def _size_of(response: http.client.HTTPResponse) -> int | None:
 
 def probe_media_url(url: str, *, allow_hosts: frozenset[str] = frozenset(),
                     resolver: Resolver = system_resolver, timeout: float = 3.0) -> ProbedMedia:
-    """Check that Plivo will be able to fetch `url` as MMS media."""
+    """Check that Plivo will be able to fetch `url` as MMS media. `timeout` bounds the
+    whole probe: DNS, connections, redirects and headers, HEAD and GET together."""
+    deadline = _Deadline(timeout)
     try:
-        final_url, response = _request(url, "HEAD", allow_hosts, resolver, timeout)
+        final_url, response = _request(url, "HEAD", allow_hosts, resolver, timeout, deadline)
         if response.status in (405, 501) or (response.status < 300
                                              and not response.getheader("Content-Length")):
-            final_url, response = _request(url, "GET", allow_hosts, resolver, timeout)
+            final_url, response = _request(url, "GET", allow_hosts, resolver, timeout,
+                                           deadline)
     except MediaRefused:
         raise
     except (OSError, http.client.HTTPException, ValueError) as exc:
