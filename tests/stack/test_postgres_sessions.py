@@ -233,7 +233,8 @@ def test_nonces_bind_bodies_and_refusals_are_sampled_on_postgresql(make_app, own
 
     app = make_app(DATABASE_URL=own_postgres)
     with app.app_context():
-        message = make_message(plivo_uuid="pg-nonce")
+        user_id = accounts.create_user("nonces@example.com", PASSWORD).id
+        message = make_message(created_by_id=user_id, plivo_uuid="pg-nonce")
         db.session.add(message)
         db.session.commit()
         message_id = message.id
@@ -256,4 +257,5 @@ def test_nonces_bind_bodies_and_refusals_are_sampled_on_postgresql(make_app, own
             StatusEvent.plivo_uuid == "pg-nonce", StatusEvent.accepted.is_(False),
             StatusEvent.signature_scheme == "missing")).all()
         assert len(samples) == SAMPLES_PER_SOURCE_HOUR
+    with app.app_context():  # a context of its own: the one above still holds a connection
         db.engine.dispose()
