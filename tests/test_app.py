@@ -262,3 +262,11 @@ def test_a_get_request_that_writes_is_refused(app):
         app.test_client().get("/writes")
     with app.app_context():
         assert db.session.scalar(db.select(User).filter_by(email="x@example.com")) is None
+
+
+def test_the_favicon_is_there_for_browsers_that_ask_for_it(client):
+    response = client.get("/favicon.ico")
+    assert response.status_code == 301
+    icon = client.get(response.headers["Location"])
+    assert icon.status_code == 200 and icon.mimetype == "image/svg+xml"
+    icon.close()

@@ -218,8 +218,10 @@ def test_unknown_message_is_404_and_anonymous_goes_to_login(client, login_as):
 
 
 @pytest.mark.parametrize(("value", "expected"), [
-    ("=1+1", "'=1+1"), ("+14155550100", "'+14155550100"), ("-2", "'-2"), ("@SUM(A1)", "'@SUM(A1)"),
+    ("=1+1", "'=1+1"), ("+14155550100", "+14155550100"), ("-2", "'-2"), ("@SUM(A1)", "'@SUM(A1)"),
     ("\tx", "'\tx"), ("\rx", "'\rx"), ("plain", "plain"), (None, ""), (3, "3"),
+    ("-2+3", "'-2+3"), ("=cmd|' /C calc'!A0", "'=cmd|' /C calc'!A0"), ("+1+1", "'+1+1"),
+    ("+14155550100 ", "'+14155550100 "), ("+1415555010012345", "'+1415555010012345"),
 ])
 def test_csv_cells_are_neutralised(value, expected):
     assert neutralize(value) == expected
@@ -233,11 +235,13 @@ def test_csv_export_follows_the_filter_and_escapes(client, login_as, seed):
     response = client.get(url("messages.export") + "?status=failed")
     assert response.mimetype == "text/csv"
     assert "attachment" in response.headers["Content-Disposition"]
-    rows = list(csv.reader(io.StringIO(response.get_data(as_text=True))))
-    assert rows[0][:6] == ["created_at_utc", "message_id", "sent_by", "from", "to", "status"]
-    assert len(rows) == 3
-    assert all(r[8].startswith("'=HYPERLINK") for r in rows[1:])
-    assert rows[1][0].endswith("+00:00")
+    rows = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
+    assert len(rows) == 2
+    for row in rows:
+        assert row["text"].startswith("'=HYPERLINK")  # still cannot run
+        assert (row["status"], row["status_code"]) == ("Failed", "failed")  # as on screen
+        assert row["to"].startswith("+1415555") and row["from"] == "+14155550100"
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", row["created_at_utc"])
     everything = client.get(url("messages.export")).get_data(as_text=True)
     assert len(list(csv.reader(io.StringIO(everything)))) == 603  # across export batches
 
@@ -269,10 +273,46 @@ def check_export_ends_with_every_row_once(app, user_id: int) -> None:
         db.session.execute(statement, rows)
         db.session.commit()
         chunks = []
-        for chunk in export_rows(HistoryFilter(sent_by=user_id), batch=3):
+        for chunk in export_rows(HistoryFilter(sent_by=user_id), timedelta(hours=1), batch=3):
             chunks.append(chunk)
             assert len(chunks) < 50, "the export does not end"
     exported = list(csv.DictReader(io.StringIO("".join(chunks))))
     assert sorted(row["message_id"] for row in exported) == [f"seed{i:03d}" for i in range(23)]
     times = [row["created_at_utc"] for row in exported]
     assert times == sorted(times, reverse=True)  # still newest first
+
+
+def test_csv_lists_each_message_media_and_readable_numbers(app, client, login_as):
+    user = login_as("staff", "viewer@example.com")
+    with app.app_context():
+        db.session.add(make_message(
+            created_by_id=user.id, status="undelivered", error_code="30",
+            media=[{"url": "https://cdn.example.com/a.png", "content_type": "image/png"},
+                   {"media_id": "0b0e6a4c-0000-4000-8000-000000000001"}]))
+        db.session.commit()
+    [row] = list(csv.DictReader(io.StringIO(
+        client.get(url("messages.export")).get_data(as_text=True))))
+    assert row["media_count"] == "2"
+    assert row["media"].splitlines() == ["https://cdn.example.com/a.png",
+                                         "media id 0b0e6a4c-0000-4000-8000-000000000001"]
+    assert row["status"] == "Not delivered: spam detected (30)"
+    assert (row["from"], row["to"]) == ("+14155550100", "+14155550123")  # no apostrophe
+
+
+def test_a_failure_says_what_to_do_on_its_page_and_in_its_row(app, client, login_as):
+    user = login_as("staff", "viewer@example.com")
+    with app.app_context():
+        failed = make_message(created_by_id=user.id, status="failed", error_code="900")
+        refused = make_message(created_by_id=user.id, status="error",
+                               error_reason="Plivo refused the message: invalid number")
+        db.session.add_all([failed, refused])
+        db.session.commit()
+        failed_id, refused_id = failed.public_id, refused.public_id
+    page = client.get(url("messages.detail", public_id=failed_id)).get_data(as_text=True)
+    assert "What you can do:</strong> The Plivo account has run out of credit" in page
+    refused_page = client.get(url("messages.detail", public_id=refused_id)).get_data(
+        as_text=True)
+    assert "Plivo sent no status reports for this message." in refused_page
+    assert "No status reports from Plivo yet" not in refused_page
+    history = client.get(url("messages.history")).get_data(as_text=True)
+    assert 'title="The Plivo account has run out of credit' in history

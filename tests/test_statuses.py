@@ -182,3 +182,16 @@ def test_a_status_the_state_machine_does_not_know_never_moves_a_message():
     assert statuses.should_apply("bogus", 5, statuses.PENDING, 0)
     assert not statuses.callback_applies("queued", 1, "read", 9)
     assert not statuses.callback_applies("pending", 0, statuses.UNKNOWN, 5)
+
+
+def test_every_bad_ending_says_what_to_do_and_nothing_else_does():
+    for status in statuses.ALL:
+        said = statuses.advice(status)
+        assert (said is not None) == (status in (statuses.UNKNOWN, statuses.ERROR,
+                                                  statuses.UNDELIVERED, statuses.FAILED,
+                                                  statuses.REJECTED)), status
+    assert "STOP" in statuses.advice(statuses.FAILED, "200")
+    assert "credit" in statuses.advice(statuses.FAILED, "900")
+    assert "spam" in statuses.advice(statuses.UNDELIVERED, "030")
+    assert statuses.advice(statuses.UNDELIVERED, "9999") == statuses.ADVICE_BY_STATUS[
+        statuses.UNDELIVERED]

@@ -9,7 +9,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from flask import Flask, jsonify
+from flask import Flask, jsonify, redirect, url_for
 from sqlalchemy import event, exc, text
 from sqlalchemy.engine import Engine
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -130,6 +130,12 @@ def create_app(config: Mapping[str, str] | None = None) -> Flask:
     def livez():
         """The process answers: no database, no session. The benchmarks' floor."""
         return "ok\n", 200, {"Content-Type": "text/plain"}
+
+    @app.get("/favicon.ico")
+    @limiter.exempt
+    def favicon():
+        """Browsers ask here whatever the page says; the icon is an SVG in static/."""
+        return redirect(url_for("static", filename="favicon.svg"), 301)
 
     @app.get("/healthz")
     @limiter.exempt

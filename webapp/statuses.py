@@ -131,3 +131,45 @@ def label(status: str, error_code: str | None = None, sent_at: datetime | None =
     if explained and status in (UNDELIVERED, FAILED, REJECTED):
         return f"{text}: {explained}"
     return text
+
+
+# What a final failure means and what a person can do about it, in one or two sentences:
+# on the detail page and in the history badge's tooltip. By error code first, then status.
+ADVICE_BY_CODE = {
+    "20": "A temporary problem on the carrier's network. Sending again later usually works.",
+    "30": "Carriers filtered it as spam. Reword the text (no link shorteners, no capitals "
+          "throughout) before sending again: repeated spam can get the number blocked.",
+    "40": "The sending number cannot send this message. Ask an admin to check the number "
+          "in Plivo.",
+    "50": "The number cannot receive messages. Check it with the customer.",
+    "70": "The phone is permanently out of reach (number disconnected or changed). Check "
+          "the number with the customer.",
+    "80": "The phone was out of reach for a while (switched off, no signal). Sending again "
+          "later usually works.",
+    "100": "The carrier refuses this content or this sender. Ask an admin before sending "
+           "again.",
+    "120": "The pictures are too large together. Send smaller ones (under 5 MB in all).",
+    "200": "The customer replied STOP. Do not send again unless they reply START.",
+    "420": "It waited too long in Plivo's queue and expired. Send it again.",
+    "900": "The Plivo account has run out of credit. Ask an admin to top it up, then send "
+           "again.",
+}
+ADVICE_BY_STATUS = {
+    UNKNOWN: "The request may or may not have reached Plivo. Look the message up in "
+             "Plivo's console before sending again, or the customer may get it twice.",
+    ERROR: "Plivo refused the request, so nothing was sent. Correct what the reason names "
+           "(the number, the media or the account) and send again.",
+    UNDELIVERED: "The carrier did not deliver it. Check the number; sending again may not "
+                 "help.",
+    FAILED: "Plivo could not send it. Sending again may not help until the cause is fixed.",
+    REJECTED: "The carrier rejected it. Check the number and the content before sending "
+              "again.",
+}
+
+
+def advice(status: str, error_code: str | None = None) -> str | None:
+    """What to do about a message that ended badly; None for anything else."""
+    if status not in (UNKNOWN, ERROR, UNDELIVERED, FAILED, REJECTED):
+        return None
+    code = (error_code or "").lstrip("0")
+    return ADVICE_BY_CODE.get(code) or ADVICE_BY_STATUS[status]

@@ -61,7 +61,19 @@
     renumber();
   }
 
+  // Escape closes an open menu (a <details> dropdown) and gives focus back to its button.
+  function closeMenusOnEscape() {
+    document.addEventListener("keydown", function (event) {
+      if (event.key !== "Escape") return;
+      document.querySelectorAll("details.dropdown[open]").forEach(function (menu) {
+        menu.removeAttribute("open");
+        menu.querySelector("summary").focus();
+      });
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
+    closeMenusOnEscape();
     localTimes(document);
     counter();
     mediaRows();

@@ -120,7 +120,10 @@ def test_history_filters_detail_and_export(page: Page, stack, staff_account):
         page.get_by_role("link", name="Export these messages as CSV").click()
     content = Path(download_info.value.path()).read_text(encoding="utf-8")
     table = list(csv.reader(io.StringIO(content)))
-    assert len(table) == 2 and table[1][5] == "failed" and table[1][8] == "'=1+2 credit"
+    header, row = table[0], dict(zip(table[0], table[1], strict=True))
+    assert len(table) == 2 and header[5:7] == ["status", "status_code"]
+    assert row["status"] == "Failed: insufficient credit (900)" and row["status_code"] == "failed"
+    assert row["text"] == "'=1+2 credit" and row["to"].startswith("+1")
     rows.first.get_by_role("link").click()
     expect(page.locator("table.timeline")).to_contain_text("insufficient credit (900)")
 
@@ -180,3 +183,26 @@ def test_pages_have_no_serious_accessibility_violations(page: Page, stack, staff
         check_accessibility(page)
     log_out(page)
     check_accessibility(page)  # the login page
+
+
+def test_escape_closes_the_account_menu_and_focus_is_always_visible(page: Page, stack,
+                                                                   staff_account):
+    log_in(page, stack, staff_account, STAFF_PASSWORD)
+    menu = page.locator("details.dropdown")
+    menu.locator("summary").click()
+    expect(menu).to_have_attribute("open", "")
+    page.keyboard.press("Escape")
+    expect(menu).not_to_have_attribute("open", "")
+    assert page.evaluate("document.activeElement.tagName") == "SUMMARY"
+    # A keyboard user sees where focus is: a 3 px ring, whatever the control's style.
+    page.goto(stack.url + url("messages.compose"))
+    page.locator("#add-media").focus()
+    page.keyboard.press("Shift+Tab")
+    page.keyboard.press("Tab")
+    ring = page.evaluate("getComputedStyle(document.activeElement).outlineWidth")
+    assert ring == "3px", ring
+
+
+def test_the_favicon_is_served(page: Page, stack):
+    response = page.goto(stack.url + "/favicon.ico")
+    assert response.ok and "svg" in response.headers["content-type"]

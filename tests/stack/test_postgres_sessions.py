@@ -259,3 +259,30 @@ def test_nonces_bind_bodies_and_refusals_are_sampled_on_postgresql(make_app, own
         assert len(samples) == SAMPLES_PER_SOURCE_HOUR
     with app.app_context():  # a context of its own: the one above still holds a connection
         db.engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def fuzz_pg(own_postgres, tmp_path_factory):
+    app = webapp.create_app(base_env(tmp_path_factory.mktemp("pg-fuzz"),
+                                     DATABASE_URL=own_postgres,
+                                     SENDS_PER_MINUTE_PER_USER="100000"))
+    with app.app_context():
+        db.create_all()
+        first = accounts.create_user("fuzz-admin@example.com", PASSWORD, "admin")
+        accounts.create_user("fuzz-other@example.com", PASSWORD, "admin")
+        db.session.add(make_message(created_by_id=first.id, plivo_uuid="pg-fuzz"))
+        db.session.commit()
+    client = app.test_client()
+    assert login(client, "fuzz-admin@example.com").status_code == 303
+    yield app, client
+    with app.app_context():
+        db.engine.dispose()
+
+
+@settings(max_examples=20, deadline=None)
+@given(data=st.data())
+def test_no_route_gives_a_500_whatever_its_parameters_on_postgresql(fuzz_pg, data):
+    from ..test_security import fuzz_every_route
+
+    app, client = fuzz_pg
+    fuzz_every_route(app, client, data)

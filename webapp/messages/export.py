@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import (
     DateTime,
@@ -13,21 +14,24 @@ from sqlalchemy import (
     String,
     TypeDecorator,
     bindparam,
-    func,
     select,
     tuple_,
     type_coerce,
 )
 from sqlalchemy.engine import Dialect
 
+from .. import statuses
 from ..extensions import db
-from ..models import Message, User
+from ..models import Message, User, utcnow
 from .history import NEWEST_FIRST, HistoryFilter
 
-CSV_COLUMNS = ("created_at_utc", "message_id", "sent_by", "from", "to", "status", "error_code",
-               "error_reason", "text", "media_count", "units", "total_amount", "plivo_uuid",
-               "sent_at_utc", "final_at_utc")
+CSV_COLUMNS = ("created_at_utc", "message_id", "sent_by", "from", "to", "status",
+               "status_code", "error_code", "error_reason", "text", "media_count", "media",
+               "units", "total_amount", "plivo_uuid", "sent_at_utc", "final_at_utc")
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+# A phone number in E.164 cannot run as a formula: it stays as it is, so a spreadsheet
+# shows +14155550100 rather than '+14155550100. Anything else starting "+" is neutralised.
+_PHONE_NUMBER = re.compile(r"\+[0-9]{1,15}")
 BATCH = 500
 
 _m, _u = Message.__table__, User.__table__
@@ -52,8 +56,8 @@ class _StoredOrder(TypeDecorator):
 
 _EXPORT = select(
     _m.c.created_at, _m.c.public_id, _u.c.email, _m.c.sender, _m.c.recipient, _m.c.status,
-    _m.c.error_code, _m.c.error_reason, _m.c.text, func.json_array_length(_m.c.media),
-    _m.c.units, _m.c.total_amount, _m.c.plivo_uuid, _m.c.sent_at, _m.c.final_at,
+    _m.c.error_code, _m.c.error_reason, _m.c.text, _m.c.media, _m.c.units,
+    _m.c.total_amount, _m.c.plivo_uuid, _m.c.sent_at, _m.c.final_at,
     type_coerce(_m.c.created_at, _StoredOrder()).label("order_key"), _m.c.id,
 ).join(_u, _m.c.created_by_id == _u.c.id)
 _AFTER = (tuple_(_m.c.created_at, _m.c.id)
@@ -64,15 +68,26 @@ _AFTER = (tuple_(_m.c.created_at, _m.c.id)
 def neutralize(value: object) -> str:
     """A cell a spreadsheet will not run as a formula (OWASP CSV injection)."""
     text = "" if value is None else str(value)
-    return "'" + text if text.startswith(FORMULA_PREFIXES) else text
+    if text.startswith(FORMULA_PREFIXES) and not _PHONE_NUMBER.fullmatch(text):
+        return "'" + text
+    return text
 
 
 def _iso(moment: datetime | None) -> str:
-    return moment.astimezone(UTC).isoformat() if moment else ""
+    """UTC ISO-8601 to the second, the same shape in every row."""
+    return moment.astimezone(UTC).isoformat(timespec="seconds") if moment else ""
 
 
-def export_rows(filters: HistoryFilter, batch: int = BATCH) -> Iterator[str]:
-    """CSV text, newest first, streamed in keyset batches so memory stays flat."""
+def _media(items: list[dict] | None) -> str:
+    """The media of a message, one address (or Plivo media id) per line."""
+    return "\n".join(item.get("url") or f"media id {item.get('media_id', '')}"
+                     for item in items or [])
+
+
+def export_rows(filters: HistoryFilter, no_receipt_after: timedelta,
+                batch: int = BATCH) -> Iterator[str]:
+    """CSV text, newest first, streamed in keyset batches so memory stays flat. The status
+    reads as on screen (its code in the next column)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(CSV_COLUMNS)
@@ -88,12 +103,14 @@ def export_rows(filters: HistoryFilter, batch: int = BATCH) -> Iterator[str]:
             return
         buffer.seek(0)
         buffer.truncate()
+        now = utcnow()
         for (created_at, public_id, sent_by, sender, recipient, status, error_code,
-             error_reason, text, media_count, units, total_amount, plivo_uuid, sent_at,
+             error_reason, text, media, units, total_amount, plivo_uuid, sent_at,
              final_at, _key, _id) in rows:
+            label = statuses.label(status, error_code, sent_at, now, no_receipt_after)
             writer.writerow([neutralize(value) for value in (
-                _iso(created_at), public_id, sent_by, sender, recipient, status, error_code,
-                error_reason, text, media_count, units, total_amount, plivo_uuid,
-                _iso(sent_at), _iso(final_at))])
+                _iso(created_at), public_id, sent_by, sender, recipient, label, status,
+                error_code, error_reason, text, len(media or []), _media(media), units,
+                total_amount, plivo_uuid, _iso(sent_at), _iso(final_at))])
         yield buffer.getvalue()
         position = {"order_key": rows[-1].order_key, "ident": rows[-1].id}

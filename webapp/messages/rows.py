@@ -38,6 +38,7 @@ class Row(NamedTuple):
     thumbnail: str | None
     status: str
     label: str
+    advice: str | None
     sent_by: str
     cost: str
 
@@ -68,26 +69,31 @@ def present(table_row, now: datetime, no_receipt_after: timedelta) -> Row:
         image,
         status,
         statuses.label(status, error_code, sent_at, now, no_receipt_after),
+        statuses.advice(status, error_code),
         sent_by,
         f"${total_amount}" if total_amount else "—",
     )
 
 
-def _no_receipt_after() -> timedelta:
+def no_receipt_after() -> timedelta:
+    """How long a sent message waits for a receipt before it reads \"carrier gives none\"."""
     return timedelta(minutes=current_settings().sent_no_receipt_after_minutes)
 
 
 def present_rows(table_rows: list) -> list[Row]:
-    now, after = utcnow(), _no_receipt_after()
+    now, after = utcnow(), no_receipt_after()
     return [present(row, now, after) for row in table_rows]
 
 
-@lru_cache(maxsize=512)  # a handful of (status, label) pairs cover every row there is
-def badge(status: str, label: str) -> Markup:
-    """The status badge, the same in the history rows and on the detail page."""
+@lru_cache(maxsize=512)  # a handful of (status, label, advice) cover every row there is
+def badge(status: str, label: str, advice: str | None = None) -> Markup:
+    """The status badge, the same in the history rows and on the detail page; what to do
+    about a failure as its tooltip."""
     tone = statuses.TONES.get(status, "neutral")
-    html = f'<span class="badge badge-{tone}" data-status="{_e(status)}">{_e(label)}</span>'
-    return Markup(html)  # noqa: S704 (both values escaped above; tone is ours)
+    title = f' title="{_e(advice)}"' if advice else ""
+    html = (f'<span class="badge badge-{tone}" data-status="{_e(status)}"{title}>'
+            f"{_e(label)}</span>")
+    return Markup(html)  # noqa: S704 (every value escaped above; tone is ours)
 
 
 _ROW = (
@@ -117,7 +123,7 @@ def rows_html(rows: list[Row], detail_url: str) -> Markup:
             utc=row.created_utc, href=f"{detail_url}/{public_id}",
             recipient=_e(row.recipient), excerpt=_e(row.excerpt),
             thumbnail=_THUMBNAIL.format(_e(row.thumbnail)) if row.thumbnail else "",
-            media_count=row.media_count, badge=badge(row.status, row.label),
+            media_count=row.media_count, badge=badge(row.status, row.label, row.advice),
             sent_by=_e(row.sent_by), cost=_e(row.cost)))
     return Markup("".join(html))  # noqa: S704 (every value escaped above)
 
@@ -125,7 +131,7 @@ def rows_html(rows: list[Row], detail_url: str) -> Markup:
 # ---- template helpers -------------------------------------------------------------------
 def status_label(message: Message) -> str:
     return statuses.label(message.status, message.error_code, message.sent_at, utcnow(),
-                          _no_receipt_after())
+                          no_receipt_after())
 
 
 def history_rows(rows: list[Row]) -> Markup:
@@ -142,5 +148,6 @@ def rows_poll_url(rows: list[Row]) -> str | None:
 TEMPLATE_GLOBALS = {
     "badge": badge, "status_label": status_label, "history_rows": history_rows,
     "rows_poll_url": rows_poll_url, "explain_error_code": statuses.explain_error_code,
+    "advice": statuses.advice, "is_final": statuses.is_final,
 }
 TEMPLATE_FILTERS = {"phone": format_phone}

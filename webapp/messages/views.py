@@ -111,5 +111,6 @@ def detail(public_id: str):
 def export_csv():
     filters, _errors = history.HistoryFilter.from_args(request.args)
     stamp = utcnow().strftime("%Y%m%d-%H%M%S")
-    return Response(stream_with_context(export.export_rows(filters)), mimetype="text/csv",
+    lines = export.export_rows(filters, rows.no_receipt_after())
+    return Response(stream_with_context(lines), mimetype="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="messages-{stamp}.csv"'})
