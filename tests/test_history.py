@@ -187,9 +187,11 @@ def check_row_shows_time_number_text_media_and_cost_escaped(app, client, user_id
     assert 'src="https://cdn.example.com/a.png?x=1&amp;y=&lt;2&gt;"' in row
     assert "> 2</td>" in row  # two media
     assert '<span class="badge badge-good" data-status="delivered">Delivered</span>' in row
-    assert f"<td>{email}</td><td>$0.01600</td>" in row
+    assert (f'<td class="by-cell" data-label="Sent by">{email}</td>'
+            '<td class="cost-cell" data-label="Cost">$0.01600</td>') in row
     plain_row = row_of(plain_id)  # a first item that is no image: a count, no thumbnail
-    assert "<td>1</td>" in plain_row and "<img" not in plain_row and "<td>—</td>" in plain_row
+    assert '<td class="media-cell" data-label="Media">1</td>' in plain_row
+    assert "<img" not in plain_row and 'data-label="Cost">—</td>' in plain_row
 
 
 def test_detail_shows_timeline_with_explained_error_codes(app, client, login_as, seed):

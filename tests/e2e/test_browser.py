@@ -206,3 +206,43 @@ def test_escape_closes_the_account_menu_and_focus_is_always_visible(page: Page, 
 def test_the_favicon_is_served(page: Page, stack):
     response = page.goto(stack.url + "/favicon.ico")
     assert response.ok and "svg" in response.headers["content-type"]
+
+
+SCREENS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screens"
+WIDTHS = {"desktop": (1280, 800), "tablet": (768, 1024), "phone": (390, 844)}
+
+
+def test_every_page_fits_every_width_and_the_status_shows_on_a_phone(browser, stack,
+                                                                    staff_account):
+    """No sideways scrolling at 1280, 768 and 390 px on any page a logged-in person opens;
+    on a phone every history row's status is inside the screen. Screenshots of each page
+    at each width go to test-artifacts/screens/ on every run, for a reviewer to look at."""
+    SCREENS.mkdir(parents=True, exist_ok=True)
+    for width_name, (width, height) in WIDTHS.items():
+        context = browser.new_context(viewport={"width": width, "height": height})
+        page = context.new_page()
+        log_in(page, stack, stack.admin_email, stack.admin_password)
+        if width_name == "desktop":  # a send of its own, so that the pages have rows
+            compose(page, stack, "(415) 555-0123, (415) 555-0030, (415) 555-0900",
+                    [stack.media + "/red.png"], text="Your order #4471 is ready for pickup "
+                    "at the Oak Street shop. Reply STOP to opt out.")
+            expect(page.locator("tbody .badge").first).to_be_visible()
+            page.goto(stack.url + url("messages.history"))
+        detail = page.locator("tbody tr a").first.get_attribute("href")
+        pages = {"history": url("messages.history"), "compose": url("messages.compose"),
+                 "detail": detail, "password": url("auth.change_password"),
+                 "accounts": url("auth.users"), "account": url("auth.user_detail", user_id=1),
+                 "history-filtered": url("messages.history", status="failed")}
+        for name, path in pages.items():
+            page.goto(stack.url + path)
+            page.screenshot(path=str(SCREENS / f"{name}-{width_name}.png"), full_page=True)
+            scroll, inner = page.evaluate("[document.documentElement.scrollWidth, innerWidth]")
+            assert scroll <= inner, (name, width_name, scroll, inner)
+        if width_name == "phone":
+            page.goto(stack.url + url("messages.history"))
+            badges = page.locator("tbody tr .badge")
+            assert badges.count() > 0
+            for i in range(badges.count()):
+                box = badges.nth(i).bounding_box()
+                assert box and box["x"] >= 0 and box["x"] + box["width"] <= width, box
+        context.close()

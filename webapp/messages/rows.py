@@ -96,15 +96,17 @@ def badge(status: str, label: str, advice: str | None = None) -> Markup:
     return Markup(html)  # noqa: S704 (every value escaped above; tone is ours)
 
 
+# Status and recipient first: they are what staff look for. On a phone each row becomes a
+# card (static/css/app.css) whose cells say what they are through data-label.
 _ROW = (
     '<tr id="msg-{id}" data-final="{final}">'
-    '<td><time datetime="{iso}" title="{utc}">{utc}</time></td>'
-    '<td><a href="{href}">{recipient}</a></td>'
-    '<td class="excerpt">{excerpt}</td>'
-    "<td>{thumbnail}{media_count}</td>"
-    "<td>{badge}</td>"
-    "<td>{sent_by}</td>"
-    "<td>{cost}</td>"
+    '<td class="status-cell" data-label="Status">{badge}</td>'
+    '<td class="to-cell" data-label="To"><a href="{href}">{recipient}</a></td>'
+    '<td class="time-cell" data-label="Time"><time datetime="{iso}" title="{utc}">{utc}</time></td>'
+    '<td class="excerpt" data-label="Text"><span class="clamp">{excerpt}</span></td>'
+    '<td class="media-cell" data-label="Media">{thumbnail}{media_count}</td>'
+    '<td class="by-cell" data-label="Sent by">{sent_by}</td>'
+    '<td class="cost-cell" data-label="Cost">{cost}</td>'
     "</tr>\n"
 )
 _THUMBNAIL = '<img class="thumb" src="{}" alt="" loading="lazy" referrerpolicy="no-referrer"> '
