@@ -10,10 +10,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import event, text
 
+from webapp.auth import service as accounts
 from webapp.extensions import db
 from webapp.messages.export import neutralize
 from webapp.models import Message, StatusEvent, User
 
+from .conftest import PASSWORD, login
 from .helpers import make_message, url
 
 STAMP = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -318,3 +320,46 @@ def test_a_failure_says_what_to_do_on_its_page_and_in_its_row(app, client, login
     assert "No status reports from Plivo yet" not in refused_page
     history = client.get(url("messages.history")).get_data(as_text=True)
     assert 'title="The Plivo account has run out of credit' in history
+
+
+def test_dates_are_the_days_the_table_shows_in_the_display_time_zone(make_app, make_user):
+    """In Los Angeles, 07:30 UTC on Nov 30 is still Nov 29: filtering "Nov 30" returns
+    exactly the rows the table labels Nov 30 (the table once showed the browser's time
+    while the filter took UTC days)."""
+    app = make_app(DISPLAY_TIMEZONE="America/Los_Angeles")
+    client = app.test_client()
+    with app.app_context():
+        user = accounts.create_user("la@example.com", PASSWORD)
+        late = make_message(created_by_id=user.id, text="late on the 29th",
+                            created_at=datetime(2026, 11, 30, 7, 30, tzinfo=UTC))
+        early = make_message(created_by_id=user.id, text="early on the 30th",
+                             created_at=datetime(2026, 11, 30, 8, 30, tzinfo=UTC))
+        db.session.add_all([late, early])
+        db.session.commit()
+        late_id, early_id = late.public_id, early.public_id
+    assert login(client, "la@example.com").status_code == 303
+    html = client.get(url("messages.history", **{"from": "2026-11-30", "to": "2026-11-30"})
+                      ).get_data(as_text=True)
+    assert page_ids(html) == [early_id]
+    assert "2026-11-30 00:30 PST</time>" in html
+    assert "From date (America/Los_Angeles)" in html
+    before = client.get(url("messages.history", to="2026-11-29")).get_data(as_text=True)
+    assert page_ids(before) == [late_id] and "2026-11-29 23:30 PST</time>" in before
+    swapped = client.get(url("messages.history", **{"from": "2026-11-30", "to": "2026-11-29"})
+                         ).get_data(as_text=True)
+    assert set(page_ids(swapped)) == {late_id, early_id}
+    assert "wrong way round; they have been swapped" in swapped
+    export = client.get(url("messages.export"))
+    rows = {r["message_id"]: r for r in csv.DictReader(io.StringIO(export.get_data(as_text=True)))}
+    export.close()
+    assert rows[late_id]["created_at_local"] == "2026-11-29T23:30:00-08:00"
+    assert rows[late_id]["created_at_utc"] == "2026-11-30T07:30:00+00:00"
+
+
+def test_a_display_time_zone_that_does_not_exist_stops_the_app_with_its_name(tmp_path):
+    from webapp.config import ConfigError, load_settings
+
+    from .conftest import base_env
+
+    with pytest.raises(ConfigError, match="DISPLAY_TIMEZONE: 'Mars/Olympus' is not an IANA"):
+        load_settings(base_env(tmp_path, DISPLAY_TIMEZONE="Mars/Olympus"))

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
 from flask import current_app
@@ -33,6 +34,9 @@ _AUTH_ID_RE = re.compile(r"^(MA|SA)[A-Z0-9]{18}$")
 
 class ConfigError(ValueError):
     """A setting is missing or malformed. The message starts with the key."""
+
+
+_UTC_ZONE = ZoneInfo("UTC")
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,7 @@ class Settings:
     bcrypt_rounds: int
     log_level: str
     log_format: str
+    display_timezone: ZoneInfo = _UTC_ZONE
     plivo_connect_timeout_seconds: float = 3.0
     plivo_read_timeout_seconds: float = 10.0
 
@@ -154,6 +159,15 @@ def _e164_list(key: str, raw: str) -> tuple[str, ...]:
     if not numbers:
         raise ConfigError(f"{key}: give at least one MMS-enabled number")
     return tuple(numbers)
+
+
+def _timezone(env: Mapping[str, str], key: str) -> ZoneInfo:
+    name = env.get(key, "").strip() or "UTC"
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ConfigError(f"{key}: {name!r} is not an IANA time zone name, such as "
+                          "America/New_York or UTC") from exc
 
 
 def _secret_key(env: Mapping[str, str], app_env: str, instance_path: Path) -> str:
@@ -281,6 +295,7 @@ def load_settings(env: Mapping[str, str] | None = None, instance_path: Path | No
         log_level=_choice(env, "LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper(),
         log_format=_choice(env, "LOG_FORMAT", "json" if app_env == "production" else "text",
                            ("json", "text")),
+        display_timezone=_timezone(env, "DISPLAY_TIMEZONE"),
         plivo_connect_timeout_seconds=_float(env, "PLIVO_CONNECT_TIMEOUT_SECONDS", 3.0, 0.1, 3.0),
         plivo_read_timeout_seconds=_float(env, "PLIVO_READ_TIMEOUT_SECONDS", 10.0, 0.1, 10.0),
     )

@@ -2,17 +2,6 @@
 (function () {
   "use strict";
 
-  function localTimes(root) {
-    root.querySelectorAll("time[datetime]").forEach(function (el) {
-      var when = new Date(el.getAttribute("datetime"));
-      if (!isNaN(when)) {
-        el.textContent = when.toLocaleString(undefined, {
-          year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit",
-        });
-      }
-    });
-  }
-
   function counter() {
     var text = document.querySelector("textarea[data-counter]");
     if (!text) return;
@@ -74,9 +63,7 @@
 
   document.addEventListener("DOMContentLoaded", function () {
     closeMenusOnEscape();
-    localTimes(document);
     counter();
     mediaRows();
   });
-  document.addEventListener("htmx:afterSwap", function (event) { localTimes(event.target); });
 })();

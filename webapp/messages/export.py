@@ -6,7 +6,7 @@ import csv
 import io
 import re
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 
 from sqlalchemy import (
     DateTime,
@@ -25,7 +25,7 @@ from ..extensions import db
 from ..models import Message, User, utcnow
 from .history import NEWEST_FIRST, HistoryFilter
 
-CSV_COLUMNS = ("created_at_utc", "message_id", "sent_by", "from", "to", "status",
+CSV_COLUMNS = ("created_at_utc", "created_at_local", "message_id", "sent_by", "from", "to", "status",
                "status_code", "error_code", "error_reason", "text", "media_count", "media",
                "units", "total_amount", "plivo_uuid", "sent_at_utc", "final_at_utc")
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
@@ -84,7 +84,12 @@ def _media(items: list[dict] | None) -> str:
                      for item in items or [])
 
 
-def export_rows(filters: HistoryFilter, no_receipt_after: timedelta,
+def _local(moment: datetime | None, zone: tzinfo) -> str:
+    """The same instant in the display time zone, with its offset."""
+    return moment.astimezone(zone).isoformat(timespec="seconds") if moment else ""
+
+
+def export_rows(filters: HistoryFilter, no_receipt_after: timedelta, zone: tzinfo = UTC,
                 batch: int = BATCH) -> Iterator[str]:
     """CSV text, newest first, streamed in keyset batches so memory stays flat. The status
     reads as on screen (its code in the next column)."""
@@ -109,8 +114,8 @@ def export_rows(filters: HistoryFilter, no_receipt_after: timedelta,
              final_at, _key, _id) in rows:
             label = statuses.label(status, error_code, sent_at, now, no_receipt_after)
             writer.writerow([neutralize(value) for value in (
-                _iso(created_at), public_id, sent_by, sender, recipient, label, status,
-                error_code, error_reason, text, len(media or []), _media(media), units,
-                total_amount, plivo_uuid, _iso(sent_at), _iso(final_at))])
+                _iso(created_at), _local(created_at, zone), public_id, sent_by, sender,
+                recipient, label, status, error_code, error_reason, text, len(media or []),
+                _media(media), units, total_amount, plivo_uuid, _iso(sent_at), _iso(final_at))])
         yield buffer.getvalue()
         position = {"order_key": rows[-1].order_key, "ident": rows[-1].id}

@@ -8,7 +8,7 @@ import base64
 import re
 import time as clock
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 
 from flask import current_app, has_app_context
 from sqlalchemy import Integer, Select, bindparam, event, func, select, tuple_
@@ -34,10 +34,12 @@ class HistoryFilter:
     recipient_digits: str = ""
     sent_by: int | None = None
     search: str = ""
+    zone: tzinfo = UTC  # the days of date_from and date_to are this zone's
 
     @classmethod
-    def from_args(cls, args) -> tuple[HistoryFilter, list[str]]:
-        """Parse query-string filters; bad values are dropped and reported."""
+    def from_args(cls, args, zone: tzinfo = UTC) -> tuple[HistoryFilter, list[str]]:
+        """Parse query-string filters; bad values are dropped and reported. Dates are days
+        in `zone`, the display time zone, as the table shows them."""
         errors: list[str] = []
         chosen = [s for s in args.getlist("status") if s in statuses.ALL]
         if len(chosen) != len(args.getlist("status")):
@@ -62,10 +64,15 @@ class HistoryFilter:
         if sent_by_raw and (sent_by is None or sent_by > MAX_ID):
             errors.append("Unknown sender ignored.")
             sent_by = None
+        date_from, date_to = parse_date("from", "from"), parse_date("to", "to")
+        if date_from and date_to and date_from > date_to:
+            date_from, date_to = date_to, date_from
+            errors.append("The dates were the wrong way round; they have been swapped.")
         return cls(
             statuses=chosen,
-            date_from=parse_date("from", "from"),
-            date_to=parse_date("to", "to"),
+            date_from=date_from,
+            date_to=date_to,
+            zone=zone,
             recipient_digits=re.sub(r"\D", "", args.get("recipient") or "")[:15],
             sent_by=sent_by,
             search=(args.get("q") or "").strip()[:200],
@@ -75,9 +82,11 @@ class HistoryFilter:
         if self.statuses:
             query = query.where(_m.c.status.in_(self.statuses))
         if self.date_from:
-            query = query.where(_m.c.created_at >= datetime.combine(self.date_from, time(), UTC))
+            start = datetime.combine(self.date_from, time(), self.zone)
+            query = query.where(_m.c.created_at >= start)
         if self.date_to:
-            end = datetime.combine(self.date_to, time(), UTC) + timedelta(days=1)
+            # The next day's midnight in the zone (a day may last 23 or 25 hours).
+            end = datetime.combine(self.date_to + timedelta(days=1), time(), self.zone)
             query = query.where(_m.c.created_at < end)
         if self.recipient_digits:
             query = query.where(_m.c.recipient.contains(self.recipient_digits))

@@ -3,7 +3,7 @@ and the template helpers that show them (registered on the app by messages/views
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from functools import lru_cache
 from html import escape as _e  # 0.4 us a value; markupsafe.escape is 0.8
 from operator import itemgetter
@@ -32,6 +32,7 @@ class Row(NamedTuple):
     is_final: bool
     created_iso: str
     created_utc: str
+    created_local: str
     recipient: str
     excerpt: str
     media_count: int
@@ -50,9 +51,22 @@ _SHOWN = ("public_id", "status", "error_code", "created_at", "sent_at", "recipie
 _pick_shown = itemgetter(*(TABLE_COLUMNS.index(name) for name in _SHOWN))
 
 
-def present(table_row, now: datetime, no_receipt_after: timedelta) -> Row:
-    """One row of history's table queries, as the table shows it. The time is cut from
-    isoformat() rather than strftime()."""
+def local_time(moment: datetime | None, zone: tzinfo | None = None) -> str:
+    """A time as every page shows it: in the display time zone (DISPLAY_TIMEZONE), with
+    the zone's abbreviation. UTC is cut from isoformat(), the fast path of a table."""
+    if moment is None:
+        return "—"
+    zone = zone or current_settings().display_timezone
+    if zone is UTC or getattr(zone, "key", None) == "UTC":
+        iso = moment.isoformat()
+        return f"{iso[:10]} {iso[11:16]} UTC"
+    local = moment.astimezone(zone)
+    return f"{local:%Y-%m-%d %H:%M} {local.tzname()}"
+
+
+def present(table_row, now: datetime, no_receipt_after: timedelta,
+            zone: tzinfo = UTC) -> Row:
+    """One row of history's table queries, as the table shows it, times in `zone`."""
     (public_id, status, error_code, created, sent_at, recipient, text, media_count,
      first_url, first_type, total_amount, sent_by) = _pick_shown(table_row)
     image = first_url if first_type and first_type.startswith("image/") else None
@@ -63,6 +77,7 @@ def present(table_row, now: datetime, no_receipt_after: timedelta) -> Row:
         status in statuses.FINAL,
         iso,
         f"{iso[:10]} {iso[11:16]} UTC",
+        local_time(created, zone),
         format_phone(recipient),
         (text[:57] + "…") if len(text) > 60 else (text or "—"),
         media_count,
@@ -81,8 +96,8 @@ def no_receipt_after() -> timedelta:
 
 
 def present_rows(table_rows: list) -> list[Row]:
-    now, after = utcnow(), no_receipt_after()
-    return [present(row, now, after) for row in table_rows]
+    now, after, zone = utcnow(), no_receipt_after(), current_settings().display_timezone
+    return [present(row, now, after, zone) for row in table_rows]
 
 
 @lru_cache(maxsize=512)  # a handful of (status, label, advice) cover every row there is
@@ -102,7 +117,7 @@ _ROW = (
     '<tr id="msg-{id}" data-final="{final}">'
     '<td class="status-cell" data-label="Status">{badge}</td>'
     '<td class="to-cell" data-label="To"><a href="{href}">{recipient}</a></td>'
-    '<td class="time-cell" data-label="Time"><time datetime="{iso}" title="{utc}">{utc}</time></td>'
+    '<td class="time-cell" data-label="Time"><time datetime="{iso}" title="{utc}">{local}</time></td>'
     '<td class="excerpt" data-label="Text"><span class="clamp">{excerpt}</span></td>'
     '<td class="media-cell" data-label="Media">{thumbnail}{media_count}</td>'
     '<td class="by-cell" data-label="Sent by">{sent_by}</td>'
@@ -122,7 +137,7 @@ def rows_html(rows: list[Row], detail_url: str) -> Markup:
         public_id = _e(row.public_id)
         html.append(_ROW.format(
             id=public_id, final="yes" if row.is_final else "no", iso=row.created_iso,
-            utc=row.created_utc, href=f"{detail_url}/{public_id}",
+            utc=row.created_utc, local=row.created_local, href=f"{detail_url}/{public_id}",
             recipient=_e(row.recipient), excerpt=_e(row.excerpt),
             thumbnail=_THUMBNAIL.format(_e(row.thumbnail)) if row.thumbnail else "",
             media_count=row.media_count, badge=badge(row.status, row.label, row.advice),
@@ -150,6 +165,6 @@ def rows_poll_url(rows: list[Row]) -> str | None:
 TEMPLATE_GLOBALS = {
     "badge": badge, "status_label": status_label, "history_rows": history_rows,
     "rows_poll_url": rows_poll_url, "explain_error_code": statuses.explain_error_code,
-    "advice": statuses.advice, "is_final": statuses.is_final,
+    "advice": statuses.advice, "is_final": statuses.is_final, "local_time": local_time,
 }
 TEMPLATE_FILTERS = {"phone": format_phone}

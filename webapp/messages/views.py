@@ -73,7 +73,8 @@ def sent(key: str):
 @bp.get("/messages", endpoint="history")
 @login_required
 def history_page():
-    filters, errors = history.HistoryFilter.from_args(request.args)
+    filters, errors = history.HistoryFilter.from_args(request.args,
+                                                      current_settings().display_timezone)
     messages, next_cursor = history.page(filters, request.args.get("before"))
     for error in errors:
         flash(error, "warning")
@@ -82,7 +83,8 @@ def history_page():
     return render_template("messages/history.html", rows=rows.present_rows(messages),
                            filters=filters,
                            next_cursor=next_cursor, query=query, senders=history.senders(filters.sent_by),
-                           all_statuses=statuses.ALL, labels=statuses.LABELS)
+                           all_statuses=statuses.ALL, labels=statuses.LABELS,
+                           zone_name=current_settings().display_timezone.key)
 
 
 @bp.get("/messages/rows", endpoint="rows")
@@ -109,8 +111,9 @@ def detail(public_id: str):
 @bp.get("/messages/export.csv", endpoint="export")
 @login_required
 def export_csv():
-    filters, _errors = history.HistoryFilter.from_args(request.args)
+    zone = current_settings().display_timezone
+    filters, _errors = history.HistoryFilter.from_args(request.args, zone)
     stamp = utcnow().strftime("%Y%m%d-%H%M%S")
-    lines = export.export_rows(filters, rows.no_receipt_after())
+    lines = export.export_rows(filters, rows.no_receipt_after(), zone)
     return Response(stream_with_context(lines), mimetype="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="messages-{stamp}.csv"'})
