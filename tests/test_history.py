@@ -363,3 +363,35 @@ def test_a_display_time_zone_that_does_not_exist_stops_the_app_with_its_name(tmp
 
     with pytest.raises(ConfigError, match="DISPLAY_TIMEZONE: 'Mars/Olympus' is not an IANA"):
         load_settings(base_env(tmp_path, DISPLAY_TIMEZONE="Mars/Olympus"))
+
+
+def test_the_page_after_a_send_sums_it_up_and_one_poll_keeps_it_current(app, client,
+                                                                        login_as):
+    user = login_as("staff", "viewer@example.com")
+    with app.app_context():
+        for recipient, status, code, amount in (
+                ("+14155550101", "delivered", None, "0.01600"),
+                ("+14155550102", "delivered", None, "0.01600"),
+                ("+14155550103", "undelivered", "30", "0.01600"),
+                ("+14155550104", "queued", None, None)):
+            db.session.add(make_message(created_by_id=user.id, idempotency_key="k" * 24,
+                                        recipient=recipient, status=status, error_code=code,
+                                        total_amount=amount))
+        db.session.commit()
+    page = client.get(url("messages.sent", key="k" * 24)).get_data(as_text=True)
+    summary = re.search(r'<p class="send-summary".*?</p>', page, re.S).group(0)
+    assert "<strong>4 messages</strong>" in summary
+    assert ">2 Delivered</span>" in summary and ">1 Queued at Plivo</span>" in summary
+    assert ">1 Not delivered: spam detected (30)</span>" in summary
+    assert "cost $0.04800" in summary
+    assert "Show the 1 that did not go through" in page
+    live = client.get(url("messages.sent_live", key="k" * 24))
+    assert live.status_code == 200 and 'hx-trigger="every 3s"' in live.get_data(as_text=True)
+    assert page.count('hx-trigger="every 3s"') == 1  # one poll for summary and rows
+    with app.app_context():
+        db.session.execute(text("UPDATE messages SET status = 'delivered'"))
+        db.session.commit()
+    settled = client.get(url("messages.sent_live", key="k" * 24))
+    assert settled.status_code == 286 and "hx-get" not in settled.get_data(as_text=True)
+    failed_link = client.get(url("messages.history", send="k" * 24, status="undelivered"))
+    assert failed_link.status_code == 200

@@ -91,8 +91,15 @@ def test_staff_sends_to_two_numbers_and_watches_them_deliver(page: Page, stack, 
 def test_magic_failure_number_shows_its_reason(page: Page, stack, staff_account):
     log_in(page, stack, staff_account, STAFF_PASSWORD)
     compose(page, stack, "(415) 555-0030, (415) 555-0400", [stack.media + "/red.png"])
-    expect(page.get_by_text("Not delivered: spam detected (30)")).to_be_visible(timeout=20_000)
-    expect(page.get_by_text("Refused by Plivo")).to_be_visible(timeout=20_000)
+    rows = page.locator("tbody")
+    expect(rows.get_by_text("Not delivered: spam detected (30)")).to_be_visible(timeout=20_000)
+    expect(rows.get_by_text("Refused by Plivo")).to_be_visible(timeout=20_000)
+    # The summary above the rows follows the same poll, then stops polling.
+    summary = page.locator(".send-summary")
+    expect(summary).to_contain_text("2 messages")
+    expect(summary).to_contain_text("1 Not delivered: spam detected (30)", timeout=20_000)
+    expect(summary).to_contain_text("1 Refused by Plivo")
+    expect(page.get_by_role("link", name="Show the 2 that did not go through")).to_be_visible()
 
 
 def test_form_errors_sit_next_to_their_fields(page: Page, stack, staff_account):
@@ -107,7 +114,8 @@ def test_form_errors_sit_next_to_their_fields(page: Page, stack, staff_account):
 def test_history_filters_detail_and_export(page: Page, stack, staff_account):
     log_in(page, stack, staff_account, STAFF_PASSWORD)
     compose(page, stack, "(415) 555-0900", [stack.media + "/blue.png"], text="=1+2 credit")
-    expect(page.get_by_text("Failed: insufficient credit (900)")).to_be_visible(timeout=20_000)
+    expect(page.locator("tbody").get_by_text("Failed: insufficient credit (900)")
+           ).to_be_visible(timeout=20_000)
     page.get_by_role("link", name="History", exact=True).click()
     page.locator("details.filters summary").click()
     page.get_by_label("Failed", exact=True).check()

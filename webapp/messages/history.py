@@ -34,6 +34,7 @@ class HistoryFilter:
     recipient_digits: str = ""
     sent_by: int | None = None
     search: str = ""
+    send: str = ""  # one compose submission, by its idempotency key
     zone: tzinfo = UTC  # the days of date_from and date_to are this zone's
 
     @classmethod
@@ -76,6 +77,7 @@ class HistoryFilter:
             recipient_digits=re.sub(r"\D", "", args.get("recipient") or "")[:15],
             sent_by=sent_by,
             search=(args.get("q") or "").strip()[:200],
+            send=(args.get("send") or "").strip()[:64],
         ), errors
 
     def apply(self, query: Select) -> Select:
@@ -94,11 +96,13 @@ class HistoryFilter:
             query = query.where(_m.c.created_by_id == self.sent_by)
         if self.search:
             query = query.where(_m.c.text.icontains(self.search, autoescape=True))
+        if self.send:
+            query = query.where(_m.c.idempotency_key == self.send)
         return query
 
     def active(self) -> bool:
         return bool(self.statuses or self.date_from or self.date_to or self.recipient_digits
-                    or self.sent_by or self.search)
+                    or self.sent_by or self.search or self.send)
 
 
 def encode_cursor(created_at: datetime, ident: int) -> str:

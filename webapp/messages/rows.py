@@ -3,7 +3,9 @@ and the template helpers that show them (registered on the app by messages/views
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
+from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from html import escape as _e  # 0.4 us a value; markupsafe.escape is 0.8
 from operator import itemgetter
@@ -143,6 +145,39 @@ def rows_html(rows: list[Row], detail_url: str) -> Markup:
             media_count=row.media_count, badge=badge(row.status, row.label, row.advice),
             sent_by=_e(row.sent_by), cost=_e(row.cost)))
     return Markup("".join(html))  # noqa: S704 (every value escaped above)
+
+
+@dataclass(frozen=True)
+class SendSummary:
+    """One compose submission at a glance: how many, how each ended, what it cost."""
+
+    total: int
+    outcomes: list[tuple[str, int, str]]  # (label, count, tone), most common first
+    cost: str | None  # "$0.03200" once Plivo has priced any of them
+    failed: int  # ended badly: worth a look
+    settled: bool  # every message is final
+
+
+def summarize(rows: list[Row], table_rows: list) -> SendSummary:
+    """Counts by the label each row shows; the cost from Plivo's TotalAmount."""
+    counts: dict[tuple[str, str], int] = {}
+    for row in rows:
+        key = (row.label, statuses.TONES.get(row.status, "neutral"))
+        counts[key] = counts.get(key, 0) + 1
+    amounts = []
+    for table_row in table_rows:
+        amount = dict(zip(TABLE_COLUMNS, table_row, strict=True))["total_amount"]
+        try:
+            amounts.append(Decimal(str(amount)))
+        except InvalidOperation:  # none yet ("None"), or a value Plivo's callback mangled
+            continue
+    return SendSummary(
+        total=len(rows),
+        outcomes=[(label, count, tone) for (label, tone), count
+                  in sorted(counts.items(), key=lambda item: -item[1])],
+        cost=f"${sum(amounts):.5f}" if amounts else None,
+        failed=sum(1 for row in rows if statuses.advice(row.status) is not None),
+        settled=all(row.is_final for row in rows))
 
 
 # ---- template helpers -------------------------------------------------------------------

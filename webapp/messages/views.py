@@ -64,10 +64,26 @@ def compose():
 @bp.get("/messages/sent/<key>")
 @login_required
 def sent(key: str):
+    return render_template("messages/sent.html", **_send_live(key))
+
+
+@bp.get("/messages/sent/<key>/live")
+@login_required
+def sent_live(key: str):
+    """The summary and rows of one send: one poll refreshes both; 286 (htmx stops
+    polling) once every message is final."""
+    live = _send_live(key)
+    status = 286 if live["summary"].settled else 200
+    return render_template("messages/_send_live.html", **live), status
+
+
+def _send_live(key: str) -> dict:
     table_rows = history.table_rows_for_send(current_user.id, key)
     if not table_rows:
         abort(404)
-    return render_template("messages/sent.html", rows=rows.present_rows(table_rows))
+    shown = rows.present_rows(table_rows)
+    return {"rows": shown, "summary": rows.summarize(shown, table_rows), "key": key,
+            "bad_statuses": [s for s in statuses.ALL if statuses.advice(s)]}
 
 
 @bp.get("/messages", endpoint="history")
