@@ -265,3 +265,23 @@ def test_session_cookie_flags(make_app, tmp_path):
     assert app.config["SESSION_COOKIE_SAMESITE"] == "Lax"
     response = app.test_client().get(url("auth.login"))
     assert "max-age" in response.headers["Strict-Transport-Security"]
+
+
+def test_the_first_admin_must_replace_the_printed_password_before_anything_else(
+        app, client, runner):
+    import re
+
+    printed = runner.invoke(args=["users", "bootstrap"]).output
+    password = re.search(r"password:\s+(\S+)", printed).group(1)
+    assert login(client, "admin@example.com", password).status_code == 303
+    for endpoint in ("messages.history", "messages.compose", "auth.users"):
+        response = client.get(url(endpoint))
+        assert response.status_code == 303, endpoint
+        assert response.headers["Location"].endswith(url("auth.change_password"))
+    page = client.get(url("auth.change_password")).get_data(as_text=True)
+    assert "Choose your own password first" in page
+    changed = post_form(client, url("auth.change_password"), {
+        "current_password": password, "new_password": "a password of my very own",
+        "confirm": "a password of my very own"})
+    assert changed.status_code == 303
+    assert client.get(url("messages.history")).status_code == 200

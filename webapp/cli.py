@@ -86,11 +86,12 @@ def bootstrap() -> None:
         return
     email = "admin@example.com"
     password = secrets.token_urlsafe(15)
-    accounts.create_user(email, password, "admin")
+    accounts.create_user(email, password, "admin", must_change_password=True)
     line = "=" * 64
     click.echo(f"{line}\nFirst run: an admin account was created.\n"
                f"  email:    {email}\n  password: {password}\n"
-               f"Log in at {current_settings().public_base_url}/login and change it.\n{line}")
+               f"Log in at {current_settings().public_base_url}/login: you will be asked to "
+               f"choose your own password first.\n{line}")
 
 
 def _loopback_base(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -59,6 +60,9 @@ class User(db.Model):
     is_active: Mapped[bool] = mapped_column(default=True)
     # Part of the Flask-Login id: bumping it kills every cookie issued before.
     session_version: Mapped[int] = mapped_column(Integer, default=1)
+    # A password someone else has seen (the first admin's, printed at bootstrap): the
+    # person must choose their own before anything else.
+    must_change_password: Mapped[bool] = mapped_column(default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 

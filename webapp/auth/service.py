@@ -34,6 +34,7 @@ class SignedInUser:
     email: str
     role: str
     session_version: int
+    must_change_password: bool = False
 
     is_authenticated = True
     is_active = True  # the loader refuses deactivated accounts
@@ -53,7 +54,8 @@ class SignedInUser:
 Actor = User | SignedInUser  # who an admin action is logged as
 _SESSION_ID = re.compile(r"([0-9]{1,18}):([0-9]{1,18})")
 _users = User.__table__
-_SIGNED_IN = select(_users.c.id, _users.c.email, _users.c.role, _users.c.session_version).where(
+_SIGNED_IN = select(_users.c.id, _users.c.email, _users.c.role, _users.c.session_version,
+                    _users.c.must_change_password).where(
     _users.c.id == bindparam("id"), _users.c.session_version == bindparam("version"),
     _users.c.is_active.is_(True))
 
@@ -91,7 +93,8 @@ def authenticate(email: str, password: str) -> User | None:
     return user
 
 
-def create_user(email: str, password: str, role: str = "staff", actor: Actor | None = None) -> User:
+def create_user(email: str, password: str, role: str = "staff", actor: Actor | None = None,
+                must_change_password: bool = False) -> User:
     email = normalize_email(email)
     if "@" not in email or len(email) > 254:
         raise AccountError("Enter a valid email address.")
@@ -100,7 +103,7 @@ def create_user(email: str, password: str, role: str = "staff", actor: Actor | N
     if find_user(email) is not None:
         raise AccountError(f"An account for {email} already exists.")
     check_policy(password, email)
-    user = User(email=email, role=role,
+    user = User(email=email, role=role, must_change_password=must_change_password,
                 password_hash=hash_password(password, current_settings().bcrypt_rounds))
     db.session.add(user)
     db.session.commit()
@@ -113,6 +116,7 @@ def set_password(user: User, new_password: str, actor: Actor | None = None) -> N
     check_policy(new_password, user.email)
     user.password_hash = hash_password(new_password, current_settings().bcrypt_rounds)
     user.session_version += 1
+    user.must_change_password = False
     db.session.commit()
     event(log, "password set", email=user.email, by=actor.email if actor else "cli")
 

@@ -35,6 +35,24 @@ def load_user(session_id: str) -> service.SignedInUser | None:
     return service.signed_in_user(session_id)
 
 
+# What a person who must choose a new password may still open.
+_BEFORE_NEW_PASSWORD = frozenset({"auth.change_password", "auth.logout", "auth.login",
+                                  "static", "livez", "healthz", "favicon",
+                                  "webhooks.plivo_status"})
+
+
+@bp.before_app_request
+def require_own_password():
+    """The first admin's printed password must be replaced before anything else."""
+    if request.endpoint in _BEFORE_NEW_PASSWORD:
+        return None  # decided without loading the user
+    if getattr(current_user, "must_change_password", False):
+        flash("Choose your own password first: the one you signed in with was printed "
+              "when the dashboard was set up.", "warning")
+        return redirect(url_for("auth.change_password"), 303)
+    return None
+
+
 def admin_required(view):
     @wraps(view)
     @login_required
