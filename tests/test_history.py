@@ -395,3 +395,19 @@ def test_the_page_after_a_send_sums_it_up_and_one_poll_keeps_it_current(app, cli
     assert settled.status_code == 286 and "hx-get" not in settled.get_data(as_text=True)
     failed_link = client.get(url("messages.history", send="k" * 24, status="undelivered"))
     assert failed_link.status_code == 200
+
+
+def test_the_filter_panel_stays_folded_and_says_what_is_active(client, login_as, seed):
+    add, _, _ = seed
+    add(1, status="failed", text="invoice 4471")
+    login_as("staff", "viewer@example.com")
+    html = client.get(url("messages.history", status=["failed", "undelivered"], q="4471",
+                          **{"from": "2026-11-01"})).get_data(as_text=True)
+    summary = re.search(r'<details class="filters">\s*<summary>(.*?)</summary>', html,
+                        re.S).group(1)
+    assert summary == ("Filter: Status: Failed, Not delivered · 2026-11-01 to … · "
+                       "Text: “4471”")
+    assert '<details class="filters">' in html  # folded: the rows come first
+    assert "✕ Clear filters" in html
+    plain = client.get(url("messages.history")).get_data(as_text=True)
+    assert "<summary>Filter</summary>" in plain and "Clear filters" not in plain

@@ -100,6 +100,23 @@ class HistoryFilter:
             query = query.where(_m.c.idempotency_key == self.send)
         return query
 
+    def describe(self, sender_emails: dict[int, str]) -> list[str]:
+        """The active filters in a few words each, for the panel's one-line summary."""
+        parts = []
+        if self.statuses:
+            parts.append("Status: " + ", ".join(statuses.LABELS[s] for s in self.statuses))
+        if self.date_from or self.date_to:
+            parts.append(f"{self.date_from or '…'} to {self.date_to or '…'}")
+        if self.recipient_digits:
+            parts.append(f"To: …{self.recipient_digits}…")
+        if self.sent_by:
+            parts.append(f"Sent by {sender_emails.get(self.sent_by, 'an unknown account')}")
+        if self.search:
+            parts.append(f"Text: “{self.search}”")
+        if self.send:
+            parts.append("One send")
+        return parts
+
     def active(self) -> bool:
         return bool(self.statuses or self.date_from or self.date_to or self.recipient_digits
                     or self.sent_by or self.search or self.send)

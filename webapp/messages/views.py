@@ -96,9 +96,11 @@ def history_page():
         flash(error, "warning")
     query = request.args.to_dict(flat=False)
     query.pop("before", None)
+    senders = history.senders(filters.sent_by)
     return render_template("messages/history.html", rows=rows.present_rows(messages),
                            filters=filters,
-                           next_cursor=next_cursor, query=query, senders=history.senders(filters.sent_by),
+                           next_cursor=next_cursor, query=query, senders=senders,
+                           sender_emails={row.id: row.email for row in senders},
                            all_statuses=statuses.ALL, labels=statuses.LABELS,
                            zone_name=current_settings().display_timezone.key)
 
