@@ -15,7 +15,7 @@ from webapp.extensions import db
 from webapp.messages.export import neutralize
 from webapp.models import Message, StatusEvent, User
 
-from .conftest import PASSWORD, login
+from .conftest import PASSWORD, login, post_form
 from .helpers import make_message, url
 
 STAMP = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -411,3 +411,20 @@ def test_the_filter_panel_stays_folded_and_says_what_is_active(client, login_as,
     assert "✕ Clear filters" in html
     plain = client.get(url("messages.history")).get_data(as_text=True)
     assert "<summary>Filter</summary>" in plain and "Clear filters" not in plain
+
+
+def test_a_person_can_read_times_in_their_own_time_zone(app, client, login_as, seed):
+    add, _, _ = seed
+    [late] = add(1, created_at=datetime(2026, 11, 30, 7, 30, tzinfo=UTC))
+    login_as("staff", "viewer@example.com")
+    assert "2026-11-30 07:30 UTC</time>" in client.get(url("messages.history")).get_data(
+        as_text=True)
+    refused = post_form(client, url("auth.account"), {"time_zone": "Mars/Olympus"})
+    assert refused.status_code == 400
+    saved = post_form(client, url("auth.account"), {"time_zone": "America/Vancouver"})
+    assert saved.status_code == 303
+    html = client.get(url("messages.history", to="2026-11-29")).get_data(as_text=True)
+    assert page_ids(html) == [late] and "2026-11-29 23:30 PST</time>" in html
+    assert "From date (America/Vancouver)" in html
+    post_form(client, url("auth.account"), {"time_zone": ""})  # back to the dashboard's
+    assert "07:30 UTC</time>" in client.get(url("messages.history")).get_data(as_text=True)

@@ -63,6 +63,8 @@ class User(db.Model):
     # A password someone else has seen (the first admin's, printed at bootstrap): the
     # person must choose their own before anything else.
     must_change_password: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # The IANA time zone this person reads times in; None: DISPLAY_TIMEZONE.
+    time_zone: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 

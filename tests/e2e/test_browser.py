@@ -196,6 +196,7 @@ def test_pages_have_no_serious_accessibility_violations(page: Page, stack, staff
     first = page.locator("tbody tr a").first
     detail = first.get_attribute("href") if first.count() else None
     urls = [url("messages.history"), url("messages.compose"), url("auth.change_password"),
+            url("auth.account"),
             url("auth.users"), url("auth.user_detail", user_id=1),
             url("messages.history", status="failed"), "/no/such/page"]
     if detail:
@@ -253,6 +254,7 @@ def test_every_page_fits_every_width_and_the_status_shows_on_a_phone(browser, st
         detail = page.locator("tbody tr a").first.get_attribute("href")
         pages = {"history": url("messages.history"), "compose": url("messages.compose"),
                  "detail": detail, "password": url("auth.change_password"),
+                 "your-account": url("auth.account"),
                  "accounts": url("auth.users"), "account": url("auth.user_detail", user_id=1),
                  "history-filtered": url("messages.history", status="failed")}
         for name, path in pages.items():

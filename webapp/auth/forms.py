@@ -53,3 +53,19 @@ class ActionForm(FlaskForm):
     """A button-only POST form (logout, deactivate): CSRF token and nothing else."""
 
     submit = SubmitField("Confirm")
+
+
+def time_zone_choices() -> list[tuple[str, str]]:
+    from zoneinfo import available_timezones
+
+    names = sorted(n for n in available_timezones() if "/" in n and not n.startswith("Etc/"))
+    return [("", "The dashboard's time zone"), ("UTC", "UTC"), *((n, n) for n in names)]
+
+
+class TimeZoneForm(FlaskForm):
+    time_zone = SelectField("Show times in", validate_choice=True)
+    submit = SubmitField("Save")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.time_zone.choices = time_zone_choices()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import bindparam, func, select, update
 
@@ -35,6 +36,7 @@ class SignedInUser:
     role: str
     session_version: int
     must_change_password: bool = False
+    time_zone: str | None = None
 
     is_authenticated = True
     is_active = True  # the loader refuses deactivated accounts
@@ -55,7 +57,7 @@ Actor = User | SignedInUser  # who an admin action is logged as
 _SESSION_ID = re.compile(r"([0-9]{1,18}):([0-9]{1,18})")
 _users = User.__table__
 _SIGNED_IN = select(_users.c.id, _users.c.email, _users.c.role, _users.c.session_version,
-                    _users.c.must_change_password).where(
+                    _users.c.must_change_password, _users.c.time_zone).where(
     _users.c.id == bindparam("id"), _users.c.session_version == bindparam("version"),
     _users.c.is_active.is_(True))
 
@@ -125,6 +127,17 @@ def change_own_password(user: User, current_password: str, new_password: str) ->
     if not verify_password(current_password, user.password_hash):
         raise AccountError("Your current password is not right.")
     set_password(user, new_password, actor=user)
+
+
+def set_time_zone(user: User, name: str | None) -> None:
+    """The time zone this person reads times in; None or "" for the dashboard's own."""
+    if name:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise AccountError(f"{name} is not a time zone.") from exc
+    user.time_zone = name or None
+    db.session.commit()
 
 
 def end_all_sessions(user: User) -> None:

@@ -6,6 +6,7 @@ from functools import wraps
 from flask import abort, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, login_user, logout_user
 
+from ..config import current_settings
 from ..extensions import db, limiter, login_manager
 from ..logs import event
 from ..models import User
@@ -18,6 +19,7 @@ from .forms import (
     LoginForm,
     ResetPasswordForm,
     RoleForm,
+    TimeZoneForm,
 )
 from .passwords import WeakPassword
 
@@ -105,6 +107,25 @@ def logout():
         session.clear()
         flash("You have logged out.", "info")
     return redirect(url_for("auth.login"), 303)
+
+
+@bp.route("/account", methods=["GET", "POST"])
+@login_required
+def account():
+    form = TimeZoneForm(time_zone=current_user.time_zone or "")
+    if form.validate_on_submit():
+        try:
+            service.set_time_zone(current_user.record(), form.time_zone.data)
+        except service.AccountError as exc:
+            form.time_zone.errors.append(str(exc))
+        else:
+            flash("Saved: times now show in " + (form.time_zone.data
+                                                 or "the dashboard's time zone") + ".",
+                  "success")
+            return redirect(url_for("auth.account"), 303)
+    return render_template("auth/account.html", form=form,
+                           dashboard_zone=current_settings().display_timezone.key), (
+        400 if request.method == "POST" else 200)
 
 
 @bp.route("/account/password", methods=["GET", "POST"])

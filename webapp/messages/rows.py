@@ -10,8 +10,10 @@ from functools import lru_cache
 from html import escape as _e  # 0.4 us a value; markupsafe.escape is 0.8
 from operator import itemgetter
 from typing import NamedTuple
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from flask import url_for
+from flask_login import current_user
 from markupsafe import Markup
 
 from .. import statuses
@@ -53,12 +55,29 @@ _SHOWN = ("public_id", "status", "error_code", "created_at", "sent_at", "recipie
 _pick_shown = itemgetter(*(TABLE_COLUMNS.index(name) for name in _SHOWN))
 
 
+@lru_cache(maxsize=64)
+def _zone(name: str) -> tzinfo:
+    return ZoneInfo(name)
+
+
+def display_zone() -> tzinfo:
+    """The time zone the signed-in person reads times in: their own choice (Your account)
+    or DISPLAY_TIMEZONE."""
+    name = getattr(current_user, "time_zone", None)
+    if name:
+        try:
+            return _zone(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            pass  # a zone the system no longer knows: the dashboard's own
+    return current_settings().display_timezone
+
+
 def local_time(moment: datetime | None, zone: tzinfo | None = None) -> str:
     """A time as every page shows it: in the display time zone (DISPLAY_TIMEZONE), with
     the zone's abbreviation. UTC is cut from isoformat(), the fast path of a table."""
     if moment is None:
         return "—"
-    zone = zone or current_settings().display_timezone
+    zone = zone or display_zone()
     if zone is UTC or getattr(zone, "key", None) == "UTC":
         iso = moment.isoformat()
         return f"{iso[:10]} {iso[11:16]} UTC"
@@ -98,7 +117,7 @@ def no_receipt_after() -> timedelta:
 
 
 def present_rows(table_rows: list) -> list[Row]:
-    now, after, zone = utcnow(), no_receipt_after(), current_settings().display_timezone
+    now, after, zone = utcnow(), no_receipt_after(), display_zone()
     return [present(row, now, after, zone) for row in table_rows]
 
 

@@ -89,8 +89,8 @@ def _send_live(key: str) -> dict:
 @bp.get("/messages", endpoint="history")
 @login_required
 def history_page():
-    filters, errors = history.HistoryFilter.from_args(request.args,
-                                                      current_settings().display_timezone)
+    zone = rows.display_zone()
+    filters, errors = history.HistoryFilter.from_args(request.args, zone)
     messages, next_cursor = history.page(filters, request.args.get("before"))
     for error in errors:
         flash(error, "warning")
@@ -102,7 +102,7 @@ def history_page():
                            next_cursor=next_cursor, query=query, senders=senders,
                            sender_emails={row.id: row.email for row in senders},
                            all_statuses=statuses.ALL, labels=statuses.LABELS,
-                           zone_name=current_settings().display_timezone.key)
+                           zone_name=getattr(zone, "key", str(zone)))
 
 
 @bp.get("/messages/rows", endpoint="rows")
@@ -129,7 +129,7 @@ def detail(public_id: str):
 @bp.get("/messages/export.csv", endpoint="export")
 @login_required
 def export_csv():
-    zone = current_settings().display_timezone
+    zone = rows.display_zone()
     filters, _errors = history.HistoryFilter.from_args(request.args, zone)
     stamp = utcnow().strftime("%Y%m%d-%H%M%S")
     lines = export.export_rows(filters, rows.no_receipt_after(), zone)
