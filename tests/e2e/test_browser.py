@@ -237,7 +237,8 @@ WIDTHS = {"desktop": (1280, 800), "tablet": (768, 1024), "phone": (390, 844)}
 
 def test_every_page_fits_every_width_and_the_status_shows_on_a_phone(browser, stack,
                                                                     staff_account):
-    """No sideways scrolling at 1280, 768 and 390 px on any page a logged-in person opens;
+    """No sideways scrolling and no serious axe-core finding at 1280, 768 and 390 px on any
+    page a logged-in person opens;
     on a phone every history row's status is inside the screen. Screenshots of each page
     at each width go to test-artifacts/screens/ on every run, for a reviewer to look at."""
     SCREENS.mkdir(parents=True, exist_ok=True)
@@ -262,6 +263,7 @@ def test_every_page_fits_every_width_and_the_status_shows_on_a_phone(browser, st
             page.screenshot(path=str(SCREENS / f"{name}-{width_name}.png"), full_page=True)
             scroll, inner = page.evaluate("[document.documentElement.scrollWidth, innerWidth]")
             assert scroll <= inner, (name, width_name, scroll, inner)
+            check_accessibility(page)
         if width_name == "phone":
             page.goto(stack.url + url("messages.history"))
             page.locator("details.filters summary").click()
