@@ -167,9 +167,13 @@ ADVICE_BY_STATUS = {
 }
 
 
+# The ways a message can end badly: each has advice, and the page after a send links to them.
+BAD_ENDINGS = frozenset(ADVICE_BY_STATUS)
+
+
 def advice(status: str, error_code: str | None = None) -> str | None:
     """What to do about a message that ended badly; None for anything else."""
-    if status not in (UNKNOWN, ERROR, UNDELIVERED, FAILED, REJECTED):
+    if status not in BAD_ENDINGS:
         return None
     code = (error_code or "").lstrip("0")
     return ADVICE_BY_CODE.get(code) or ADVICE_BY_STATUS[status]

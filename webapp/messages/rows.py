@@ -53,6 +53,7 @@ class Row(NamedTuple):
 _SHOWN = ("public_id", "status", "error_code", "created_at", "sent_at", "recipient", "text",
           "media_count", "first_url", "first_type", "total_amount", "sent_by")
 _pick_shown = itemgetter(*(TABLE_COLUMNS.index(name) for name in _SHOWN))
+_TOTAL_AMOUNT = TABLE_COLUMNS.index("total_amount")
 
 
 @lru_cache(maxsize=64)
@@ -185,7 +186,7 @@ def summarize(rows: list[Row], table_rows: list) -> SendSummary:
         counts[key] = counts.get(key, 0) + 1
     amounts = []
     for table_row in table_rows:
-        amount = dict(zip(TABLE_COLUMNS, table_row, strict=True))["total_amount"]
+        amount = table_row[_TOTAL_AMOUNT]
         try:
             amounts.append(Decimal(str(amount)))
         except InvalidOperation:  # none yet ("None"), or a value Plivo's callback mangled
@@ -195,7 +196,7 @@ def summarize(rows: list[Row], table_rows: list) -> SendSummary:
         outcomes=[(label, count, tone) for (label, tone), count
                   in sorted(counts.items(), key=lambda item: -item[1])],
         cost=f"${sum(amounts):.5f}" if amounts else None,
-        failed=sum(1 for row in rows if statuses.advice(row.status) is not None),
+        failed=sum(1 for row in rows if row.status in statuses.BAD_ENDINGS),
         settled=all(row.is_final for row in rows))
 
 

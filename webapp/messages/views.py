@@ -83,7 +83,7 @@ def _send_live(key: str) -> dict:
         abort(404)
     shown = rows.present_rows(table_rows)
     return {"rows": shown, "summary": rows.summarize(shown, table_rows), "key": key,
-            "bad_statuses": [s for s in statuses.ALL if statuses.advice(s)]}
+            "bad_statuses": sorted(statuses.BAD_ENDINGS)}
 
 
 @bp.get("/messages", endpoint="history")
