@@ -151,7 +151,7 @@ def test_one_poll_refreshes_the_table_until_every_row_is_final(app, client, logi
     assert final.status_code == 286  # htmx stops polling
     assert 'data-status="delivered"' in final.get_data(as_text=True)
     settled = client.get(url("messages.history")).get_data(as_text=True)
-    assert "hx-trigger" not in settled
+    assert 'hx-trigger="every' not in settled
 
 
 def test_a_row_shows_time_number_text_media_and_cost_escaped(app, client, login_as, seed):
@@ -190,7 +190,7 @@ def check_row_shows_time_number_text_media_and_cost_escaped(app, client, user_id
     assert "> 2</td>" in row  # two media
     assert '<span class="badge badge-good" data-status="delivered">Delivered</span>' in row
     assert (f'<td class="by-cell" data-label="Sent by">{email}</td>'
-            '<td class="cost-cell" data-label="Cost">$0.01600</td>') in row
+            '<td class="cost-cell" data-label="Cost">$0.016</td>') in row
     plain_row = row_of(plain_id)  # a first item that is no image: a count, no thumbnail
     assert '<td class="media-cell" data-label="Media">1</td>' in plain_row
     assert "<img" not in plain_row and 'data-label="Cost">—</td>' in plain_row
@@ -383,7 +383,7 @@ def test_the_page_after_a_send_sums_it_up_and_one_poll_keeps_it_current(app, cli
     assert "<strong>4 messages</strong>" in summary
     assert ">2 Delivered</span>" in summary and ">1 Queued at Plivo</span>" in summary
     assert ">1 Not delivered: spam detected (30)</span>" in summary
-    assert "cost $0.04800" in summary
+    assert "cost $0.048" in summary
     assert "Show the 1 that did not go through" in page
     live = client.get(url("messages.sent_live", key="k" * 24))
     assert live.status_code == 200 and 'hx-trigger="every 3s"' in live.get_data(as_text=True)
@@ -428,3 +428,45 @@ def test_a_person_can_read_times_in_their_own_time_zone(app, client, login_as, s
     assert "From date (America/Vancouver)" in html
     post_form(client, url("auth.account"), {"time_zone": ""})  # back to the dashboard's
     assert "07:30 UTC</time>" in client.get(url("messages.history")).get_data(as_text=True)
+
+
+def test_count_is_exact_below_the_cap_and_says_more_than_above(app, client, seed, monkeypatch):
+    add, amy, _bob = seed
+    add(3, status="failed")
+    add(4)
+    login(client, amy.email)
+    answer = client.get(url("messages.count", status="failed"), headers={"HX-Request": "true"})
+    assert answer.status_code == 200
+    assert "3 messages match these filters." in answer.text
+    assert "<html" not in answer.text  # a fragment for htmx
+    assert "7 messages." in client.get(url("messages.count"), headers={"HX-Request": "true"}).text
+    one = client.get(url("messages.count", q="message 1", status="failed")).text
+    assert "1 message matches these filters." in one and "<html" in one  # a page without JS
+    from webapp.messages import history
+    monkeypatch.setattr(history, "COUNT_CAP", 5)
+    monkeypatch.setattr(history.count, "__defaults__", (5,))
+    assert "More than 5 messages." in client.get(url("messages.count")).text
+
+
+def test_history_page_links_the_count_with_its_filters(app, client, seed):
+    add, amy, _bob = seed
+    add(2)
+    login(client, amy.email)
+    html = client.get(url("messages.history", status="failed", before="x")).text
+    found = re.search(r'id="match-count" hx-get="([^"]+)"', html)
+    assert found and "status=failed" in found.group(1) and "before" not in found.group(1)
+    assert client.get(url("messages.count"), headers={"HX-Request": "1"}).status_code == 200
+
+
+def test_count_needs_a_login(client):
+    answer = client.get(url("messages.count"))
+    assert answer.status_code == 302 and "/login" in answer.headers["Location"]
+
+
+@pytest.mark.parametrize(("amount", "shown"), [
+    ("0.02000", "$0.02"), ("0.01650", "$0.0165"), ("0", "$0.00"), ("12.5", "$12.50"),
+    (None, "—"), ("", "—"), ("NaN", "—"), ("junk", "—"), ("0.00001", "$0.00001"),
+])
+def test_costs_read_as_dollars_without_padding(amount, shown):
+    from webapp.messages.rows import money
+    assert money(amount) == shown

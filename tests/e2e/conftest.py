@@ -104,6 +104,7 @@ class Stack:
     admin_email: str
     admin_password: str
     media: str  # http://127.0.0.1:PORT
+    settings: dict  # the dashboard's environment: a test may open its database too
 
 
 @pytest.fixture(scope="session")
@@ -130,7 +131,7 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
             dashboard.start_worker(threads=4)
             dashboard.start_web("--workers", "2")
             yield Stack(url=dashboard.url, admin_email=email, admin_password=password,
-                        media=f"http://{media_host}")
+                        media=f"http://{media_host}", settings={**settings, "INSTANCE_PATH": str(tmp)})
     finally:
         media_server.shutdown()
         media_server.server_close()

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import csv
 import io
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
 
-from ..helpers import url
-from .conftest import AXE, Stack
+from ..helpers import make_message, url
+from .conftest import AXE, IMAGES, Stack
 
 STAFF_EMAIL = "casey@example.com"
 STAFF_PASSWORD = "casey's long passphrase"
@@ -231,6 +232,29 @@ def test_the_favicon_is_served(page: Page, stack):
     assert response.ok and "svg" in response.headers["content-type"]
 
 
+PICTURES = "https://pictures.example/"
+
+
+def seed_pictured_messages(stack: Stack) -> None:
+    """A few earlier messages with pictures at https addresses, as a real team's history
+    has, written straight to the dashboard's database."""
+    from webapp import create_app
+    from webapp.extensions import db
+
+    app = create_app(stack.settings)
+    with app.app_context():
+        for recipient, status, amount, text, picture in (
+                ("+16045550199", "delivered", "0.02000", "Your cake is ready! Pick it up "
+                 "any time before 6 pm.", "red.png"),
+                ("+14155550142", "sent", None, "New arrivals this week: come and see the "
+                 "spring collection.", "blue.png")):
+            db.session.add(make_message(
+                recipient=recipient, status=status, total_amount=amount, text=text,
+                media=[{"url": PICTURES + picture, "content_type": "image/png", "size": 300}]))
+        db.session.commit()
+        db.engine.dispose()
+
+
 SCREENS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screens"
 WIDTHS = {"desktop": (1280, 800), "tablet": (768, 1024), "phone": (390, 844)}
 
@@ -242,8 +266,13 @@ def test_every_page_fits_every_width_and_the_status_shows_on_a_phone(browser, st
     on a phone every history row's status is inside the screen. Screenshots of each page
     at each width go to test-artifacts/screens/ on every run, for a reviewer to look at."""
     SCREENS.mkdir(parents=True, exist_ok=True)
+    seed_pictured_messages(stack)
     for width_name, (width, height) in WIDTHS.items():
         context = browser.new_context(viewport={"width": width, "height": height})
+        # The page may only show https pictures (its CSP); the loopback media server is
+        # http, so rows with https addresses are answered here, for the screenshots.
+        context.route(PICTURES + "**", lambda route: route.fulfill(
+            body=IMAGES["/" + route.request.url.rsplit("/", 1)[1]], content_type="image/png"))
         page = context.new_page()
         log_in(page, stack, stack.admin_email, stack.admin_password)
         if width_name == "desktop":  # a send of its own, so that the pages have rows
@@ -251,6 +280,10 @@ def test_every_page_fits_every_width_and_the_status_shows_on_a_phone(browser, st
                     [stack.media + "/red.png"], text="Your order #4471 is ready for pickup "
                     "at the Oak Street shop. Reply STOP to opt out.")
             expect(page.locator("tbody .badge").first).to_be_visible()
+            page.screenshot(path=str(SCREENS / "sending-desktop.png"), full_page=True)
+            expect(page.locator("tbody .badge", has_text="Waiting")).to_have_count(
+                0, timeout=20_000)  # so that the screenshots show how the sends ended
+            page.screenshot(path=str(SCREENS / "sent-desktop.png"), full_page=True)
             page.goto(stack.url + url("messages.history"))
         detail = page.locator("tbody tr a").first.get_attribute("href")
         pages = {"history": url("messages.history"), "compose": url("messages.compose"),
@@ -276,3 +309,42 @@ def test_every_page_fits_every_width_and_the_status_shows_on_a_phone(browser, st
                 box = badges.nth(i).bounding_box()
                 assert box and box["x"] >= 0 and box["x"] + box["width"] <= width, box
         context.close()
+
+
+def test_a_day_picked_in_the_browser_is_the_day_the_table_shows(page: Page, stack):
+    """A person in Los Angeles picks Nov 30 in the date filter and gets exactly the rows
+    the table labels Nov 30: one sent at 00:30 PST, not the one at 23:30 the day before
+    (07:30 and 08:30 UTC, both Nov 30 in UTC)."""
+    from webapp import create_app
+    from webapp.auth import service as accounts
+    from webapp.extensions import db
+
+    app = create_app(stack.settings)
+    with app.app_context():
+        user = accounts.create_user("pacific@example.com", STAFF_PASSWORD)
+        for hour, text in ((7, "late on the 29th"), (8, "early on the 30th")):
+            db.session.add(make_message(created_by_id=user.id, text=text,
+                                        created_at=datetime(2026, 11, 30, hour, 30, tzinfo=UTC)))
+        db.session.commit()
+        db.engine.dispose()
+    log_in(page, stack, "pacific@example.com", STAFF_PASSWORD)
+    page.goto(stack.url + url("auth.account"))
+    page.get_by_label("Show times in").select_option("America/Los_Angeles")
+    page.get_by_role("button", name="Save").click()
+    page.goto(stack.url + url("messages.history"))
+    page.locator("details.filters summary").click()
+    page.get_by_label("From date (America/Los_Angeles)").fill("2026-11-30")
+    page.get_by_label("To date (America/Los_Angeles)").fill("2026-11-30")
+    page.get_by_role("button", name="Apply filters").click()
+    rows = page.locator("tbody tr")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text("early on the 30th")
+    expect(rows.first.locator("time")).to_contain_text("2026-11-30 00:30")
+    expect(page.locator("#match-count")).to_have_text("1 message matches these filters.")
+    page.locator("details.filters summary").click()
+    page.get_by_label("From date (America/Los_Angeles)").fill("")
+    page.get_by_label("To date (America/Los_Angeles)").fill("2026-11-29")
+    page.get_by_role("button", name="Apply filters").click()
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text("late on the 29th")
+    expect(rows.first.locator("time")).to_contain_text("2026-11-29 23:30")

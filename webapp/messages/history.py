@@ -198,6 +198,18 @@ def page(filters: HistoryFilter, cursor: str | None) -> tuple[list, str | None]:
     return rows[:PAGE_SIZE], next_cursor
 
 
+COUNT_CAP = 10_000
+
+
+def count(filters: HistoryFilter, cap: int = COUNT_CAP) -> tuple[int, bool]:
+    """How many messages match, counting no further than `cap`: (n, True) means "more
+    than cap". Reading at most cap + 1 index entries keeps it a few milliseconds on any
+    table; the page asks for it separately, so the table never waits for it."""
+    matching = filters.apply(select(_m.c.id)).limit(cap + 1).subquery()
+    n = db.session.connection().execute(select(func.count()).select_from(matching)).scalar_one()
+    return min(n, cap), n > cap
+
+
 def table_rows_by_public_id(public_ids: list[str]) -> list:
     """Table rows for these messages, in the order given (unknown ids are skipped)."""
     found = {row.public_id: row for row in _rows(_TABLE.where(_m.c.public_id.in_(public_ids)))}

@@ -108,8 +108,24 @@ def present(table_row, now: datetime, no_receipt_after: timedelta,
         statuses.label(status, error_code, sent_at, now, no_receipt_after),
         statuses.advice(status, error_code),
         sent_by,
-        f"${total_amount}" if total_amount else "—",
+        money(total_amount),
     )
+
+
+def money(amount) -> str:
+    """Plivo's TotalAmount as people write dollars: "0.02000" → "$0.02", "0.01650" →
+    "$0.0165" (no rounding: the exact price, just without the padding); "—" when none."""
+    if amount is None or amount == "":
+        return "—"
+    try:
+        value = Decimal(str(amount))
+    except InvalidOperation:
+        return "—"
+    if not value.is_finite():
+        return "—"
+    text = f"{value:.5f}".rstrip("0")
+    whole, _, cents = text.partition(".")
+    return f"${whole}.{cents.ljust(2, '0')}"
 
 
 def no_receipt_after() -> timedelta:
@@ -195,7 +211,7 @@ def summarize(rows: list[Row], table_rows: list) -> SendSummary:
         total=len(rows),
         outcomes=[(label, count, tone) for (label, tone), count
                   in sorted(counts.items(), key=lambda item: -item[1])],
-        cost=f"${sum(amounts):.5f}" if amounts else None,
+        cost=money(sum(amounts)) if amounts else None,
         failed=sum(1 for row in rows if row.status in statuses.BAD_ENDINGS),
         settled=all(row.is_final for row in rows))
 
@@ -220,6 +236,6 @@ def rows_poll_url(rows: list[Row]) -> str | None:
 TEMPLATE_GLOBALS = {
     "badge": badge, "status_label": status_label, "history_rows": history_rows,
     "rows_poll_url": rows_poll_url, "explain_error_code": statuses.explain_error_code,
-    "advice": statuses.advice, "is_final": statuses.is_final, "local_time": local_time,
+    "advice": statuses.advice, "money": money, "is_final": statuses.is_final, "local_time": local_time,
 }
 TEMPLATE_FILTERS = {"phone": format_phone}

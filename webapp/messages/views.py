@@ -105,6 +105,19 @@ def history_page():
                            zone_name=getattr(zone, "key", str(zone)))
 
 
+@bp.get("/messages/count", endpoint="count")
+@login_required
+def match_count():
+    """How many messages the history filters match. htmx loads it into the history page
+    after the table; without JavaScript the page links here and this is a page of its own."""
+    filters, _errors = history.HistoryFilter.from_args(request.args, rows.display_zone())
+    n, more = history.count(filters)
+    query = request.args.to_dict(flat=False)
+    query.pop("before", None)
+    template = "messages/_count.html" if request.headers.get("HX-Request") else "messages/count.html"
+    return render_template(template, n=n, more=more, filters=filters, query=query)
+
+
 @bp.get("/messages/rows", endpoint="rows")
 @login_required
 def rows_poll():
