@@ -28,6 +28,7 @@ from .measurements import (
     measure_dispatch,
     measure_history,
     measure_memory,
+    measure_search,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,7 +52,8 @@ def run(smoke: bool, only: set[str], databases: list[str]) -> list[Row]:
                 dep.start_web()
                 dep.start_worker()
                 if "history" in only:
-                    measure_history(dep, rows, seconds, history_rows)
+                    session = measure_history(dep, rows, seconds, history_rows)
+                    measure_search(dep, rows, seconds / 2, session)
                 if "callbacks" in only:
                     measure_callbacks(dep, rows, seconds, callback_messages)
                 if "memory" in only:

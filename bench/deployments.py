@@ -19,7 +19,9 @@ from sqlalchemy import bindparam, create_engine, text
 from tests.helpers import csrf_token_in, url
 from tests.services import REDIS, Dashboard, dashboard_processes, postgres_server, redis_server
 from webapp.messages.history import encode_cursor
-from webapp.models import UTCDateTime
+from webapp.models import UTCDateTime, reversed_digits
+
+SEARCH_COLUMN = "search_document"  # models.SEARCH_DDL
 
 PASSWORD = "benchmark password"
 BENCH_AUTH_ID = "MABENCH0000000000000"
@@ -103,32 +105,72 @@ def deployment(name: str, stack: ExitStack, database: str) -> Iterator[Deploymen
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+# What a team's history reads like: a few hundred distinct texts once the names, invoice
+# numbers and dates are filled in, so that a word can be common ("order"), rare (one
+# invoice number) or absent, as in the searches the benchmark times.
+TEMPLATES = (
+    "Hi {name}, your order #{n} is ready for pickup at the {shop} shop.",
+    "{name}, invoice {n} for ${amount} is due on {day}. Reply STOP to opt out.",
+    "Thanks for visiting {shop}, {name}! Here is your receipt {n}.",
+    "New arrivals at {shop} this week. Show this message for {pct}% off.",
+    "{name}, your appointment on {day} is confirmed. Reference {n}.",
+    "Reminder: invoice {n} ({day}) is still open. Questions? Call {shop}.",
+    "Your repair {n} is done, {name}. Pick it up any time before 6 pm.",
+    "Happy holidays from everyone at {shop}!",
+)
+NAMES = ("Anna", "Ben", "Chloé", "Dmitri", "Emeka", "Farah", "Gus", "Hana", "Ivan", "Jo")
+SHOPS = ("Oak Street", "Harbour", "Main Street", "Westgate", "Riverside")
+AREA_CODES = ("415", "604", "212", "416", "312", "206", "514", "617", "303", "778")
+STATUS_MIX = ("delivered",) * 17 + ("sent", "undelivered", "failed")
+
+
+def seeded_text(i: int) -> str:
+    template = TEMPLATES[i % len(TEMPLATES)]
+    return template.format(name=NAMES[(i // 8) % len(NAMES)], shop=SHOPS[(i // 80) % len(SHOPS)],
+                           n=10_000 + (i * 7919) % 90_000, amount=f"{(i % 500) + 20}.00",
+                           day=f"2025-{1 + i % 12:02d}-{1 + i % 28:02d}", pct=5 + i % 30)
+
+
+def seeded_recipient(i: int) -> str:
+    """Varied US/Canadian numbers, exchanges 200-999 (clear of the simulator's magic
+    555-01xx numbers, which only a send would meet anyway)."""
+    x = (i * 2_654_435_761) % 8_000_000
+    return f"+1{AREA_CODES[i % len(AREA_CODES)]}{200 + x // 10_000}{x % 10_000:04d}"
+
+
 def seed_messages(database_url: str, user_email: str, count: int, status: str = "delivered",
-                  uuid_prefix: str | None = None) -> None:
+                  uuid_prefix: str | None = None, varied: bool = False) -> None:
     """Bulk insert `count` messages quickly (one statement per 20,000 rows). The times go
     through the app's own column type, so SQLite holds them as the app writes them (with
-    microseconds): the history's and the export's cursors see what they see in use."""
+    microseconds): the history's and the export's cursors see what they see in use.
+    `varied`: texts, numbers and statuses as a real history has (seeded_text, …)."""
     engine = create_engine(database_url)
     start = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
     sqlite = database_url.startswith("sqlite")
     with engine.begin() as conn:
         user_id = conn.execute(text("SELECT id FROM users WHERE email = :e"),
                                {"e": user_email}).scalar_one()
+        if not sqlite:  # as for any bulk load: the GIN index is made once, afterwards
+            conn.execute(text("DROP INDEX IF EXISTS ix_messages_text_search"))
         batch = []
         statement = text(
             "INSERT INTO messages (public_id, created_by_id, idempotency_key, sender, recipient,"
-            " text, media, status, status_sequence, attempts, plivo_uuid, created_at, updated_at)"
-            " VALUES (:public_id, :uid, :key, '+14155550100', :recipient, :text, '[]', :status,"
-            " 0, 1, :plivo_uuid, :created_at, :created_at)"
+            " recipient_reversed, text, media, status, status_sequence, attempts, plivo_uuid,"
+            " created_at, updated_at)"
+            " VALUES (:public_id, :uid, :key, '+14155550100', :recipient, :reversed, :text,"
+            " '[]', :status, 0, 1, :plivo_uuid, :created_at, :created_at)"
         ).bindparams(bindparam("created_at", type_=UTCDateTime()))
         for i in range(count):
             # Ten rows share each timestamp, as bursts of sends do.
             moment = start + dt.timedelta(seconds=i // 10)
+            # 555-2000..555-9999: clear of the simulator's magic numbers.
+            recipient = seeded_recipient(i) if varied else f"+1415555{2000 + i % 8000:04d}"
             batch.append({
                 "public_id": uuid.uuid4().hex[:16], "uid": user_id, "key": f"seed-{i}",
-                # 555-2000..555-9999: clear of the simulator's magic numbers.
-                "recipient": f"+1415555{2000 + i % 8000:04d}", "text": f"seeded message {i}",
-                "status": status, "plivo_uuid": f"{uuid_prefix}{i}" if uuid_prefix else None,
+                "recipient": recipient, "reversed": reversed_digits(recipient),
+                "text": seeded_text(i) if varied else f"seeded message {i}",
+                "status": STATUS_MIX[(i * 2_654_435_761 >> 8) % len(STATUS_MIX)] if varied else status,
+                "plivo_uuid": f"{uuid_prefix}{i}" if uuid_prefix else None,
                 "created_at": moment,
             })
             if len(batch) == 20_000:
@@ -136,6 +178,10 @@ def seed_messages(database_url: str, user_email: str, count: int, status: str = 
                 batch.clear()
         if batch:
             conn.execute(statement, batch)
+        if not sqlite:
+            conn.execute(text("SET maintenance_work_mem = '256MB'"))
+            conn.execute(text(f"CREATE INDEX ix_messages_text_search ON messages "
+                              f"USING gin ({SEARCH_COLUMN})"))
     if not sqlite:
         # As after any bulk load: otherwise autovacuum's pass over a million fresh rows,
         # and the writing out of their pages, start at some moment inside a measured run.

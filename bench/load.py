@@ -13,9 +13,11 @@ WRK_REPORT = """
 done = function(summary, latency, requests)
   local non2xx = summary.errors.status
   io.write(string.format('{"requests": %d, "seconds": %f, "non2xx": %d, "socket_errors": %d, '
-    .. '"p50_ms": %f, "p99_ms": %f}\\n', summary.requests, summary.duration / 1e6, non2xx,
+    .. '"p50_ms": %f, "p95_ms": %f, "p99_ms": %f}\\n', summary.requests,
+    summary.duration / 1e6, non2xx,
     summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
-    latency:percentile(50) / 1000, latency:percentile(99) / 1000))
+    latency:percentile(50) / 1000, latency:percentile(95) / 1000,
+    latency:percentile(99) / 1000))
 end
 """
 
@@ -120,7 +122,7 @@ def alternate(runs: dict, seconds: float) -> dict[str, dict]:
             "non2xx": sum(r["non2xx"] for r in reports),
             "socket_errors": sum(r["socket_errors"] for r in reports),
             **{key: sum(r[key] * r["requests"] for r in reports) / count
-               for key in ("p50_ms", "p99_ms")},
+               for key in ("p50_ms", "p95_ms", "p99_ms")},
         }
         merged[name]["rps"] = merged[name]["requests"] / merged[name]["seconds"]
     return merged

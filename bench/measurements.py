@@ -16,7 +16,13 @@ from tests.helpers import url
 from webapp.models import UTCDateTime
 from webapp.signatures import signed_headers
 
-from .deployments import Deployment, cursor_at, seed_messages
+from .deployments import (
+    Deployment,
+    cursor_at,
+    seed_messages,
+    seeded_recipient,
+    seeded_text,
+)
 from .load import WRK_COMPOSE, WRK_CYCLE, alternate, rss_mb, wrk
 
 
@@ -37,10 +43,11 @@ def floor_rows(dep: Deployment, floor: dict, alongside: str) -> list[Row]:
             Row(dep.name, "floor p99", floor["p99_ms"], "ms")]
 
 
-def measure_history(dep: Deployment, rows: list[Row], seconds: float, messages: int) -> None:
+def measure_history(dep: Deployment, rows: list[Row], seconds: float, messages: int):
+    """Returns the signed-in session (for measure_search)."""
     session = dep.login("history@example.com")
     cookie = {"Cookie": session.cookie_header()}
-    seed_messages(dep.env["DATABASE_URL"], "history@example.com", messages)
+    seed_messages(dep.env["DATABASE_URL"], "history@example.com", messages, varied=True)
     deep_cursor = cursor_at(dep.env["DATABASE_URL"], messages * 9 // 10) or ""  # 90% back
     got = alternate({
         "floor": lambda s: wrk(dep.url + url("livez"), s, 16, ""),
@@ -62,6 +69,52 @@ def measure_history(dep: Deployment, rows: list[Row], seconds: float, messages: 
                     f"first page p50 {first['p50_ms']:.1f} ms", deep["p50_ms"] / first["p50_ms"]))
     errors = sum(r["non2xx"] + r["socket_errors"] for r in (first, deep))
     rows.append(Row(dep.name, "history non-2xx", errors, "responses", "0", None, errors == 0))
+    return session
+
+
+def search_cases(sender_id: int) -> dict[str, dict]:
+    """What staff look for, over the seeded history (deployments.seeded_text, …)."""
+    rare = seeded_text(123_457).split("invoice ")[1].split()[0]  # in about ten messages
+    return {
+        f"text, a rare word (invoice {rare})": {"q": f"invoice {rare}"},
+        "text, a word in no message": {"q": "zebra"},
+        "text, a common word (order)": {"q": "order"},
+        "text, a phrase in quotes": {"q": '"ready for pickup"'},
+        "recipient, last 4 digits": {"recipient": "0199"},
+        "recipient, whole number (matching)": {"recipient": seeded_recipient(4_242)},
+        "recipient, whole number (none)": {"recipient": "(415) 555-0000"},
+        "status failed": {"status": "failed"},
+        "sent by one person": {"sent_by": str(sender_id)},
+        "one day": {"from": "2025-01-01", "to": "2025-01-01"},
+        "status + text + date": {"status": "failed", "q": "invoice", "from": "2025-01-01"},
+    }
+
+
+def measure_search(dep: Deployment, rows: list[Row], seconds: float, session) -> None:
+    """Each filter's first page against the unfiltered first page, p95 against p95, in
+    alternating slices (after measure_history has seeded the history)."""
+    cookie = {"Cookie": session.cookie_header()}
+    engine = create_engine(dep.env["DATABASE_URL"])
+    with engine.connect() as conn:
+        sender_id = conn.execute(text("SELECT id FROM users WHERE email = :e"),
+                                 {"e": "history@example.com"}).scalar_one()
+    engine.dispose()
+    cases = search_cases(sender_id)
+    runs = {"unfiltered": lambda s: wrk(dep.url + url("messages.history"), s, 16, "",
+                                        headers=cookie)}
+    for name, args in cases.items():
+        runs[name] = (lambda target: lambda s: wrk(target, s, 16, "", headers=cookie))(
+            dep.url + url("messages.history", **args))
+    got = alternate(runs, seconds)
+    base = got["unfiltered"]
+    rows.append(Row(dep.name, "history unfiltered first page p95 (alternating with searches)",
+                    base["p95_ms"], "ms"))
+    for name in cases:
+        ratio = got[name]["p95_ms"] / base["p95_ms"]
+        rows.append(Row(dep.name, f"search: {name}, p95", got[name]["p95_ms"], "ms",
+                        "<= 2 x unfiltered p95", ratio, ratio <= 2))
+    errors = sum(r["non2xx"] + r["socket_errors"] for r in got.values())
+    rows.append(Row(dep.name, "search non-2xx", errors, "responses", "0", None, errors == 0))
 
 
 def measure_callbacks(dep: Deployment, rows: list[Row], seconds: float, messages: int) -> None:

@@ -195,6 +195,44 @@ def test_migrations_upgrade_an_empty_database_with_no_drift(tmp_path):
     assert {"users", "messages", "status_events", "alembic_version"} <= tables
 
 
+def test_the_search_migration_indexes_messages_already_there(tmp_path):
+    """Messages written before the search indexes existed are found after the upgrade:
+    their reversed digits are filled in and FTS5 is built from them."""
+    env = clean_environment()
+    database = f"sqlite:///{tmp_path}/old.sqlite3"
+    env.update(base_env(tmp_path, DATABASE_URL=database))
+
+    def flask(*args: str) -> None:
+        result = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", *args],
+                                cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr[-2000:]
+
+    flask("db", "upgrade", "b0f5a8957ae2")
+    engine = create_engine(database)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO users (email, password_hash, role, is_active, session_version, "
+            "must_change_password, created_at) VALUES ('old@example.com', 'x', 'staff', 1, 1, 0, "
+            "'2026-01-01 00:00:00.000000')")
+        conn.exec_driver_sql(
+            "INSERT INTO messages (public_id, created_by_id, idempotency_key, sender, recipient, "
+            "text, media, status, status_sequence, attempts, created_at, updated_at, version) "
+            "VALUES ('oldmessage', 1, 'k', '+14155550100', '+16045557319', 'Invoice 4471 is due',"
+            " '[]', 'delivered', 0, 1, '2026-01-01 00:00:00.000000', "
+            "'2026-01-01 00:00:00.000000', 1)")
+    flask("db", "upgrade")
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT recipient_reversed FROM messages").scalar_one() == (
+            "91375554061")
+        assert conn.exec_driver_sql("SELECT rowid FROM messages_fts WHERE messages_fts MATCH "
+                                    "'invoice AND 4471'").scalar_one() == 1
+    flask("db", "downgrade", "b0f5a8957ae2")  # and back, leaving the table as it was
+    with engine.connect() as conn:
+        assert "messages_fts" not in inspect(conn).get_table_names()
+        assert "recipient_reversed" not in {c["name"] for c in inspect(conn).get_columns("messages")}
+    engine.dispose()
+
+
 # ---- CLI ------------------------------------------------------------------------------------
 def test_cli_users_lifecycle(app, runner):
     result = runner.invoke(args=["users", "create", "Boss@Example.com", "--admin",

@@ -301,6 +301,7 @@ def test_every_page_fits_every_width_and_the_status_shows_on_a_phone(browser, st
             page.goto(stack.url + url("messages.history"))
             page.locator("details.filters summary").click()
             page.locator("#f-from").fill("2026-11-30")
+            page.screenshot(path=str(SCREENS / "history-filters-phone.png"), full_page=True)
             for field in ("#f-from", "#f-to"):  # wide enough to show a whole date
                 assert page.locator(field).bounding_box()["width"] >= 140, field
             badges = page.locator("tbody tr .badge")

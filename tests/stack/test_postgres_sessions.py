@@ -26,7 +26,10 @@ from ..helpers import make_message, url
 from ..services import postgres_server, restart_postgres
 from ..test_history import (
     check_export_ends_with_every_row_once,
+    check_filters_use_their_indexes,
+    check_recipient_search,
     check_row_shows_time_number_text_media_and_cost_escaped,
+    check_text_search,
 )
 from ..test_statuses import callback_orders, check_callback_order, check_sql_and_python_agree
 
@@ -286,3 +289,18 @@ def test_no_route_gives_a_500_whatever_its_parameters_on_postgresql(fuzz_pg, dat
 
     app, client = fuzz_pg
     fuzz_every_route(app, client, data)
+
+
+def test_search_and_filters_on_postgresql(make_app, own_postgres):
+    """The same search semantics as SQLite's FTS5, from the GIN index, and every filter
+    answered from an index."""
+    app = make_app(DATABASE_URL=own_postgres)
+    with app.app_context():
+        user_id = accounts.create_user("search@example.com", PASSWORD).id
+    client = app.test_client()
+    assert login(client, "search@example.com").status_code == 303
+    check_text_search(app, client, user_id)
+    check_recipient_search(app, client, user_id)
+    check_filters_use_their_indexes(app, user_id)
+    with app.app_context():
+        db.engine.dispose()

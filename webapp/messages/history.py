@@ -11,13 +11,27 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 
 from flask import current_app, has_app_context
-from sqlalchemy import Integer, Select, bindparam, event, func, select, tuple_
+from sqlalchemy import (
+    Integer,
+    Select,
+    bindparam,
+    event,
+    func,
+    literal_column,
+    select,
+    text,
+    tuple_,
+)
 
 from .. import statuses
 from ..extensions import db
 from ..models import Message, StatusEvent, User, UTCDateTime
+from . import search
 
 PAGE_SIZE = 50
+# A text search matching at most this many messages is answered from their ids; more, and
+# the date index is walked with each row checked (see HistoryFilter.apply).
+SPARSE = 2_000
 # The dates a filter may name. Messages cannot predate the dashboard, and a date near
 # datetime's end of range would overflow when the day after it is computed.
 FIRST_DAY, LAST_DAY = date(2000, 1, 1), date(2099, 12, 31)
@@ -36,6 +50,7 @@ class HistoryFilter:
     search: str = ""
     send: str = ""  # one compose submission, by its idempotency key
     zone: tzinfo = UTC  # the days of date_from and date_to are this zone's
+    _memo: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_args(cls, args, zone: tzinfo = UTC) -> tuple[HistoryFilter, list[str]]:
@@ -69,18 +84,29 @@ class HistoryFilter:
         if date_from and date_to and date_from > date_to:
             date_from, date_to = date_to, date_from
             errors.append("The dates were the wrong way round; they have been swapped.")
+        recipient_digits = re.sub(r"\D", "", args.get("recipient") or "")[:15]
+        if 0 < len(recipient_digits) < search.MIN_RECIPIENT_DIGITS:
+            errors.append(f"Type at least the last {search.MIN_RECIPIENT_DIGITS} digits of "
+                          "the number to find it.")
+            recipient_digits = ""
+        search_text = (args.get("q") or "").strip()[:200]
+        if search_text and not search.TextQuery.parse(search_text):
+            errors.append("Search for words or numbers: punctuation alone matches nothing.")
+            search_text = ""
         return cls(
             statuses=chosen,
             date_from=date_from,
             date_to=date_to,
             zone=zone,
-            recipient_digits=re.sub(r"\D", "", args.get("recipient") or "")[:15],
+            recipient_digits=recipient_digits,
             sent_by=sent_by,
-            search=(args.get("q") or "").strip()[:200],
+            search=search_text,
             send=(args.get("send") or "").strip()[:64],
         ), errors
 
-    def apply(self, query: Select) -> Select:
+    def apply(self, query: Select, with_text: bool = True) -> Select:
+        """The query narrowed to the matching messages, every condition one an index
+        answers (search.py). A common word on SQLite is the exception: see dense_text()."""
         if self.statuses:
             query = query.where(_m.c.status.in_(self.statuses))
         if self.date_from:
@@ -90,15 +116,44 @@ class HistoryFilter:
             # The next day's midnight in the zone (a day may last 23 or 25 hours).
             end = datetime.combine(self.date_to + timedelta(days=1), time(), self.zone)
             query = query.where(_m.c.created_at < end)
-        if self.recipient_digits:
-            query = query.where(_m.c.recipient.contains(self.recipient_digits))
+        if (recipient := search.recipient_condition(self.recipient_digits)) is not None:
+            query = query.where(recipient)
         if self.sent_by:
             query = query.where(_m.c.created_by_id == self.sent_by)
-        if self.search:
-            query = query.where(_m.c.text.icontains(self.search, autoescape=True))
+        if self.search and with_text:
+            query = query.where(self._text_condition())
         if self.send:
             query = query.where(_m.c.idempotency_key == self.send)
         return query
+
+    def _text_condition(self):
+        """PostgreSQL: the GIN index. SQLite: a rare word's matching ids, read from FTS5
+        (up to SPARSE of them: the page then sorts a few rows); a common word as a
+        subquery (what the export uses; pages and counts take windows, dense_text())."""
+        connection = db.session.connection()
+        if connection.dialect.name == "postgresql":
+            return search.text_condition(self.search, "postgresql")
+        ids = self._sparse_ids()
+        if ids is not None:
+            return _m.c.id.in_(ids)
+        return search.text_condition(self.search, "sqlite")
+
+    def _sparse_ids(self) -> list[int] | None:
+        if "sparse_ids" not in self._memo:
+            ids = db.session.connection().execute(search.FTS_MATCH_IDS, {
+                "fts": search.TextQuery.parse(self.search).fts5(), "limit": SPARSE + 1,
+            }).scalars().all()
+            self._memo["sparse_ids"] = ids if len(ids) <= SPARSE else None
+        return self._memo["sparse_ids"]
+
+    def dense_text(self) -> str | None:
+        """The FTS5 query of a word too common to list its matches (SQLite only): pages
+        and counts then read the newest rows in growing windows and ask FTS5 only about
+        each window's range of ids (matching_rows)."""
+        if (not self.search or db.session.connection().dialect.name != "sqlite"
+                or self._sparse_ids() is not None):
+            return None
+        return search.TextQuery.parse(self.search).fts5()
 
     def describe(self, sender_emails: dict[int, str]) -> list[str]:
         """The active filters in a few words each, for the panel's one-line summary."""
@@ -186,16 +241,63 @@ def page(filters: HistoryFilter, cursor: str | None) -> tuple[list, str | None]:
     """One page of table rows, newest first, and the cursor of the next (older) page."""
     position = decode_cursor(cursor)
     if filters.active():
-        query = filters.apply(_TABLE)
-        if position:
-            query = query.where(BEFORE_CURSOR)
-        query = query.order_by(*NEWEST_FIRST).limit(PAGE_SIZE + 1)
+        rows = matching_rows(filters, _TABLE, position, PAGE_SIZE + 1)
     else:
-        query = _PAGE_BEFORE if position else _FIRST_PAGE
-    rows = _rows(query, _cursor_params(position))
+        rows = _rows(_PAGE_BEFORE if position else _FIRST_PAGE, _cursor_params(position))
     last = rows[PAGE_SIZE - 1] if len(rows) > PAGE_SIZE else None
     next_cursor = encode_cursor(last.created_at, last.id) if last else None
     return rows[:PAGE_SIZE], next_cursor
+
+
+# A common word's windows: the newest WINDOW rows (of the other filters) first, then four
+# times as many each time, until enough match.
+WINDOW = 1_000
+_AT_OR_AFTER_EDGE = (tuple_(_m.c.created_at, _m.c.id)
+                     >= tuple_(bindparam("edge_moment", type_=UTCDateTime()),
+                               bindparam("edge_ident", type_=Integer())))
+_IN_FTS_RANGE = _m.c.id.in_(
+    select(literal_column("rowid")).select_from(text("messages_fts")).where(text(
+        "messages_fts MATCH :fts AND rowid BETWEEN :low AND :high")))
+
+
+def matching_rows(filters: HistoryFilter, query: Select, position: tuple[datetime, int] | None,
+                  limit: int) -> list:
+    """Up to `limit` rows of `query` matching the filters, newest first, older than
+    `position`. A word too common to list its matches (SQLite) is looked for window by
+    window: each window's rows are found from the other filters' index, their id range
+    is asked of FTS5 (which seeks to that range), and a window whose rows all lie inside
+    it is complete, so the order is exact however ids and times interleave."""
+    fts = filters.dense_text()
+    if fts is None:
+        narrowed = filters.apply(query)
+        if position:
+            narrowed = narrowed.where(BEFORE_CURSOR)
+        return _rows(narrowed.order_by(*NEWEST_FIRST).limit(limit), _cursor_params(position))
+    found: list = []
+    window = WINDOW
+    while len(found) < limit:
+        keys = filters.apply(select(_m.c.created_at, _m.c.id), with_text=False)
+        if position:
+            keys = keys.where(BEFORE_CURSOR)
+        keys = keys.order_by(*NEWEST_FIRST).limit(window).subquery()
+        span = _rows(select(func.min(keys.c.id), func.max(keys.c.id), func.count()),
+                     _cursor_params(position))[0]
+        if not span[2]:
+            break
+        edge = _rows(select(keys.c.created_at, keys.c.id)
+                     .order_by(keys.c.created_at, keys.c.id).limit(1),
+                     _cursor_params(position))[0]
+        narrowed = filters.apply(query, with_text=False).where(_IN_FTS_RANGE)
+        if position:
+            narrowed = narrowed.where(BEFORE_CURSOR)
+        params = {**(_cursor_params(position) or {}), "fts": fts, "low": span[0],
+                  "high": span[1], "edge_moment": edge[0], "edge_ident": edge[1]}
+        found += _rows(narrowed.where(_AT_OR_AFTER_EDGE).order_by(*NEWEST_FIRST)
+                       .limit(limit - len(found)), params)
+        if span[2] < window:  # the last window: nothing older is left
+            break
+        position, window = (edge[0], edge[1]), window * 4
+    return found
 
 
 COUNT_CAP = 10_000
@@ -205,8 +307,12 @@ def count(filters: HistoryFilter, cap: int = COUNT_CAP) -> tuple[int, bool]:
     """How many messages match, counting no further than `cap`: (n, True) means "more
     than cap". Reading at most cap + 1 index entries keeps it a few milliseconds on any
     table; the page asks for it separately, so the table never waits for it."""
-    matching = filters.apply(select(_m.c.id)).limit(cap + 1).subquery()
-    n = db.session.connection().execute(select(func.count()).select_from(matching)).scalar_one()
+    if filters.dense_text() is not None:
+        n = len(matching_rows(filters, select(_m.c.id), None, cap + 1))
+    else:
+        matching = filters.apply(select(_m.c.id)).limit(cap + 1).subquery()
+        n = db.session.connection().execute(
+            select(func.count()).select_from(matching)).scalar_one()
     return min(n, cap), n > cap
 
 
