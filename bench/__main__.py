@@ -26,6 +26,7 @@ from .measurements import (
     measure_callbacks,
     measure_compose_with_slow_plivo,
     measure_dispatch,
+    measure_export,
     measure_history,
     measure_memory,
     measure_search,
@@ -54,6 +55,7 @@ def run(smoke: bool, only: set[str], databases: list[str]) -> list[Row]:
                 if "history" in only:
                     session = measure_history(dep, rows, seconds, history_rows)
                     measure_search(dep, rows, seconds / 2, session)
+                    measure_export(dep, rows, session, history_rows)
                 if "callbacks" in only:
                     measure_callbacks(dep, rows, seconds, callback_messages)
                 if "memory" in only:

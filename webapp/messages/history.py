@@ -32,6 +32,8 @@ PAGE_SIZE = 50
 # A text search matching at most this many messages is answered from their ids; more, and
 # the date index is walked with each row checked (see HistoryFilter.apply).
 SPARSE = 2_000
+DENSE_FOR = 300.0
+_DENSE_KEY = "messages.dense_words"
 # The dates a filter may name. Messages cannot predate the dashboard, and a date near
 # datetime's end of range would overflow when the day after it is computed.
 FIRST_DAY, LAST_DAY = date(2000, 1, 1), date(2099, 12, 31)
@@ -139,10 +141,22 @@ class HistoryFilter:
         return search.text_condition(self.search, "sqlite")
 
     def _sparse_ids(self) -> list[int] | None:
+        """The ids matching a rare word, or None for a common one. That a word is common
+        is remembered by the process for DENSE_FOR seconds (reading 2,001 ids to learn it
+        again was a third of a common word's page): words only ever become commoner, and
+        the windows find the right rows for a rare word too, just less directly."""
         if "sparse_ids" not in self._memo:
-            ids = db.session.connection().execute(search.FTS_MATCH_IDS, {
-                "fts": search.TextQuery.parse(self.search).fts5(), "limit": SPARSE + 1,
-            }).scalars().all()
+            fts = search.TextQuery.parse(self.search).fts5()
+            dense = current_app.extensions.setdefault(_DENSE_KEY, {})
+            if clock.monotonic() - dense.get(fts, -DENSE_FOR) < DENSE_FOR:
+                self._memo["sparse_ids"] = None
+                return None
+            ids = db.session.connection().execute(
+                search.FTS_MATCH_IDS, {"fts": fts, "limit": SPARSE + 1}).scalars().all()
+            if len(ids) > SPARSE:
+                if len(dense) >= 1_000:
+                    dense.clear()
+                dense[fts] = clock.monotonic()
             self._memo["sparse_ids"] = ids if len(ids) <= SPARSE else None
         return self._memo["sparse_ids"]
 
@@ -279,14 +293,16 @@ def matching_rows(filters: HistoryFilter, query: Select, position: tuple[datetim
         keys = filters.apply(select(_m.c.created_at, _m.c.id), with_text=False)
         if position:
             keys = keys.where(BEFORE_CURSOR)
-        keys = keys.order_by(*NEWEST_FIRST).limit(window).subquery()
-        span = _rows(select(func.min(keys.c.id), func.max(keys.c.id), func.count()),
+        keys = keys.order_by(*NEWEST_FIRST).limit(window).cte()
+        oldest = select(keys.c.created_at, keys.c.id).order_by(
+            keys.c.created_at, keys.c.id).limit(1).subquery()
+        span = _rows(select(func.min(keys.c.id), func.max(keys.c.id), func.count(),
+                            select(oldest.c.created_at).scalar_subquery(),
+                            select(oldest.c.id).scalar_subquery()),
                      _cursor_params(position))[0]
         if not span[2]:
             break
-        edge = _rows(select(keys.c.created_at, keys.c.id)
-                     .order_by(keys.c.created_at, keys.c.id).limit(1),
-                     _cursor_params(position))[0]
+        edge = (span[3], span[4])
         narrowed = filters.apply(query, with_text=False).where(_IN_FTS_RANGE)
         if position:
             narrowed = narrowed.where(BEFORE_CURSOR)
