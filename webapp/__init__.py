@@ -107,10 +107,12 @@ def create_app(config: Mapping[str, str] | None = None) -> Flask:
     from . import tasks
     from .messages.callback_guard import confirm_v2_callback, forget_expired
     from .messages.dispatch import dispatch_message, recover_stalled
+    from .messages.reconcile import reconcile
 
     tasks.init_app(app, tasks.Handlers(
         dispatch_message=dispatch_message, recover_stalled=recover_stalled,
-        confirm_callback=confirm_v2_callback, forget_expired=forget_expired))
+        confirm_callback=confirm_v2_callback, forget_expired=forget_expired,
+        reconcile=reconcile))
 
     from .auth import bp as auth_bp
     from .messages import bp as messages_bp

@@ -14,6 +14,7 @@ from .auth import service as accounts
 from .auth.passwords import WeakPassword
 from .config import current_settings
 from .messages.dispatch import recover_stalled
+from .messages.reconcile import due_count, reconcile
 
 users = AppGroup("users", help="Manage staff accounts.")
 messages = AppGroup("messages", help="Maintenance of the message table.")
@@ -160,6 +161,25 @@ def recover(older_than: int | None) -> None:
     """
     counts = recover_stalled(older_than or current_settings().queue_lease_seconds)
     click.echo(", ".join(f"{name}: {count}" for name, count in counts.items()))
+
+
+@messages.command("reconcile")
+def reconcile_command() -> None:
+    """Ask Plivo now about every message whose status callbacks are overdue.
+
+    Workers do this every QUEUE_SWEEP_SECONDS by themselves; this runs it once, with a
+    progress bar, for after an outage.
+    """
+    due = due_count()
+    totals: dict[str, int] = {}
+    with click.progressbar(length=due, label=f"Asking Plivo about {due} messages") as bar:
+        while True:
+            counts = reconcile(progress=bar.update)
+            for name, count in counts.items():
+                totals[name] = totals.get(name, 0) + count
+            if not counts["looked up"] or counts["Plivo unreachable"]:
+                break
+    click.echo(", ".join(f"{name}: {count}" for name, count in totals.items()))
 
 
 def init_app(app: Flask) -> None:

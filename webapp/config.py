@@ -67,6 +67,8 @@ class Settings:
     media_probe_allow_hosts: frozenset[str]
     probe_timeout_seconds: float
     sent_no_receipt_after_minutes: int
+    reconcile_after_minutes: int
+    reconcile_max_share: int  # percent of SEND_RATE_PER_5S that lookups may use
     bcrypt_rounds: int
     log_level: str
     log_format: str
@@ -291,6 +293,8 @@ def load_settings(env: Mapping[str, str] | None = None, instance_path: Path | No
         media_probe_allow_hosts=allow_hosts,
         probe_timeout_seconds=_float(env, "PROBE_TIMEOUT_SECONDS", 3.0, 0.1, 3.0),
         sent_no_receipt_after_minutes=_int(env, "SENT_NO_RECEIPT_AFTER_MINUTES", 60, 1, 10_080),
+        reconcile_after_minutes=_int(env, "RECONCILE_AFTER_MINUTES", 15, 1, 1_440),
+        reconcile_max_share=_int(env, "RECONCILE_MAX_SHARE", 10, 1, 50),
         bcrypt_rounds=bcrypt_rounds,
         log_level=_choice(env, "LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper(),
         log_format=_choice(env, "LOG_FORMAT", "json" if app_env == "production" else "text",

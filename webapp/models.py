@@ -139,6 +139,11 @@ class Message(db.Model):
     units: Mapped[int | None] = mapped_column(Integer)
     total_amount: Mapped[str | None] = mapped_column(Numeric(12, 5).with_variant(String(20), "sqlite"))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # The reconciler (messages/reconcile.py): when it next asks Plivo about a message
+    # that has a uuid but no final status, how often it has, and when it last did.
+    next_lookup_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    lookups: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    looked_up_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_attempt_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

@@ -73,6 +73,9 @@ class PlivoMessage:
     uuid: str
     state: str  # queued, sent, delivered, undelivered, failed, rejected, read, ...
     error_code: str | None
+    units: str = ""
+    total_amount: str = ""
+    message_time: str = ""  # when Plivo received it, "2026-12-01 10:42:07+00:00"
 
 
 _local = threading.local()
@@ -178,7 +181,10 @@ def get_message(config: GatewayConfig, plivo_uuid: str) -> PlivoMessage:
     code = str(getattr(message, "error_code", "") or "")
     return PlivoMessage(uuid=str(getattr(message, "message_uuid", plivo_uuid)),
                         state=str(getattr(message, "message_state", "") or "").lower(),
-                        error_code=code if code not in ("", "000", "0") else None)
+                        error_code=code if code not in ("", "000", "0") else None,
+                        units=str(getattr(message, "units", "") or ""),
+                        total_amount=str(getattr(message, "total_amount", "") or ""),
+                        message_time=str(getattr(message, "message_time", "") or ""))
 
 
 def _classify(exc: plivo.exceptions.PlivoRestError, response: requests.Response | None

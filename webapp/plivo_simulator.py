@@ -41,6 +41,7 @@ class Behaviour:
     hang: bool = False  # the send request is never answered in time
     outcome: tuple[str, str] = ("delivered", "")  # final status and error code
     callbacks_first: bool = False  # the callbacks arrive before the send is answered
+    callbacks_lost: bool = False  # the message moves on at Plivo; no callback is posted
 
 
 BEHAVIOURS = (
@@ -58,6 +59,9 @@ BEHAVIOURS = (
               hint="no answer", hang=True),
     Behaviour("14155550001", "status callbacks arrive before the send request is answered",
               callbacks_first=True),
+    Behaviour("14155550410", "delivered, but no status callback ever arrives: the dashboard "
+              "learns it by asking Plivo (the reconciler)", hint="lost callbacks",
+              callbacks_lost=True),
 )
 BEHAVIOUR_OF = {behaviour.number: behaviour for behaviour in BEHAVIOURS}
 _DELIVERED = Behaviour("", "delivered")
@@ -90,6 +94,7 @@ class SimulatedMessage:
     state: str = "queued"
     error_code: str = ""
     callbacks: list[dict] = field(default_factory=list)
+    received_at: float = field(default_factory=time.time)
 
 
 class PlivoSimulator:
@@ -221,7 +226,9 @@ class PlivoSimulator:
             api_id=str(uuid.uuid4()), message_uuid=message.uuid, message_state=message.state,
             message_type="mms", message_direction="outbound", from_number=message.src,
             to_number=message.dst, error_code=message.error_code or "000", units=1,
-            total_amount="0.01600", total_rate="0.01600")
+            total_amount="0.01600", total_rate="0.01600",
+            message_time=time.strftime("%Y-%m-%d %H:%M:%S+00:00",
+                                       time.gmtime(message.received_at)))
 
     # ---- status callbacks ------------------------------------------------------------
     def _run_callbacks(self, message: SimulatedMessage, delay: float | None = None) -> None:
@@ -232,6 +239,8 @@ class PlivoSimulator:
             if self._stopped.wait(delay):
                 return
             message.state, message.error_code = status, error_code if status == final else ""
+            if BEHAVIOUR_OF.get(message.dst, _DELIVERED).callbacks_lost:
+                continue
             self.post_callback(message, status, sequence, message.error_code)
 
     def callback_params(self, message: SimulatedMessage, status: str, sequence: int,

@@ -75,6 +75,7 @@ class SignatureScheme(StrEnum):
     MA_V3 = "ma-v3"  # the main account's signature, sending from a subaccount
     V2 = "v2"
     V2_CONFIRMED = "v2-confirmed"  # V2-signed, applied once Plivo's Message API agreed
+    LOOKUP = "lookup"  # no callback: the reconciler asked Plivo's Message API
     INVALID = "invalid"  # a signature was there and did not match
     MISSING = "missing"  # no signature headers at all
 

@@ -11,7 +11,7 @@ import logging
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, TypeVar
 
@@ -19,6 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm.exc import StaleDataError
 
 from .. import statuses
+from ..config import current_settings
 from ..extensions import db
 from ..logs import event
 from ..models import Message, StatusEvent, WebhookNonce, utcnow
@@ -216,9 +217,12 @@ def record_uuid(message: Message, plivo_uuid: str) -> None:
 def _record_uuid(message: Message, plivo_uuid: str) -> None:
     message.plivo_uuid = plivo_uuid
     message.last_attempt_error = None
+    now = utcnow()
     if statuses.should_apply(message.status, message.status_sequence, statuses.QUEUED, 0):
         message.status = statuses.QUEUED
-        message.queued_at = message.queued_at or utcnow()
+        message.queued_at = message.queued_at or now
+    # If no final status has come by then, the reconciler asks Plivo (reconcile.py).
+    message.next_lookup_at = now + timedelta(minutes=current_settings().reconcile_after_minutes)
     db.session.commit()
 
 

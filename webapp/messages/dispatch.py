@@ -42,10 +42,28 @@ class DispatchLimiter:
     processes when the storage is Redis): a moving window of requests per 5 s,
     and a cap on requests in flight."""
 
-    def __init__(self, storage_uri: str, per_5s: int, max_in_flight: int) -> None:
+    def __init__(self, storage_uri: str, per_5s: int, max_in_flight: int,
+                 lookup_share: int = 10) -> None:
         self._window = MovingWindowRateLimiter(storage_from_string(storage_uri))
         self._item = RateLimitItemPerSecond(per_5s, 5)
+        # The reconciler's lookups: counted in the same window as sends (one account
+        # limit at Plivo) and, in a window of their own, at most lookup_share percent.
+        self._lookup_item = RateLimitItemPerSecond(max(1, per_5s * lookup_share // 100), 5)
         self._in_flight = threading.BoundedSemaphore(max_in_flight)
+
+    @contextmanager
+    def lookup_slot(self, sleep: Callable[[float], None] = time.sleep):
+        """Room for one Message API lookup: within its share, and within the window
+        sends use."""
+        while True:
+            while not self._window.test(self._lookup_item, "plivo-lookup"):
+                self._sleep_until_room(sleep, self._lookup_item, "plivo-lookup")
+            while not self._window.test(self._item, "plivo-send"):
+                self._sleep_until_room(sleep)
+            if (self._window.hit(self._lookup_item, "plivo-lookup")
+                    and self._window.hit(self._item, "plivo-send")):
+                break
+        yield
 
     @contextmanager
     def slot(self, sleep: Callable[[float], None] = time.sleep,
@@ -66,8 +84,9 @@ class DispatchLimiter:
                 self._sleep_until_room(sleep)
             yield
 
-    def _sleep_until_room(self, sleep: Callable[[float], None]) -> None:
-        reset_at, _ = self._window.get_window_stats(self._item, "plivo-send")
+    def _sleep_until_room(self, sleep: Callable[[float], None], item=None,
+                          key: str = "plivo-send") -> None:
+        reset_at, _ = self._window.get_window_stats(item or self._item, key)
         sleep(min(max(0.01, reset_at - time.time()), 5.0))
 
 
@@ -80,9 +99,14 @@ def _dispatch_limiter(settings: Settings) -> DispatchLimiter:
         limiter = current_app.extensions.get("dispatch_limiter")
         if limiter is None:
             limiter = DispatchLimiter(settings.ratelimit_storage_uri, settings.send_rate_per_5s,
-                                      settings.send_max_in_flight)
+                                      settings.send_max_in_flight, settings.reconcile_max_share)
             current_app.extensions["dispatch_limiter"] = limiter
         return limiter
+
+
+def lookup_limiter() -> DispatchLimiter:
+    """The limiter the reconciler's lookups share with sending."""
+    return _dispatch_limiter(current_settings())
 
 
 @dataclass

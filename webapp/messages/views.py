@@ -16,7 +16,7 @@ from .. import statuses
 from ..config import current_settings
 from ..extensions import limiter
 from ..models import utcnow
-from . import bp, export, history, rows, sending
+from . import bp, export, history, reconcile, rows, sending
 from .forms import ComposeForm
 
 for name, helper in rows.TEMPLATE_GLOBALS.items():
@@ -136,7 +136,7 @@ def rows_poll():
 def detail(public_id: str):
     message = history.message_by_public_id(public_id) or abort(404)
     return render_template("messages/detail.html", message=message,
-                           events=history.timeline(message))
+                           events=history.timeline(message), gave_up=reconcile.gave_up(message))
 
 
 @bp.get("/messages/export.csv", endpoint="export")
