@@ -25,6 +25,7 @@ from ..conftest import PASSWORD, base_env, login
 from ..helpers import make_message, url
 from ..services import postgres_server, restart_postgres
 from ..test_history import (
+    check_export_cells_and_times,
     check_export_ends_with_every_row_once,
     check_filters_use_their_indexes,
     check_recipient_search,
@@ -102,6 +103,47 @@ def test_the_export_ends_with_every_row_once_on_postgresql(make_app, own_postgre
     with app.app_context():
         user_id = accounts.create_user("export@example.com", PASSWORD).id
     check_export_ends_with_every_row_once(app, user_id)
+    with app.app_context():
+        db.engine.dispose()
+
+
+def test_the_export_formats_every_cell_in_sql_as_python_does(make_app, own_postgres,
+                                                             monkeypatch):
+    """COPY formats the cells itself: the same values as the batched path (which SQLite
+    uses), for every zone, filter and awkward cell; from a GET request (autocommit) too."""
+    import csv
+    import io
+    from datetime import timedelta, timezone
+    from zoneinfo import ZoneInfo
+
+    from webapp.messages import export
+    from webapp.messages.history import HistoryFilter
+
+    app = make_app(DATABASE_URL=own_postgres)
+    with app.app_context():
+        user_id = accounts.create_user("viewer@example.com", PASSWORD).id
+    check_export_cells_and_times(app, user_id)
+    for zone in (ZoneInfo("America/St_Johns"), ZoneInfo("Asia/Kathmandu"),
+                 timezone(-timedelta(hours=2, minutes=30))):  # no name: batched_rows
+        for args in ({}, {"status": "failed"}, {"q": "quoted"}, {"recipient": "0199"},
+                     {"from": "2026-03-08", "to": "2026-03-08"}, {"sent_by": str(user_id)}):
+            batched_rows = export.batched_rows
+            with app.test_request_context("/messages/export.csv", query_string=args):
+                filters, _ = HistoryFilter.from_args(request.args, zone)
+                if isinstance(zone, ZoneInfo):  # COPY, not the fallback
+                    monkeypatch.setattr(export, "batched_rows", None)
+                by_copy = "".join(export.copy_rows(filters, timedelta(hours=1), zone))
+                monkeypatch.undo()
+                batched = "".join(batched_rows(filters, timedelta(hours=1), zone))
+            assert list(csv.reader(io.StringIO(by_copy))) == list(
+                csv.reader(io.StringIO(batched))), (zone, args)
+            assert by_copy.count("\n") >= 1, (zone, args)
+    with app.test_request_context("/messages/export.csv"):  # stopped half way, then reused
+        rows = export.copy_rows(HistoryFilter(), timedelta(hours=1), ZoneInfo("UTC"), size=1)
+        next(rows)
+        rows.close()
+        assert db.session.execute(text("SHOW TimeZone")).scalar() != "America/St_Johns"
+        assert db.session.execute(text("SELECT 1")).scalar() == 1
     with app.app_context():
         db.engine.dispose()
 
