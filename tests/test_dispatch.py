@@ -134,6 +134,37 @@ def test_recovery_requeues_lost_tasks_and_resolves_open_sends(app, make_user):
         assert db.session.get(Message, lost).status == "pending"
 
 
+def test_a_claimed_message_plivo_s_callbacks_name_is_adopted_without_the_lease_wait(
+        app, make_user):
+    """A worker killed mid-send, callbacks already here: no three-minute "Waiting to send".
+    Its queued time is the one Plivo reported, not the time of the adoption. Two claimed
+    messages to one number are left to the lease: the callbacks cannot say whose."""
+    from datetime import UTC, datetime
+
+    from webapp.models import StatusEvent
+
+    user = make_user()
+    named = save_message(app, created_by_id=user.id, recipient="+14155550131")
+    twins = [save_message(app, created_by_id=user.id, recipient="+14155550132")
+             for _ in range(2)]
+    with app.app_context():
+        for message_id in (named, *twins):  # claimed a moment ago
+            db.session.get(Message, message_id).attempts = 1
+        for uuid, to, queued in (("plivo-named", "14155550131", "2026-12-01 10:00:01.250000"),
+                                 ("plivo-twin", "14155550132", "2026-12-01 10:00:02")):
+            db.session.add(StatusEvent(
+                plivo_uuid=uuid, status="queued", sequence=1, signature_scheme="v3",
+                payload={"To": to, "From": "14155550100", "QueuedTime": queued}))
+        db.session.commit()
+        counts = dispatch.recover_stalled(lease_seconds=180)
+        assert counts["adopted"] == 1 and counts["unknown"] == 0
+        adopted = db.session.get(Message, named)
+        assert (adopted.plivo_uuid, adopted.status) == ("plivo-named", "queued")
+        assert adopted.queued_at == datetime(2026, 12, 1, 10, 0, 1, 250000, tzinfo=UTC)
+        assert {db.session.get(Message, i).status for i in twins} == {"pending"}
+        assert all(db.session.get(Message, i).plivo_uuid is None for i in twins)
+
+
 def test_dispatch_limiter_counts_a_request_only_once_its_claim_succeeded():
     limiter = dispatch.DispatchLimiter("memory://", per_5s=2, max_in_flight=5)
 

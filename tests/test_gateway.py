@@ -71,6 +71,7 @@ def test_gateway_connect_error_is_retryable():
 def test_gateway_wrong_credentials_are_rejected(simulator):
     _sim, url = simulator
     config = gateway.GatewayConfig(SANDBOX_AUTH_ID, "wrong-token", url, 1.0, 1.0)
-    with pytest.raises(gateway.PlivoRejected) as caught:
+    with pytest.raises(gateway.PlivoAccountRefused) as caught:
         send(config, "+14155550123")
     assert caught.value.status == 401
+    assert caught.value.kind == "credentials"

@@ -12,7 +12,7 @@ from webapp.extensions import db
 from webapp.messages import dispatch, reconcile
 from webapp.models import Message, StatusEvent, utcnow
 
-from .conftest import login, wait_for
+from .conftest import login, post_form, wait_for
 from .helpers import save_message, url
 from .test_dispatch import FakeClock
 
@@ -175,3 +175,161 @@ def test_reconcile_settings_are_checked(tmp_path):
                      ("RECONCILE_MAX_SHARE", "90"), ("RECONCILE_MAX_SHARE", "ten")):
         with pytest.raises(ConfigError, match=key):
             load_settings({"APP_ENV": "testing", "INSTANCE_PATH": str(tmp_path), key: bad})
+
+
+def test_the_reconciler_takes_its_lookups_from_their_share(live, simulator, make_user):
+    """Each lookup the reconciler makes is counted in the lookups' own window, so
+    RECONCILE_MAX_SHARE bounds them (not only the limiter's own test above)."""
+    sim, _ = simulator
+    user = make_user()
+    ids = [send(live.app, user.id, LOST) for _ in range(3)]
+    wait_for(lambda: all(m.state == "delivered" for m in sim.messages.values()))
+    with live.app.app_context():
+        reconcile.reconcile(now=utcnow() + timedelta(minutes=16))
+        limiter = dispatch.lookup_limiter()
+        _reset, remaining = limiter._window.get_window_stats(limiter._lookup_item,
+                                                             "plivo-lookup")
+        assert remaining == limiter._lookup_item.amount - len(ids)
+
+
+# ---- unknown messages: Plivo's message list ------------------------------------------------
+ANSWER_LOST = "+14155550411"  # Plivo takes it; neither the answer nor a callback comes
+NEVER_ANSWERS = "+14155550408"  # Plivo never gets it
+
+
+def test_an_unknown_message_plivo_has_is_adopted_from_its_message_list(
+        live, simulator, make_user):
+    sim, _ = simulator
+    user = make_user()
+    message_id = send(live.app, user.id, ANSWER_LOST)
+    row = message(live.app, message_id)
+    assert (row.status, row.plivo_uuid) == ("unknown", None)
+    assert row.next_lookup_at - row.updated_at < timedelta(minutes=2, seconds=1)
+    [uuid] = sim.messages
+    wait_for(lambda: sim.messages[uuid].state == "delivered")
+    with live.app.app_context():
+        assert reconcile.reconcile()["looked up"] == 0  # not for two minutes
+        counts = reconcile.reconcile(now=utcnow() + timedelta(minutes=3))
+    assert counts["adopted"] == 1
+    row = message(live.app, message_id)
+    assert (row.status, row.plivo_uuid) == ("delivered", uuid)
+    with live.app.app_context():
+        [ledger] = db.session.scalars(db.select(StatusEvent).filter_by(message_id=message_id))
+        assert (ledger.signature_scheme, ledger.applied) == ("lookup", True)
+
+
+def test_an_unknown_message_plivo_never_got_becomes_not_sent(live, simulator, make_user):
+    sim, _ = simulator
+    user = make_user()
+    message_id = send(live.app, user.id, NEVER_ANSWERS)
+    assert message(live.app, message_id).status == "unknown" and not sim.messages
+    later = utcnow() + timedelta(minutes=3)
+    with live.app.app_context():
+        assert reconcile.reconcile(now=later)["not listed yet"] == 1  # the list may lag
+        assert reconcile.reconcile(now=later)["looked up"] == 0
+        assert reconcile.reconcile(now=later + timedelta(minutes=13))["not sent"] == 1
+    row = message(live.app, message_id)
+    assert row.status == "not_sent" and row.final_at is not None
+    assert "never reached Plivo" in row.error_reason
+    client = live.app.test_client()
+    login(client, user.email)
+    page = client.get(url("messages.detail", public_id=row.public_id)).get_data(as_text=True)
+    assert "Not sent — Plivo never received it" in page and 'id="send-again"' in page
+
+
+def test_send_again_sends_a_new_message_once(live, simulator, make_user):
+    sim, _ = simulator
+    author, colleague = make_user("author@example.com"), make_user("colleague@example.com")
+    original = save_message(live.app, created_by_id=author.id, recipient="+14155552300",
+                            status="not_sent", text="Your cake is ready")
+    public_id = message(live.app, original).public_id
+    client = live.app.test_client()
+    login(client, colleague.email)
+    detail = url("messages.detail", public_id=public_id)
+    answer = post_form(client, url("messages.send_again", public_id=public_id), {},
+                       form_page=detail)
+    assert answer.status_code == 303
+    again_url = answer.headers["Location"]
+    assert again_url != detail
+    wait_for(lambda: len(sim.requests) == 1)
+    assert sim.requests[0]["dst"] == "14155552300" and sim.requests[0]["text"] == (
+        "Your cake is ready")
+    second = post_form(client, url("messages.send_again", public_id=public_id), {},
+                       form_page=detail)
+    assert second.headers["Location"] == again_url  # a second click sends nothing more
+    assert len(sim.requests) == 1
+    with live.app.app_context():
+        [again] = db.session.scalars(db.select(Message).filter_by(
+            idempotency_key=f"again-{public_id}"))
+        assert again.created_by_id == colleague.id  # who pressed the button
+    pending = save_message(live.app, created_by_id=author.id, recipient="+14155552301")
+    refused = post_form(client, url("messages.send_again",
+                                    public_id=message(live.app, pending).public_id), {},
+                        form_page=detail)
+    assert refused.status_code == 303 and len(sim.requests) == 1  # only not_sent ones
+
+
+def test_several_candidates_are_listed_for_a_person_to_choose(live, simulator, make_user):
+    import uuid as uuids_
+
+    from webapp.plivo_simulator import SimulatedMessage
+
+    sim, _ = simulator
+    user = make_user()
+    unknown = save_message(live.app, created_by_id=user.id, recipient="+14155552400",
+                           status="unknown", created_at=utcnow() - timedelta(minutes=5),
+                           next_lookup_at=utcnow() - timedelta(seconds=1))
+    uuids = [str(uuids_.uuid4()) for _ in "ab"]
+    for plivo_uuid in uuids:  # two messages Plivo has that no row of ours claims
+        sim.messages[plivo_uuid] = SimulatedMessage(
+            uuid=plivo_uuid, src="14155550100", dst="14155552400", text="x", media_urls=[],
+            media_ids=[], url=None, method="POST", state="delivered")
+    with live.app.app_context():
+        assert reconcile.reconcile()["several candidates"] == 1
+    row = message(live.app, unknown)
+    assert row.status == "unknown" and {c["uuid"] for c in row.lookup_candidates} == set(uuids)
+    client = live.app.test_client()
+    login(client, user.email)
+    detail = url("messages.detail", public_id=row.public_id)
+    page = client.get(detail).get_data(as_text=True)
+    assert 'id="candidates"' in page and all(u in page for u in uuids)
+    wrong = post_form(client, url("messages.adopt", public_id=row.public_id),
+                      {"plivo_uuid": "not-a-candidate"}, form_page=detail)
+    assert wrong.status_code == 303 and message(live.app, unknown).plivo_uuid is None
+    post_form(client, url("messages.adopt", public_id=row.public_id), {"plivo_uuid": uuids[1]},
+              form_page=detail)
+    row = message(live.app, unknown)
+    assert row.plivo_uuid == uuids[1] and row.status != "unknown"
+    assert not row.lookup_candidates
+
+
+def test_the_message_list_s_refusal_is_read_from_the_response(live, simulator, make_user):
+    """The SDK turns the list's 401 into a TypeError (PLIVO.md 1.8): still, the circuit
+    opens as for any refused credentials."""
+    from webapp.messages import circuit
+
+    sim, _ = simulator
+    user = make_user()
+    save_message(live.app, created_by_id=user.id, recipient="+14155552500", status="unknown",
+                 next_lookup_at=utcnow() - timedelta(seconds=1))
+    sim.auth_token = "rotated"
+    with live.app.app_context():
+        assert reconcile.reconcile()["Plivo refused the account"] == 1
+        assert circuit.is_open()
+        circuit.close_circuit()
+
+
+def test_the_message_list_takes_at_most_20_requests_a_minute():
+    limiter = dispatch.DispatchLimiter("memory://", per_5s=280, max_in_flight=10)
+
+    class Waited(Exception):
+        pass
+
+    def wait(_seconds: float) -> None:
+        raise Waited
+
+    for _ in range(20):
+        with limiter.list_slot(sleep=wait):
+            pass
+    with pytest.raises(Waited), limiter.list_slot(sleep=wait):
+        pass

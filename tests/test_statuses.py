@@ -189,7 +189,7 @@ def test_every_bad_ending_says_what_to_do_and_nothing_else_does():
         said = statuses.advice(status)
         assert (said is not None) == (status in (statuses.UNKNOWN, statuses.ERROR,
                                                   statuses.UNDELIVERED, statuses.FAILED,
-                                                  statuses.REJECTED)), status
+                                                  statuses.REJECTED, statuses.NOT_SENT)), status
     assert "STOP" in statuses.advice(statuses.FAILED, "200")
     assert "credit" in statuses.advice(statuses.FAILED, "900")
     assert "spam" in statuses.advice(statuses.UNDELIVERED, "030")

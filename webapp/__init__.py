@@ -106,13 +106,13 @@ def create_app(config: Mapping[str, str] | None = None) -> Flask:
 
     from . import tasks
     from .messages.callback_guard import confirm_v2_callback, forget_expired
-    from .messages.dispatch import dispatch_message, recover_stalled
+    from .messages.dispatch import dispatch_message, probe_circuit, recover_stalled
     from .messages.reconcile import reconcile
 
     tasks.init_app(app, tasks.Handlers(
         dispatch_message=dispatch_message, recover_stalled=recover_stalled,
         confirm_callback=confirm_v2_callback, forget_expired=forget_expired,
-        reconcile=reconcile))
+        reconcile=reconcile, probe_circuit=probe_circuit))
 
     from .auth import bp as auth_bp
     from .messages import bp as messages_bp
@@ -155,9 +155,26 @@ def create_app(config: Mapping[str, str] | None = None) -> Flask:
     # The compose page's sandbox hint, from the simulator's own table.
     sandbox_numbers = [(display_number(b.number), b.hint) for b in BEHAVIOURS if b.hint]
 
+    from flask_login import current_user
+
+    from .messages import circuit
+
     @app.context_processor
     def inject_globals():
-        return {"sandbox": settings.sandbox, "sandbox_numbers": sandbox_numbers}
+        return {"sandbox": settings.sandbox, "sandbox_numbers": sandbox_numbers,
+                "plivo_paused": _plivo_paused}
+
+    def _plivo_paused():
+        """The banner's facts while Plivo refuses the account (templates call it, so a
+        page without the banner's place asks nothing)."""
+        if not current_user.is_authenticated:
+            return None
+        try:
+            return circuit.paused()
+        except Exception:  # an error page must still render when the database is down
+            app.logger.exception("reading the Plivo circuit failed")
+            db.session.rollback()
+            return None
 
     return app
 

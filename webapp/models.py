@@ -144,6 +144,9 @@ class Message(db.Model):
     next_lookup_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     lookups: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     looked_up_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # An unknown message Plivo's message list shows several candidates for: what it
+    # listed ({uuid, time, state}), for a person to choose from on the detail page.
+    lookup_candidates: Mapped[list[dict] | None] = mapped_column(JSON)
     last_attempt_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
@@ -222,6 +225,24 @@ class RefusedCallbackCount(db.Model):
     hour: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     reason: Mapped[str] = mapped_column(String(32))
     count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class PlivoCircuit(db.Model):
+    """Whether Plivo refuses the account itself (401/403, no credit): then sending pauses
+    for everyone instead of failing message after message. One row (id 1), shared by
+    every process through the database; messages.circuit reads and moves it."""
+
+    __tablename__ = "plivo_circuit"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    state: Mapped[str] = mapped_column(String(10), default="closed")  # closed | open
+    kind: Mapped[str | None] = mapped_column(String(20))  # credentials | credit
+    reason: Mapped[str | None] = mapped_column(String(300))
+    http_status: Mapped[int | None] = mapped_column(Integer)
+    opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    next_probe_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    probes: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 # ---- the text search index ---------------------------------------------------------------

@@ -9,6 +9,7 @@ See PLIVO.md sections 1.5, 1.6 and 7 for the SDK quirks handled here.
 
 from __future__ import annotations
 
+import re
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -45,6 +46,17 @@ class PlivoRetryable(GatewayError):
         self.retry_after = retry_after
 
 
+class PlivoAccountRefused(GatewayError):
+    """Plivo refuses the account itself, not this message: credentials (401, or 403 for
+    anything but geo permissions) or no credit. No message can go until someone fixes
+    it; sending another changes nothing (messages.circuit pauses them all)."""
+
+    def __init__(self, reason: str, status: int | None = None,
+                 kind: str = "credentials") -> None:
+        super().__init__(reason, status)
+        self.kind = kind
+
+
 class PlivoAmbiguous(GatewayError):
     """The request may have reached Plivo; resending could send twice."""
 
@@ -76,6 +88,9 @@ class PlivoMessage:
     units: str = ""
     total_amount: str = ""
     message_time: str = ""  # when Plivo received it, "2026-12-01 10:42:07+00:00"
+    direction: str = "outbound"
+    from_number: str = ""
+    to_number: str = ""
 
 
 _local = threading.local()
@@ -178,13 +193,52 @@ def get_message(config: GatewayConfig, plivo_uuid: str) -> PlivoMessage:
         raise PlivoRetryable("Could not reach Plivo's Message API.") from exc
     except plivo.exceptions.PlivoRestError as exc:
         raise _classify(exc, state.last_response) from exc
+    return _plivo_message(message, plivo_uuid)
+
+
+def _plivo_message(message, plivo_uuid: str = "") -> PlivoMessage:
     code = str(getattr(message, "error_code", "") or "")
     return PlivoMessage(uuid=str(getattr(message, "message_uuid", plivo_uuid)),
                         state=str(getattr(message, "message_state", "") or "").lower(),
                         error_code=code if code not in ("", "000", "0") else None,
                         units=str(getattr(message, "units", "") or ""),
                         total_amount=str(getattr(message, "total_amount", "") or ""),
-                        message_time=str(getattr(message, "message_time", "") or ""))
+                        message_time=str(getattr(message, "message_time", "") or ""),
+                        direction=str(getattr(message, "message_direction", "") or ""),
+                        from_number=str(getattr(message, "from_number", "") or ""),
+                        to_number=str(getattr(message, "to_number", "") or ""))
+
+
+def list_messages(config: GatewayConfig, *, src: str, dst: str, after: datetime,
+                  before: datetime) -> list[PlivoMessage]:
+    """Plivo's outbound messages from `src` to `dst` received between two instants
+    (GET /Message/, at most 20: the list API allows 20 requests a minute). For a send
+    whose answer never came: did Plivo get it?
+
+    The SDK turns every error answer of this endpoint into a TypeError (PLIVO.md 1.8):
+    the HTTP status is read from the response itself."""
+    client, state = _client(config)
+    state.last_response = None
+    stamp = "%Y-%m-%d %H:%M:%S"
+    try:
+        found = client.messages.list(
+            message_direction="outbound", from_number=src.lstrip("+"), to_number=dst.lstrip("+"),
+            message_time__gte=after.astimezone(UTC).strftime(stamp),
+            message_time__lte=before.astimezone(UTC).strftime(stamp), limit=20)
+    except requests.RequestException as exc:  # a lookup changes nothing: safe to repeat
+        raise PlivoRetryable("Could not reach Plivo's Message API.") from exc
+    except plivo.exceptions.PlivoRestError as exc:
+        raise _classify(exc, state.last_response) from exc
+    except TypeError as exc:
+        response = state.last_response
+        if response is None or response.status_code < 400:
+            raise
+        try:
+            text = str(response.json().get("error") or response.text[:200])
+        except (ValueError, AttributeError):
+            text = response.text[:200]
+        raise _classify(plivo.exceptions.PlivoRestError(text), response) from exc
+    return [_plivo_message(item) for item in found or []]
 
 
 def _classify(exc: plivo.exceptions.PlivoRestError, response: requests.Response | None
@@ -198,4 +252,16 @@ def _classify(exc: plivo.exceptions.PlivoRestError, response: requests.Response 
         return PlivoRejected(str(reason))
     if status in RETRYABLE_STATUSES:
         return PlivoRetryable(f"Plivo answered {status}.", status, _retry_after(response))
+    # The SDK calls every 403 on POST /Message/ a GeoPermissionError (PLIVO.md 1.4): only
+    # the text tells a country this account may not reach from an account refused.
+    if status in (401, 403) and not _GEO_PERMISSIONS.search(str(reason)):
+        return PlivoAccountRefused(f"Plivo refused our credentials ({status}: {reason})",
+                                   status, "credentials")
+    if 400 <= status < 500 and _NO_CREDIT.search(str(reason)):
+        return PlivoAccountRefused(f"Plivo says the account has no credit ({reason})", status,
+                                   "credit")
     return PlivoRejected(str(reason), status)
+
+
+_GEO_PERMISSIONS = re.compile(r"geo", re.IGNORECASE)
+_NO_CREDIT = re.compile(r"insufficient (credit|balance|fund)", re.IGNORECASE)

@@ -8,6 +8,7 @@ trigger every failure path; see BEHAVIOURS and the README.
 
 from __future__ import annotations
 
+import calendar
 import hashlib
 import json
 import logging
@@ -42,6 +43,7 @@ class Behaviour:
     outcome: tuple[str, str] = ("delivered", "")  # final status and error code
     callbacks_first: bool = False  # the callbacks arrive before the send is answered
     callbacks_lost: bool = False  # the message moves on at Plivo; no callback is posted
+    hang_after_accepting: bool = False  # Plivo has it, but the answer never comes
 
 
 BEHAVIOURS = (
@@ -55,13 +57,18 @@ BEHAVIOURS = (
               answer=500, answer_first_only=True),
     Behaviour("14155550429", "429 with `Retry-After: 1` first, sent on the retry",
               answer=429, answer_first_only=True),
-    Behaviour("14155550408", "never answers: after the read timeout the message is *Unknown*",
+    Behaviour("14155550408", "never answers and never has it: after the read timeout the "
+              "message is *Unknown*, then *Not sent — Plivo never received it* once the "
+              "reconciler finds nothing in Plivo's message list",
               hint="no answer", hang=True),
     Behaviour("14155550001", "status callbacks arrive before the send request is answered",
               callbacks_first=True),
     Behaviour("14155550410", "delivered, but no status callback ever arrives: the dashboard "
               "learns it by asking Plivo (the reconciler)", hint="lost callbacks",
               callbacks_lost=True),
+    Behaviour("14155550411", "accepted, but neither the answer nor any callback ever comes: "
+              "*Unknown* until the reconciler finds it in Plivo's message list, then "
+              "delivered", hint="lost answer", hang_after_accepting=True, callbacks_lost=True),
 )
 BEHAVIOUR_OF = {behaviour.number: behaviour for behaviour in BEHAVIOURS}
 _DELIVERED = Behaviour("", "delivered")
@@ -115,6 +122,11 @@ class PlivoSimulator:
         self.accepted_at: list[float] = []  # wall-clock time of each 202
         self.throttled = 0  # 429s answered because of rate_per_5s
         self.messages: dict[str, SimulatedMessage] = {}
+        # (HTTP status, error text) answered to every API request while set: an account
+        # Plivo refuses ("Insufficient Credit", a suspended account...). A wrong token
+        # needs no switch: change auth_token.
+        self.account_refusal: tuple[int, str] | None = None
+        self.refused_for_auth = 0  # requests answered 401
         self.callback_results: list[tuple[str, str, int]] = []  # (uuid, status, http status)
         self._seen_bodies: Counter[str] = Counter()
         self._window: deque[float] = deque()
@@ -135,13 +147,18 @@ class PlivoSimulator:
             if (auth is None or auth.username != self.auth_id
                     or auth.password != self.auth_token
                     or (request.view_args or {}).get("auth_id") != self.auth_id):
+                with self._lock:
+                    self.refused_for_auth += 1
                 return self._error(401, "Authentication failed")
+            if self.account_refusal:
+                return self._error(*self.account_refusal)
             if self.latency:
                 time.sleep(self.latency)
             return None
 
         app.post(f"{prefix}/Message/")(self._send)
         app.get(f"{prefix}/Message/<message_uuid>/")(self._get_message)
+        app.get(f"{prefix}/Message/")(self._list_messages)
 
         @app.get("/__sim/requests")
         def recorded():
@@ -208,11 +225,14 @@ class PlivoSimulator:
         with self._lock:
             self.messages[message.uuid] = message
             self.accepted_at.append(time.time())
-        if message.url:
+        if message.url or behaviour.hang_after_accepting:
             if behaviour.callbacks_first:
                 self._run_callbacks(message, delay=0)  # before we answer: the race
             else:
                 threading.Thread(target=self._run_callbacks, args=(message,), daemon=True).start()
+        if behaviour.hang_after_accepting:
+            time.sleep(self.hang_seconds)
+            return self._error(504, "gateway timeout")
         return jsonify(api_id=str(uuid.uuid4()), message="message(s) queued",
                        message_uuid=[message.uuid]), 202
 
@@ -222,13 +242,44 @@ class PlivoSimulator:
         message = self.messages.get(message_uuid)
         if message is None:
             return self._error(404, "not found")
-        return jsonify(
-            api_id=str(uuid.uuid4()), message_uuid=message.uuid, message_state=message.state,
+        return jsonify(api_id=str(uuid.uuid4()), **self._record(message))
+
+    @staticmethod
+    def _record(message: SimulatedMessage) -> dict:
+        return dict(
+            message_uuid=message.uuid, message_state=message.state,
             message_type="mms", message_direction="outbound", from_number=message.src,
             to_number=message.dst, error_code=message.error_code or "000", units=1,
             total_amount="0.01600", total_rate="0.01600",
             message_time=time.strftime("%Y-%m-%d %H:%M:%S+00:00",
                                        time.gmtime(message.received_at)))
+
+    def _list_messages(self, auth_id: str):
+        """Plivo's message list: filters by direction, numbers and time (UTC,
+        `YYYY-MM-DD HH:MM[:ss]`), newest first, `limit` 1-20 (PLIVO.md 1.8)."""
+        args = request.args
+        try:
+            limit = int(args.get("limit", 20))
+            offset = int(args.get("offset", 0))
+            bounds = {name: calendar.timegm(time.strptime(args[name][:19], "%Y-%m-%d %H:%M:%S"))
+                      for name in ("message_time__gte", "message_time__lte") if name in args}
+        except ValueError:
+            return self._error(400, "invalid parameter")
+        if not 1 <= limit <= 20:
+            return self._error(400, "limit must be between 1 and 20")
+        with self._lock:
+            found = [m for m in self.messages.values()
+                     if args.get("message_direction", "outbound") == "outbound"
+                     and args.get("to_number", m.dst) == m.dst
+                     and args.get("from_number", m.src) == m.src
+                     and int(m.received_at) >= bounds.get("message_time__gte", 0)
+                     and int(m.received_at) <= bounds.get("message_time__lte", 2**40)]
+        found.sort(key=lambda m: m.received_at, reverse=True)
+        page = found[offset:offset + limit]
+        return jsonify(api_id=str(uuid.uuid4()),
+                       meta={"limit": limit, "offset": offset, "total_count": len(found),
+                             "next": None, "previous": None},
+                       objects=[self._record(m) for m in page])
 
     # ---- status callbacks ------------------------------------------------------------
     def _run_callbacks(self, message: SimulatedMessage, delay: float | None = None) -> None:

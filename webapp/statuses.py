@@ -2,7 +2,8 @@
 
 pending (ours) -> queued -> sent -> one final state. `unknown` (ours) means the
 request may have reached Plivo but no answer came back; `error` (ours) means
-Plivo refused the request. See DESIGN.md and PLIVO.md section 3.3.
+Plivo refused the request; `not_sent` (ours) means an unknown message Plivo's message
+list shows it never received. See DESIGN.md and PLIVO.md section 3.3.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ UNDELIVERED = "undelivered"
 FAILED = "failed"
 REJECTED = "rejected"
 ERROR = "error"
+NOT_SENT = "not_sent"  # ours: was unknown; Plivo's message list shows it never arrived
 
 RANKS: dict[str, int] = {
     PENDING: 0,
@@ -29,6 +31,7 @@ RANKS: dict[str, int] = {
     FAILED: 4,
     REJECTED: 4,
     ERROR: 4,
+    NOT_SENT: 4,
 }
 FINAL_RANK = 4
 FINAL = frozenset(s for s, rank in RANKS.items() if rank == FINAL_RANK)
@@ -49,6 +52,7 @@ LABELS = {
     FAILED: "Failed",
     REJECTED: "Rejected by carrier",
     ERROR: "Refused by Plivo",
+    NOT_SENT: "Not sent — Plivo never received it",
 }
 SENT_NO_RECEIPT_LABEL = "Sent — carrier gives no receipts"
 
@@ -56,6 +60,7 @@ SENT_NO_RECEIPT_LABEL = "Sent — carrier gives no receipts"
 TONES = {
     PENDING: "neutral", UNKNOWN: "warn", QUEUED: "neutral", SENT: "info",
     DELIVERED: "good", UNDELIVERED: "bad", FAILED: "bad", REJECTED: "bad", ERROR: "bad",
+    NOT_SENT: "bad",
 }
 
 # PLIVO.md section 5. Codes not listed are shown as "Unknown (code N)".
@@ -159,6 +164,8 @@ ADVICE_BY_STATUS = {
              "Plivo's console before sending again, or the customer may get it twice.",
     ERROR: "Plivo refused the request, so nothing was sent. Correct what the reason names "
            "(the number, the media or the account) and send again.",
+    NOT_SENT: "Nothing reached the customer and nothing was charged. Send again sends "
+              "it now, once.",
     UNDELIVERED: "The carrier did not deliver it. Check the number; sending again may not "
                  "help.",
     FAILED: "Plivo could not send it. Sending again may not help until the cause is fixed.",

@@ -30,6 +30,7 @@ class Handlers:
     confirm_callback: Callable[[dict[str, str]], object]
     forget_expired: Callable[[], dict[str, int]]
     reconcile: Callable[[], dict[str, int]]
+    probe_circuit: Callable[[], dict[str, int]]
 
 
 @dataclass
@@ -85,6 +86,7 @@ def _sweep_forever(app: Flask, every_seconds: int, lease_seconds: int) -> None:
             with app.app_context():
                 counts = handlers.recover_stalled(lease_seconds)
                 counts |= handlers.forget_expired()
+                counts |= handlers.probe_circuit()
                 counts |= handlers.reconcile()
         except Exception:  # keep sweeping: a database blip must not end the thread
             log.exception("recovery sweep failed")
@@ -97,8 +99,9 @@ def run_worker(app: Flask, workers: int) -> None:
     """Run a consumer in this process with `workers` threads, until a signal stops it.
 
     A sweeper thread also re-queues lost tasks and resolves sends a killed
-    worker left open (see messages.dispatch.recover_stalled), and asks Plivo about
-    messages whose callbacks never came (messages.reconcile).
+    worker left open (see messages.dispatch.recover_stalled), lets one message a
+    minute through while Plivo refuses the account (messages.circuit), and asks
+    Plivo about messages whose callbacks never came (messages.reconcile).
     """
     settings = app.extensions["settings"]
     threading.Thread(target=_sweep_forever, daemon=True, name="recovery-sweep",

@@ -235,14 +235,25 @@ def test_the_favicon_is_served(page: Page, stack):
 PICTURES = "https://pictures.example/"
 
 
-def seed_pictured_messages(stack: Stack) -> None:
+def seed_pictured_messages(stack: Stack) -> str:
     """A few earlier messages with pictures at https addresses, as a real team's history
-    has, written straight to the dashboard's database."""
+    has, written straight to the dashboard's database; and one Plivo never received
+    (its public id is returned, for its page with Send again)."""
     from webapp import create_app
     from webapp.extensions import db
 
     app = create_app(stack.settings)
     with app.app_context():
+        lost = make_message(
+            recipient="+16045550188", status="not_sent", text="Your table for four is booked "
+            "for Friday at 7 pm.", media=[{"url": PICTURES + "red.png",
+                                          "content_type": "image/png", "size": 300}],
+            error_reason="Plivo's message list has no message to +16045550188 from "
+                         "+14155550100 since 2026-12-01 10:41 UTC (looked 2 times): the "
+                         "request never reached Plivo, so nothing was sent.")
+        db.session.add(lost)
+        db.session.flush()
+        lost_id = lost.public_id
         for recipient, status, amount, text, picture in (
                 ("+16045550199", "delivered", "0.02000", "Your cake is ready! Pick it up "
                  "any time before 6 pm.", "red.png"),
@@ -253,6 +264,7 @@ def seed_pictured_messages(stack: Stack) -> None:
                 media=[{"url": PICTURES + picture, "content_type": "image/png", "size": 300}]))
         db.session.commit()
         db.engine.dispose()
+    return lost_id
 
 
 SCREENS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screens"
@@ -266,7 +278,7 @@ def test_every_page_fits_every_width_and_the_status_shows_on_a_phone(browser, st
     on a phone every history row's status is inside the screen. Screenshots of each page
     at each width go to test-artifacts/screens/ on every run, for a reviewer to look at."""
     SCREENS.mkdir(parents=True, exist_ok=True)
-    seed_pictured_messages(stack)
+    not_sent = seed_pictured_messages(stack)
     for width_name, (width, height) in WIDTHS.items():
         context = browser.new_context(viewport={"width": width, "height": height})
         # The page may only show https pictures (its CSP); the loopback media server is
@@ -290,7 +302,8 @@ def test_every_page_fits_every_width_and_the_status_shows_on_a_phone(browser, st
                  "detail": detail, "password": url("auth.change_password"),
                  "your-account": url("auth.account"),
                  "accounts": url("auth.users"), "account": url("auth.user_detail", user_id=1),
-                 "history-filtered": url("messages.history", status="failed")}
+                 "history-filtered": url("messages.history", status="failed"),
+                 "not-sent": url("messages.detail", public_id=not_sent)}
         for name, path in pages.items():
             page.goto(stack.url + path)
             page.screenshot(path=str(SCREENS / f"{name}-{width_name}.png"), full_page=True)
@@ -349,3 +362,40 @@ def test_a_day_picked_in_the_browser_is_the_day_the_table_shows(page: Page, stac
     expect(rows).to_have_count(1)
     expect(rows.first).to_contain_text("late on the 29th")
     expect(rows.first.locator("time")).to_contain_text("2026-11-29 23:30")
+
+
+def test_the_paused_banner_reads_on_a_desk_and_a_phone(browser, stack):
+    """While Plivo refuses the account every page says so, first thing, at any width."""
+    from webapp import create_app
+    from webapp.extensions import db
+    from webapp.messages import circuit
+
+    app = create_app(stack.settings)
+    with app.app_context():
+        circuit.open_circuit("Plivo refused our credentials (401: Authentication failed)",
+                             401, "credentials")
+    try:
+        for width_name in ("desktop", "phone"):
+            width, height = WIDTHS[width_name]
+            context = browser.new_context(viewport={"width": width, "height": height})
+            page = context.new_page()
+            log_in(page, stack, stack.admin_email, stack.admin_password)
+            banner = page.locator("#sending-paused")
+            for _ in range(30):  # each web worker reads the state at most every 5 s
+                page.goto(stack.url + url("messages.compose"))
+                if banner.count():
+                    break
+                page.wait_for_timeout(250)
+            expect(banner).to_contain_text("Plivo refused our credentials")
+            expect(banner).to_contain_text("PLIVO_AUTH_TOKEN")
+            page.screenshot(path=str(SCREENS / f"paused-{width_name}.png"), full_page=True)
+            scroll, inner = page.evaluate("[document.documentElement.scrollWidth, innerWidth]")
+            assert scroll <= inner, (width_name, scroll, inner)
+            box = banner.bounding_box()
+            assert box["x"] >= 0 and box["x"] + box["width"] <= width and box["y"] < height
+            check_accessibility(page)
+            context.close()
+    finally:
+        with app.app_context():
+            circuit.close_circuit()
+            db.engine.dispose()

@@ -220,10 +220,21 @@ def _record_uuid(message: Message, plivo_uuid: str) -> None:
     now = utcnow()
     if statuses.should_apply(message.status, message.status_sequence, statuses.QUEUED, 0):
         message.status = statuses.QUEUED
-        message.queued_at = message.queued_at or now
+        message.queued_at = message.queued_at or _queued_time_reported(plivo_uuid) or now
     # If no final status has come by then, the reconciler asks Plivo (reconcile.py).
     message.next_lookup_at = now + timedelta(minutes=current_settings().reconcile_after_minutes)
     db.session.commit()
+
+
+def _queued_time_reported(plivo_uuid: str) -> datetime | None:
+    """When Plivo says it queued the message, from callbacks that came before its uuid
+    was known (a recovery adopting it minutes later must not give it its own time)."""
+    times = [_parse_plivo_time(payload.get("QueuedTime")) for payload in db.session.scalars(
+        select(StatusEvent.payload).where(StatusEvent.plivo_uuid == plivo_uuid,
+                                          StatusEvent.message_id.is_(None),
+                                          StatusEvent.accepted))
+             if isinstance(payload, dict)]
+    return min((t for t in times if t), default=None)
 
 
 def adopt_early_events(message: Message) -> None:

@@ -11,13 +11,14 @@ import logging
 import random
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from flask import current_app
-from limits import RateLimitItemPerSecond
+from limits import RateLimitItemPerMinute, RateLimitItemPerSecond
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 from sqlalchemy import select, update
@@ -32,9 +33,13 @@ from ..extensions import db
 from ..logs import event
 from ..models import Message, StatusEvent, utcnow
 from ..tasks import enqueue_dispatch
+from . import circuit
 from .callbacks import message_by_uuid, record_uuid, retry_on_conflict
 
 log = logging.getLogger(__name__)
+
+
+LIST_PER_MINUTE = 20  # Plivo's message list: its default limit (PLIVO.md 1.8)
 
 
 class DispatchLimiter:
@@ -49,19 +54,27 @@ class DispatchLimiter:
         # The reconciler's lookups: counted in the same window as sends (one account
         # limit at Plivo) and, in a window of their own, at most lookup_share percent.
         self._lookup_item = RateLimitItemPerSecond(max(1, per_5s * lookup_share // 100), 5)
+        self._list_item = RateLimitItemPerMinute(LIST_PER_MINUTE)
         self._in_flight = threading.BoundedSemaphore(max_in_flight)
 
-    @contextmanager
     def lookup_slot(self, sleep: Callable[[float], None] = time.sleep):
         """Room for one Message API lookup: within its share, and within the window
         sends use."""
+        return self._shared_slot(self._lookup_item, "plivo-lookup", sleep)
+
+    def list_slot(self, sleep: Callable[[float], None] = time.sleep):
+        """Room for one request to Plivo's message list: 20 a minute (PLIVO.md 1.8), and
+        within the window sends use."""
+        return self._shared_slot(self._list_item, "plivo-list", sleep)
+
+    @contextmanager
+    def _shared_slot(self, item, key: str, sleep: Callable[[float], None]):
         while True:
-            while not self._window.test(self._lookup_item, "plivo-lookup"):
-                self._sleep_until_room(sleep, self._lookup_item, "plivo-lookup")
+            while not self._window.test(item, key):
+                self._sleep_until_room(sleep, item, key)
             while not self._window.test(self._item, "plivo-send"):
                 self._sleep_until_room(sleep)
-            if (self._window.hit(self._lookup_item, "plivo-lookup")
-                    and self._window.hit(self._item, "plivo-send")):
+            if self._window.hit(item, key) and self._window.hit(self._item, "plivo-send"):
                 break
         yield
 
@@ -143,17 +156,23 @@ def _claim(message_id: int) -> bool:
     return result.rowcount == 1
 
 
-def dispatch_message(message_id: int, policy: RetryPolicy | None = None) -> None:
+def dispatch_message(message_id: int, policy: RetryPolicy | None = None,
+                     probe: bool = False) -> None:
     """Send one pending message through Plivo and record the outcome.
 
     Retries only where Plivo cannot have acted (connect errors, 429, 5xx).
     A 4xx makes the message `error`; a timeout after sending makes it
-    `unknown`, never resent automatically.
+    `unknown`, never resent automatically. But when Plivo refuses the account itself
+    (circuit.py) the claim is given back and the message waits with every other one
+    while the circuit is open. `probe`: the circuit's one message a minute, sent while
+    it is open; any answer but the account refused again closes it.
     """
     policy = policy or RetryPolicy()
     message = db.session.get(Message, message_id)
     if message is None or message.status != statuses.PENDING or message.attempts:
         return
+    if not probe and circuit.is_open():
+        return  # it waits; closing the circuit (or a probe) queues it again
     settings = current_settings()
     config = gateway.GatewayConfig.from_settings(settings)
     limiter = _dispatch_limiter(settings)
@@ -165,6 +184,7 @@ def dispatch_message(message_id: int, policy: RetryPolicy | None = None) -> None
                "callback_url": settings.status_callback_url}
     gateway.warm_up(config)
     tries = 0
+    refused_for_itself = False
 
     def claim_or_count() -> None:
         # Claim (or count) right before the request, after any wait: a worker
@@ -199,8 +219,14 @@ def dispatch_message(message_id: int, policy: RetryPolicy | None = None) -> None
         plivo_uuid = retrying(attempt)
     except _ClaimedElsewhere:
         return
+    except gateway.PlivoAccountRefused as exc:
+        # Not this message's fault and nothing was sent: it waits with the rest.
+        circuit.give_back(message_id, exc.reason)
+        circuit.open_circuit(exc.reason, exc.status, exc.kind)
+        return
     except gateway.PlivoRejected as exc:
         outcome = (statuses.ERROR, f"Plivo refused the message: {exc.reason}")
+        refused_for_itself = True
     except gateway.PlivoRetryable as exc:
         outcome = (statuses.ERROR, f"Plivo was unavailable after {tries} attempts "
                                    f"({exc.reason}); nothing was sent.")
@@ -208,17 +234,36 @@ def dispatch_message(message_id: int, policy: RetryPolicy | None = None) -> None
         outcome = (statuses.UNKNOWN, exc.reason)
     else:
         record_uuid(message, plivo_uuid)
+        if probe:
+            circuit.close_circuit()
         return
     # The dispatch knows best: it wins over a recovery sweep that raced it.
     retry_on_conflict(lambda: _finish_without_uuid(message, *outcome))
+    if probe and refused_for_itself:
+        # Refused for itself: the account got past Plivo's door.
+        circuit.close_circuit()
+
+
+def probe_circuit() -> dict[str, int]:
+    """The circuit's half-open step, for the worker's sweep (circuit.probe)."""
+    return circuit.probe(lambda message_id: dispatch_message(message_id, probe=True))
+
+
+# An unknown message is first looked for in Plivo's message list this long after (the
+# reconciler, reconcile.find_unknown).
+UNKNOWN_LOOKUP_AFTER = timedelta(minutes=2)
 
 
 def _finish_without_uuid(message: Message, status: str, reason: str) -> None:
+    if message.plivo_uuid:  # the sweep adopted it from Plivo's callbacks meanwhile
+        return
     message.status = status
     message.error_reason = reason
     message.last_attempt_error = reason
     if statuses.is_final(status):
         message.final_at = utcnow()
+    if status == statuses.UNKNOWN:
+        message.next_lookup_at, message.lookups = utcnow() + UNKNOWN_LOOKUP_AFTER, 0
     db.session.commit()
     event(log, "send ended without a message id", logging.WARNING, message=message.public_id,
           status=status, reason=reason)
@@ -232,20 +277,51 @@ def recover_stalled(lease_seconds: int) -> dict[str, int]:
     - claimed by a worker but never answered, older than the lease: the worker
       died mid-send. If Plivo's callbacks for this recipient arrived meanwhile,
       they name the uuid: adopt it. Otherwise the message becomes `unknown`,
-      never resent blindly.
+      never resent blindly;
+    - claimed, within the lease, and Plivo's callbacks name it beyond doubt: adopted
+      at once (a killed worker's message need not wait out the lease).
     """
     cutoff = utcnow() - timedelta(seconds=lease_seconds)
     counts = {"requeued": 0, "adopted": 0, "unknown": 0}
-    never_tried = list(db.session.scalars(select(Message.id).where(
+    # While Plivo refuses the account they wait: closing the circuit queues them.
+    never_tried = [] if circuit.is_open() else list(db.session.scalars(select(Message.id).where(
         Message.status == statuses.PENDING, Message.attempts == 0, Message.created_at < cutoff)))
     for message_id in never_tried:
         enqueue_dispatch(message_id)
     counts["requeued"] = len(never_tried)
-    stalled = list(db.session.scalars(select(Message).where(
+    claimed = list(db.session.scalars(select(Message).where(
         Message.status == statuses.PENDING, Message.attempts > 0,
-        Message.plivo_uuid.is_(None), Message.updated_at < cutoff)))
-    if not stalled:
+        Message.plivo_uuid.is_(None))))
+    if not claimed:
         return counts
+    orphans = list(db.session.scalars(select(StatusEvent).where(
+        StatusEvent.message_id.is_(None), StatusEvent.accepted,
+        StatusEvent.received_at >= min(m.created_at for m in claimed))))
+    pairs = Counter((m.sender, m.recipient) for m in claimed)
+    for message in claimed:
+        named = list(dict.fromkeys(
+            e.plivo_uuid for e in orphans
+            if e.payload.get("To") == message.recipient.lstrip("+")
+            and e.payload.get("From") == message.sender.lstrip("+")
+            and e.received_at >= message.created_at
+            and message_by_uuid(e.plivo_uuid) is None))
+        stalled = message.updated_at < cutoff
+        # Plivo's callbacks name the message beyond doubt (one uuid, one claimed message
+        # to that number): adopt it now, lease or not; the worker, if alive, records
+        # the same uuid. Past the lease, the first callback's uuid, as it always was.
+        if named and (stalled or (len(named) == 1 and pairs[message.sender, message.recipient] == 1)):
+            record_uuid(message, named[0])
+            counts["adopted"] += 1
+        elif stalled:
+            try:
+                _finish_without_uuid(message, statuses.UNKNOWN,
+                                     "The sending worker stopped mid-request; Plivo may or may "
+                                     "not have the message. Check before sending again.")
+            except StaleDataError:  # the worker was only slow, and has just finished
+                db.session.rollback()
+                continue
+            counts["unknown"] += 1
+    return counts
     orphans = list(db.session.scalars(select(StatusEvent).where(
         StatusEvent.message_id.is_(None), StatusEvent.accepted,
         StatusEvent.received_at >= min(m.created_at for m in stalled))))

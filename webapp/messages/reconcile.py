@@ -9,6 +9,14 @@ the same state machine and ledger as a callback, with the ledger's scheme "looku
 lookup never moves a final status back, and a later callback with a higher Sequence
 still wins (the lookup carries Sequence 0).
 
+A message whose send was never answered (`unknown`: Plivo may or may not have it) has
+no uuid to look up: Plivo's message list is asked instead, for outbound messages from
+our number to its recipient since just before it was recorded, 2 and 15 minutes after
+it became unknown. One message there that no other row of ours claims: that is it, its
+uuid and status are adopted. None at the last look: "Not sent — Plivo never received
+it", and staff get a Send again button (never an automatic resend). Several: it stays
+unknown and the detail page lists them for a person to choose.
+
 Lookups share the dispatch limiter's window (Plivo counts them against the same
 account limit) and take at most RECONCILE_MAX_SHARE percent of it, so sending never
 waits for them. The worker's sweep runs `reconcile` every QUEUE_SWEEP_SECONDS;
@@ -30,8 +38,9 @@ from ..extensions import db
 from ..logs import event
 from ..models import Message, utcnow
 from ..signatures import SignatureScheme
-from .callbacks import Callback, CallbackOutcome, record_status_callback
-from .dispatch import lookup_limiter
+from . import circuit
+from .callbacks import Callback, CallbackOutcome, message_by_uuid, record_status_callback, record_uuid
+from .dispatch import UNKNOWN_LOOKUP_AFTER, lookup_limiter
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +50,11 @@ LATER_LOOKUPS = (timedelta(hours=1), timedelta(hours=6), timedelta(hours=24))
 MAX_LOOKUPS = 1 + len(LATER_LOOKUPS)
 BATCH = 200
 UNFINISHED = (statuses.QUEUED, statuses.SENT)
+# An unknown message is looked for in Plivo's list at these times after it became
+# unknown (dispatch.UNKNOWN_LOOKUP_AFTER is the first); the list may lag a little.
+UNKNOWN_LOOKUPS = (UNKNOWN_LOOKUP_AFTER, timedelta(minutes=15))
+# How long before the message was recorded a match may have reached Plivo (clocks).
+LISTED_SINCE = timedelta(minutes=1)
 
 
 def first_lookup_at(accepted_at: datetime) -> datetime:
@@ -92,12 +106,15 @@ def _schedule(message_id: int, lookups: int, now: datetime) -> None:
 def look_up(message_id: int, plivo_uuid: str, lookups: int,
             config: gateway.GatewayConfig, now: datetime | None = None) -> str:
     """Ask Plivo about one message and apply the answer. Returns what happened:
-    "applied", "unchanged", "unknown to Plivo" or "Plivo unreachable" (tried again at
-    the next sweep, not counted as a lookup)."""
+    "applied", "unchanged", "unknown to Plivo", or "Plivo unreachable" or "Plivo refused
+    the account" (tried again at the next sweep, not counted as a lookup)."""
     now = now or utcnow()
-    with lookup_limiter().slot():
+    with lookup_limiter().lookup_slot():
         try:
             answer = gateway.get_message(config, plivo_uuid)
+        except gateway.PlivoAccountRefused as exc:
+            circuit.open_circuit(exc.reason, exc.status, exc.kind)
+            return "Plivo refused the account"
         except gateway.PlivoRetryable as exc:
             event(log, "reconcile: Plivo did not answer", logging.WARNING,
                   plivo_uuid=plivo_uuid, error=str(exc))
@@ -126,26 +143,123 @@ def reconcile(now: datetime | None = None, limit: int = BATCH,
     # (keeps the index of due lookups short).
     forgotten = db.session.execute(
         update(Message).where(Message.next_lookup_at <= now,
-                              Message.status.not_in(UNFINISHED))
+                              Message.status.not_in((*UNFINISHED, statuses.UNKNOWN)))
         .values(next_lookup_at=None)).rowcount
     db.session.commit()
     counts = {"looked up": 0, "applied": 0, "unchanged": 0, "unknown to Plivo": 0,
-              "Plivo unreachable": 0, "no longer waiting": forgotten}
-    due = _due(now, limit)
-    if not due:
+              "Plivo unreachable": 0, "Plivo refused the account": 0,
+              "no longer waiting": forgotten, "adopted": 0, "not sent": 0,
+              "several candidates": 0, "not listed yet": 0}
+    if circuit.is_open():  # Plivo refuses our credentials: asking again changes nothing
+        return counts
+    due, unknown = _due(now, limit), _due_unknown(now, limit)
+    if not due and not unknown:
         return counts
     config = gateway.GatewayConfig.from_settings(current_settings())
-    for message_id, plivo_uuid, lookups in due:
-        result = look_up(message_id, plivo_uuid, lookups, config, now)
+    work = [(look_up, (message_id, plivo_uuid, lookups)) for message_id, plivo_uuid, lookups
+            in due] + [(find_unknown, (message_id,)) for message_id in unknown]
+    for step, args in work:
+        result = step(*args, config, now)
         counts[result] += 1
         counts["looked up"] += 1
         if progress:
             progress(1)
-        if result == "Plivo unreachable":
-            break  # Plivo is down: the next sweep tries again
+        if result in ("Plivo unreachable", "Plivo refused the account"):
+            break  # the next sweep tries again
     return counts
 
 
 def due_count(now: datetime | None = None) -> int:
     """How many messages are due for a lookup now (for the command's progress bar)."""
-    return len(_due(now or utcnow(), 100_000))
+    now = now or utcnow()
+    return len(_due(now, 100_000)) + len(_due_unknown(now, 100_000))
+
+
+def _due_unknown(now: datetime, limit: int) -> list[int]:
+    return list(db.session.scalars(
+        select(Message.id).where(Message.next_lookup_at <= now,
+                                 Message.status == statuses.UNKNOWN,
+                                 Message.plivo_uuid.is_(None))
+        .order_by(Message.next_lookup_at).limit(limit)))
+
+
+def find_unknown(message_id: int, config: gateway.GatewayConfig,
+                 now: datetime | None = None) -> str:
+    """Look for an unknown message in Plivo's list. Returns "adopted", "not sent",
+    "several candidates", "not listed yet" (looked for again later), or "Plivo
+    unreachable" / "Plivo refused the account" (the next sweep tries again)."""
+    now = now or utcnow()
+    message = db.session.get(Message, message_id)
+    if message is None or message.status != statuses.UNKNOWN or message.plivo_uuid:
+        return "unchanged"
+    since = message.created_at - LISTED_SINCE
+    with lookup_limiter().list_slot():
+        try:
+            listed = gateway.list_messages(config, src=message.sender, dst=message.recipient,
+                                           after=since, before=now)
+        except gateway.PlivoAccountRefused as exc:
+            circuit.open_circuit(exc.reason, exc.status, exc.kind)
+            return "Plivo refused the account"
+        except (gateway.PlivoRetryable, gateway.PlivoRejected) as exc:
+            event(log, "reconcile: Plivo's message list did not answer", logging.WARNING,
+                  message=message.public_id, error=str(exc))
+            return "Plivo unreachable"
+    candidates = [m for m in listed if m.direction in ("outbound", "")
+                  and message_by_uuid(m.uuid) is None]
+    if len(candidates) == 1:
+        adopt(message, candidates[0])
+        return "adopted"
+    if candidates:
+        message.lookup_candidates = [
+            {"uuid": m.uuid, "time": _plivo_time(m.message_time), "state": m.state}
+            for m in candidates]
+        message.next_lookup_at, message.looked_up_at = None, now
+        db.session.commit()
+        event(log, "reconcile: several Plivo messages could be this one", logging.WARNING,
+              message=message.public_id, candidates=len(candidates))
+        return "several candidates"
+    lookups = message.lookups + 1
+    message.lookups, message.looked_up_at = lookups, now
+    if lookups < len(UNKNOWN_LOOKUPS):
+        message.next_lookup_at = now + UNKNOWN_LOOKUPS[lookups] - UNKNOWN_LOOKUPS[lookups - 1]
+        db.session.commit()
+        return "not listed yet"
+    message.status, message.final_at, message.next_lookup_at = statuses.NOT_SENT, now, None
+    message.error_reason = (
+        f"Plivo's message list has no message to {message.recipient} from {message.sender} "
+        f"since {since:%Y-%m-%d %H:%M} UTC (looked {lookups} times): the request never "
+        "reached Plivo, so nothing was sent.")
+    db.session.commit()
+    event(log, "reconcile: never reached Plivo", logging.WARNING, message=message.public_id)
+    return "not sent"
+
+
+def adopt(message: Message, answer: gateway.PlivoMessage) -> None:
+    """Plivo's message `answer` is this one: take its uuid (with any callbacks that came
+    for it) and the status Plivo gives it now."""
+    message.lookup_candidates = None
+    record_uuid(message, answer.uuid)
+    if answer.state in statuses.CALLBACK_STATUSES:
+        record_status_callback(Callback(answer.uuid, answer.state, 0, answer.error_code),
+                               lookup_payload(answer), SignatureScheme.LOOKUP)
+    event(log, "reconcile: adopted from Plivo's message list", message=message.public_id,
+          plivo_uuid=answer.uuid, plivo_says=answer.state)
+
+
+def adopt_candidate(message: Message, plivo_uuid: str) -> bool:
+    """A person chose which of the listed candidates is this message. False when it is
+    not one of them (or no longer unknown, or another row has that uuid by now)."""
+    if (message.status != statuses.UNKNOWN or message.plivo_uuid
+            or plivo_uuid not in {c.get("uuid") for c in message.lookup_candidates or []}
+            or message_by_uuid(plivo_uuid) is not None):
+        return False
+    config = gateway.GatewayConfig.from_settings(current_settings())
+    try:
+        with lookup_limiter().lookup_slot():
+            answer = gateway.get_message(config, plivo_uuid)
+    except gateway.GatewayError:
+        chosen = next(c for c in message.lookup_candidates if c.get("uuid") == plivo_uuid)
+        answer = gateway.PlivoMessage(uuid=plivo_uuid, state=chosen.get("state") or "",
+                                      error_code=None)
+    adopt(message, answer)
+    return True

@@ -109,3 +109,18 @@ def create_messages(user: Actor, draft: Draft) -> tuple[list[Message], bool]:
         except Exception:  # queue down: the row stays pending; the recovery sweep queues it later
             log.exception("could not queue message %s", public_id)
     return rows, True
+
+
+def send_again(user: Actor, original: Message) -> Message:
+    """A new message with the original's sender, recipient, text and media, recorded as
+    `user`'s and queued: for a message Plivo never received (statuses.NOT_SENT). Once per
+    original, whoever asks: a second click, or a colleague's, opens the first resend."""
+    key = f"again-{original.public_id}"
+    earlier = db.session.scalar(select(Message).where(Message.idempotency_key == key)
+                                .order_by(Message.id).limit(1))
+    if earlier is not None:
+        return earlier
+    rows, _created = create_messages(user, Draft(
+        sender=original.sender, recipients=[original.recipient], text=original.text,
+        media=list(original.media or []), idempotency_key=key))
+    return rows[0]

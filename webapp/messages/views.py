@@ -139,6 +139,32 @@ def detail(public_id: str):
                            events=history.timeline(message), gave_up=reconcile.gave_up(message))
 
 
+@bp.post("/messages/<public_id>/send-again", endpoint="send_again")
+@login_required
+@limiter.limit(_user_send_limit, key_func=_user_key)
+def send_again(public_id: str):
+    message = history.message_by_public_id(public_id) or abort(404)
+    if message.status != statuses.NOT_SENT:
+        flash("Only a message Plivo never received can be sent again from its page.", "error")
+        return redirect(url_for("messages.detail", public_id=public_id), 303)
+    again = sending.send_again(current_user, message)
+    flash("Sent again as this new message.", "success")
+    return redirect(url_for("messages.detail", public_id=again.public_id), 303)
+
+
+@bp.post("/messages/<public_id>/adopt", endpoint="adopt")
+@login_required
+def adopt(public_id: str):
+    """A person chose which message in Plivo's list is this unknown one."""
+    message = history.message_by_public_id(public_id) or abort(404)
+    if reconcile.adopt_candidate(message, (request.form.get("plivo_uuid") or "")[:64]):
+        flash("Done: the message now follows Plivo's record of it.", "success")
+    else:
+        flash("That Plivo message is not one of this message's candidates, or the message "
+              "was resolved meanwhile.", "error")
+    return redirect(url_for("messages.detail", public_id=public_id), 303)
+
+
 @bp.get("/messages/export.csv", endpoint="export")
 @login_required
 def export_csv():
