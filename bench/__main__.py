@@ -20,6 +20,7 @@ from pathlib import Path
 
 from tests.services import INITDB, REDIS
 
+from .chaos import measure_chaos, prepare, simulator_options
 from .deployments import deployment
 from .measurements import (
     Row,
@@ -34,7 +35,7 @@ from .measurements import (
 
 ROOT = Path(__file__).resolve().parent.parent
 
-PARTS = ("history", "callbacks", "memory", "compose", "dispatch")
+PARTS = ("history", "callbacks", "memory", "compose", "dispatch", "chaos")
 SECONDS = 20  # each side of a ratio, in all; compose's run
 
 
@@ -75,6 +76,15 @@ def run(smoke: bool, only: set[str], databases: list[str]) -> list[Row]:
                 for _ in range(2 if database == "postgresql" else 1):
                     dep.start_worker(threads=10)
                 measure_dispatch(dep, rows, dispatch_count)
+        if "chaos" in only:
+            with ExitStack() as stack, deployment(database, stack, database) as dep:
+                prepare(dep)
+                dep.start_simulator(*simulator_options())
+                dep.start_web()
+                for _ in range(2 if database == "postgresql" else 1):
+                    dep.start_worker()
+                # smoke: no kill (its unknown messages take minutes to settle)
+                measure_chaos(dep, rows, 100 if smoke else 1_000, kill=not smoke)
     return rows
 
 

@@ -94,3 +94,77 @@ def test_simulator_refuses_a_deliver_to_that_is_not_a_loopback_base(runner, valu
     result = runner.invoke(args=["plivo-simulator", "--deliver-to", value])
     assert result.exit_code == 2
     assert "expected a base URL on loopback" in result.output
+
+
+def _chaotic(make_app, chaos):
+    from webapp.plivo_simulator import PlivoSimulator
+
+    from .conftest import LiveServer
+
+    port = free_port()
+    sim = PlivoSimulator(SANDBOX_AUTH_ID, SANDBOX_AUTH_TOKEN, callback_delay=0.05,
+                         deliver_to=f"http://127.0.0.1:{port}", chaos=chaos)
+    sim_server = sim.serve_in_thread()
+    app = make_app(PLIVO_API_URL=f"http://127.0.0.1:{sim_server.server_port}",
+                   PUBLIC_BASE_URL="https://mms.example.com", TASK_QUEUE_URL="immediate")
+    return sim, sim_server, app, LiveServer(app, port)
+
+
+@pytest.mark.integration
+def test_chaos_doubles_and_reverses_callbacks_and_the_dashboard_keeps_plivos_truth(
+        make_app, make_user):
+    """The chaos benchmark's switches: every callback posted twice, in reverse order. The
+    state machine keeps the final status; each status keeps the time Plivo reached it."""
+    from webapp.models import StatusEvent
+    from webapp.plivo_simulator import Chaos
+
+    sim, sim_server, app, live = _chaotic(make_app, Chaos(duplicate=1.0, reorder=1.0))
+    try:
+        user = make_user()
+        message_id = save_message(app, created_by_id=user.id, recipient="+14155550123")
+        with app.app_context():
+            dispatch.dispatch_message(message_id)
+        wait_for(lambda: len(sim.callback_results) == 6)
+        assert [status for _uuid, status, _code in sim.callback_results] == [
+            "delivered", "delivered", "sent", "sent", "queued", "queued"]
+        assert sim.chaos_counts == {"duplicated": 3, "reordered": 1}
+        (plivo,) = sim.messages.values()
+        with app.app_context():
+            row = db.session.get(Message, message_id)
+            assert row.status == "delivered"
+            # the times Plivo reported (the state's own moment), not when they arrived
+            assert row.queued_at.timestamp() == pytest.approx(plivo.times["queued"], abs=1)
+            applied = db.session.query(StatusEvent).filter_by(message_id=message_id,
+                                                              applied=True).count()
+            assert applied == 1  # the final one; the late queued/sent ones change nothing
+    finally:
+        sim.stop()
+        sim_server.shutdown()
+        live.stop()
+
+
+@pytest.mark.integration
+def test_chaos_drops_callbacks_and_plivos_api_still_tells_the_truth(make_app, make_user):
+    import requests
+
+    from webapp.plivo_simulator import Chaos
+
+    sim, sim_server, app, live = _chaotic(make_app, Chaos(drop=1.0, failing=1.0))
+    try:
+        user = make_user()
+        message_id = save_message(app, created_by_id=user.id, recipient="+14155550123")
+        with app.app_context():
+            dispatch.dispatch_message(message_id)
+        wait_for(lambda: sim.chaos_counts["dropped"] >= 2)
+        truth = requests.get(f"http://127.0.0.1:{sim_server.server_port}/__sim/truth",
+                             timeout=5).json()
+        (plivo,) = truth["messages"]
+        wait_for(lambda: next(iter(sim.messages.values())).state in ("undelivered", "failed"))
+        assert sim.callback_results == []  # nothing posted
+        with app.app_context():
+            assert db.session.get(Message, message_id).status == "queued"  # as it knows
+        assert plivo["dst"] == "14155550123" and "queued" in plivo["times"]
+    finally:
+        sim.stop()
+        sim_server.shutdown()
+        live.stop()

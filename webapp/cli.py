@@ -115,17 +115,29 @@ def _loopback_base(ctx: click.Context, param: click.Parameter, value: str | None
               help="Post status callbacks to this http://127.0.0.1:PORT base instead of the "
                    "callback URL's host, as a TLS proxy would; they stay signed for the "
                    "original URL.")
+@click.option("--drop-callbacks", type=click.FloatRange(0, 1), default=0.0,
+              help="Share of status callbacks never posted (chaos).")
+@click.option("--duplicate-callbacks", type=click.FloatRange(0, 1), default=0.0,
+              help="Share of status callbacks posted twice (chaos).")
+@click.option("--reorder-callbacks", type=click.FloatRange(0, 1), default=0.0,
+              help="Share of messages whose callbacks arrive in reverse order (chaos).")
+@click.option("--failing", type=click.FloatRange(0, 1), default=0.0,
+              help="Share of ordinary messages that end undelivered or failed.")
 def plivo_simulator(port: int | None, callback_delay: float, latency: float,
-                    rate_per_5s: int | None, deliver_to: str | None) -> None:
+                    rate_per_5s: int | None, deliver_to: str | None, drop_callbacks: float,
+                    duplicate_callbacks: float, reorder_callbacks: float,
+                    failing: float) -> None:
     """Serve the Plivo simulator on 127.0.0.1 (sandbox mode)."""
     from werkzeug.serving import run_simple
 
-    from .plivo_simulator import BEHAVIOURS, PlivoSimulator
+    from .plivo_simulator import BEHAVIOURS, Chaos, PlivoSimulator
 
     settings = current_settings()
+    chaos = Chaos(drop=drop_callbacks, duplicate=duplicate_callbacks,
+                  reorder=reorder_callbacks, failing=failing)
     simulator = PlivoSimulator(settings.plivo_auth_id, settings.plivo_auth_token,
                                callback_delay=callback_delay, latency=latency,
-                               rate_per_5s=rate_per_5s, deliver_to=deliver_to)
+                               rate_per_5s=rate_per_5s, deliver_to=deliver_to, chaos=chaos)
     port = port or settings.simulator_port
     click.echo(f"Plivo simulator on http://127.0.0.1:{port} (account {settings.plivo_auth_id})")
     for behaviour in BEHAVIOURS:

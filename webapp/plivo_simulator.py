@@ -12,6 +12,7 @@ import calendar
 import hashlib
 import json
 import logging
+import random
 import secrets
 import threading
 import time
@@ -76,6 +77,21 @@ _ANSWERS = {400: "{dst} is not a valid phone number", 429: "too many requests",
             500: "internal server error"}
 
 
+@dataclass(frozen=True)
+class Chaos:
+    """What goes wrong on the way back (the benchmark's chaos run): the share of callbacks
+    never posted, of callbacks posted twice, of messages whose callbacks come in reverse
+    order, and of ordinary messages that end undelivered (spam, 30) or failed (no credit,
+    900) instead of delivered. Plivo's own state, which the Message API answers with,
+    moves on regardless: that is the truth the dashboard must end up showing."""
+
+    drop: float = 0.0
+    duplicate: float = 0.0
+    reorder: float = 0.0
+    failing: float = 0.0
+    seed: int = 0
+
+
 def display_number(number: str) -> str:
     """(415) 555-0400 for a magic number."""
     return f"({number[1:4]}) {number[4:7]}-{number[7:]}"
@@ -102,12 +118,14 @@ class SimulatedMessage:
     error_code: str = ""
     callbacks: list[dict] = field(default_factory=list)
     received_at: float = field(default_factory=time.time)
+    times: dict[str, float] = field(default_factory=dict)  # when it reached each state
 
 
 class PlivoSimulator:
     def __init__(self, auth_id: str, auth_token: str, *, callback_delay: float = 0.3,
                  hang_seconds: float = 30.0, latency: float = 0.0,
-                 rate_per_5s: int | None = None, deliver_to: str | None = None) -> None:
+                 rate_per_5s: int | None = None, deliver_to: str | None = None,
+                 chaos: Chaos | None = None) -> None:
         self.auth_id = auth_id
         self.auth_token = auth_token
         self.callback_delay = callback_delay
@@ -128,6 +146,9 @@ class PlivoSimulator:
         self.account_refusal: tuple[int, str] | None = None
         self.refused_for_auth = 0  # requests answered 401
         self.callback_results: list[tuple[str, str, int]] = []  # (uuid, status, http status)
+        self.chaos = chaos or Chaos()
+        self._random = random.Random(self.chaos.seed)  # noqa: S311 - chaos, not secrets
+        self.chaos_counts: Counter[str] = Counter()  # dropped, duplicated, reordered
         self._seen_bodies: Counter[str] = Counter()
         self._window: deque[float] = deque()
         self._lock = threading.Lock()
@@ -165,6 +186,17 @@ class PlivoSimulator:
             return jsonify(requests=self.requests, accepted_at=self.accepted_at,
                            throttled=self.throttled,
                            callbacks=[list(c) for c in self.callback_results])
+
+        @app.get("/__sim/truth")
+        def truth():
+            """Every message Plivo has, as it stands: the benchmark compares the
+            dashboard with this."""
+            with self._lock:
+                messages = [{"uuid": m.uuid, "dst": m.dst, "state": m.state,
+                             "error_code": m.error_code, "times": m.times}
+                            for m in self.messages.values()]
+                counts = dict(self.chaos_counts)
+            return jsonify(messages=messages, chaos=counts)
 
         return app
 
@@ -282,29 +314,67 @@ class PlivoSimulator:
                        objects=[self._record(m) for m in page])
 
     # ---- status callbacks ------------------------------------------------------------
+    def _chance(self, share: float) -> bool:
+        if not share:
+            return False
+        with self._lock:
+            return self._random.random() < share
+
+    def _outcome(self, behaviour: Behaviour) -> tuple[str, str]:
+        if behaviour is _DELIVERED and self._chance(self.chaos.failing):
+            return ("failed", "900") if self._chance(1 / 3) else ("undelivered", "30")
+        return behaviour.outcome
+
     def _run_callbacks(self, message: SimulatedMessage, delay: float | None = None) -> None:
         delay = self.callback_delay if delay is None else delay
-        final, error_code = BEHAVIOUR_OF.get(message.dst, _DELIVERED).outcome
+        behaviour = BEHAVIOUR_OF.get(message.dst, _DELIVERED)
+        final, error_code = self._outcome(behaviour)
         path = ["queued", final] if final == "failed" else ["queued", "sent", final]
+        reverse = self._chance(self.chaos.reorder)
+        held: list[tuple[str, int, str]] = []
         for sequence, status in enumerate(path, start=1):
             if self._stopped.wait(delay):
                 return
             message.state, message.error_code = status, error_code if status == final else ""
-            if BEHAVIOUR_OF.get(message.dst, _DELIVERED).callbacks_lost:
+            message.times[status] = time.time()
+            if behaviour.callbacks_lost:
                 continue
-            self.post_callback(message, status, sequence, message.error_code)
+            held.append((status, sequence, message.error_code))
+            if not reverse:
+                self._post_or_not(message, *held.pop())
+        if held:  # reordered: Plivo's callbacks overtake one another (Sequence still says)
+            with self._lock:
+                self.chaos_counts["reordered"] += 1
+            for status, sequence, code in reversed(held):
+                self._post_or_not(message, status, sequence, code)
+
+    def _post_or_not(self, message: SimulatedMessage, status: str, sequence: int,
+                     error_code: str) -> None:
+        if self._chance(self.chaos.drop):
+            with self._lock:
+                self.chaos_counts["dropped"] += 1
+            return
+        self.post_callback(message, status, sequence, error_code)
+        if self._chance(self.chaos.duplicate):
+            with self._lock:
+                self.chaos_counts["duplicated"] += 1
+            self.post_callback(message, status, sequence, error_code)
 
     def callback_params(self, message: SimulatedMessage, status: str, sequence: int,
                         error_code: str = "") -> dict[str, str]:
-        now = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
+        def at(*states: str) -> str:  # when the message reached the first of `states`
+            moment = next((message.times[s] for s in states if s in message.times), None)
+            return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(moment))
+
+        now = at(status)
         return {
             "MessageUUID": message.uuid, "ParentMessageUUID": message.uuid,
             "To": message.dst, "From": message.src, "Type": "mms", "Status": status,
             "ErrorCode": error_code, "Sequence": str(sequence), "PartInfo": "1 of 1",
             "Units": "1", "TotalRate": "0.01600",
             "TotalAmount": "0.01600" if status in ("sent", "delivered", "undelivered") else "0",
-            "MCC": "310", "MNC": "410", "MessageTime": now, "QueuedTime": now,
-            "SentTime": now if status != "queued" else "",
+            "MCC": "310", "MNC": "410", "MessageTime": now, "QueuedTime": at("queued"),
+            "SentTime": at("sent", status) if status != "queued" else "",
             "DeliveryReportTime": now if status in ("delivered", "undelivered") else "",
             "PowerpackUUID": "", "requester_ip": "127.0.0.1",
         }

@@ -322,25 +322,3 @@ def recover_stalled(lease_seconds: int) -> dict[str, int]:
                 continue
             counts["unknown"] += 1
     return counts
-    orphans = list(db.session.scalars(select(StatusEvent).where(
-        StatusEvent.message_id.is_(None), StatusEvent.accepted,
-        StatusEvent.received_at >= min(m.created_at for m in stalled))))
-    for message in stalled:
-        match = next((e for e in orphans
-                      if e.payload.get("To") == message.recipient.lstrip("+")
-                      and e.payload.get("From") == message.sender.lstrip("+")
-                      and e.received_at >= message.created_at
-                      and message_by_uuid(e.plivo_uuid) is None), None)
-        if match is not None:
-            record_uuid(message, match.plivo_uuid)
-            counts["adopted"] += 1
-        else:
-            try:
-                _finish_without_uuid(message, statuses.UNKNOWN,
-                                     "The sending worker stopped mid-request; Plivo may or may "
-                                     "not have the message. Check before sending again.")
-            except StaleDataError:  # the worker was only slow, and has just finished
-                db.session.rollback()
-                continue
-            counts["unknown"] += 1
-    return counts

@@ -11,11 +11,12 @@ still wins (the lookup carries Sequence 0).
 
 A message whose send was never answered (`unknown`: Plivo may or may not have it) has
 no uuid to look up: Plivo's message list is asked instead, for outbound messages from
-our number to its recipient since just before it was recorded, 2 and 15 minutes after
-it became unknown. One message there that no other row of ours claims: that is it, its
-uuid and status are adopted. None at the last look: "Not sent — Plivo never received
-it", and staff get a Send again button (never an automatic resend). Several: it stays
-unknown and the detail page lists them for a person to choose.
+our number to its recipient since just before it was recorded, 2 minutes after it
+became unknown and again RECONCILE_AFTER_MINUTES later (the list may lag). One message
+there that no other row of ours claims: that is it, its uuid and status are adopted.
+None at the last look: "Not sent — Plivo never received it", and staff get a Send again
+button (never an automatic resend). Several: it stays unknown and the detail page lists
+them for a person to choose.
 
 Lookups share the dispatch limiter's window (Plivo counts them against the same
 account limit) and take at most RECONCILE_MAX_SHARE percent of it, so sending never
@@ -40,7 +41,7 @@ from ..models import Message, utcnow
 from ..signatures import SignatureScheme
 from . import circuit
 from .callbacks import Callback, CallbackOutcome, message_by_uuid, record_status_callback, record_uuid
-from .dispatch import UNKNOWN_LOOKUP_AFTER, lookup_limiter
+from .dispatch import lookup_limiter
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +51,10 @@ LATER_LOOKUPS = (timedelta(hours=1), timedelta(hours=6), timedelta(hours=24))
 MAX_LOOKUPS = 1 + len(LATER_LOOKUPS)
 BATCH = 200
 UNFINISHED = (statuses.QUEUED, statuses.SENT)
-# An unknown message is looked for in Plivo's list at these times after it became
-# unknown (dispatch.UNKNOWN_LOOKUP_AFTER is the first); the list may lag a little.
-UNKNOWN_LOOKUPS = (UNKNOWN_LOOKUP_AFTER, timedelta(minutes=15))
+# An unknown message is looked for in Plivo's list this many times: dispatch's
+# UNKNOWN_LOOKUP_AFTER after it became unknown, then RECONCILE_AFTER_MINUTES apart (the
+# list may lag, as callbacks may). Not there at the last look: it never reached Plivo.
+UNKNOWN_LOOKS = 2
 # How long before the message was recorded a match may have reached Plivo (clocks).
 LISTED_SINCE = timedelta(minutes=1)
 
@@ -220,8 +222,9 @@ def find_unknown(message_id: int, config: gateway.GatewayConfig,
         return "several candidates"
     lookups = message.lookups + 1
     message.lookups, message.looked_up_at = lookups, now
-    if lookups < len(UNKNOWN_LOOKUPS):
-        message.next_lookup_at = now + UNKNOWN_LOOKUPS[lookups] - UNKNOWN_LOOKUPS[lookups - 1]
+    if lookups < UNKNOWN_LOOKS:
+        message.next_lookup_at = now + timedelta(
+            minutes=current_settings().reconcile_after_minutes)
         db.session.commit()
         return "not listed yet"
     message.status, message.final_at, message.next_lookup_at = statuses.NOT_SENT, now, None
