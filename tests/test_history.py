@@ -334,6 +334,9 @@ EXPORT_CELLS = {
                              {"media_id": "0b0e6a4c-0000-4000-8000-000000000001"}]},
                   {"media_count": "2", "media": "https://cdn.example.com/a.png\n"
                    "media id 0b0e6a4c-0000-4000-8000-000000000001"}),
+    "uploaded": ({"media": [{"upload": "ab" * 32, "content_type": "image/jpeg", "size": 1000,
+                             "name": "cake.jpg"}, {"url": "https://cdn.example.com/b.png"}]},
+                 {"media_count": "2", "media": "file cake.jpg\nhttps://cdn.example.com/b.png"}),
     "costed": ({"status": "delivered", "units": 2, "total_amount": "0.03200",
                 "plivo_uuid": "4e3c0c9a-0000-4000-8000-000000000001",
                 "final_at": datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)},

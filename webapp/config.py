@@ -66,6 +66,7 @@ class Settings:
     media_probe: bool
     media_probe_allow_hosts: frozenset[str]
     probe_timeout_seconds: float
+    max_upload_mb: int
     sent_no_receipt_after_minutes: int
     reconcile_after_minutes: int
     reconcile_max_share: int  # percent of SEND_RATE_PER_5S that lookups may use
@@ -292,6 +293,7 @@ def load_settings(env: Mapping[str, str] | None = None, instance_path: Path | No
         media_probe=_flag(env, "MEDIA_PROBE", not sandbox),
         media_probe_allow_hosts=allow_hosts,
         probe_timeout_seconds=_float(env, "PROBE_TIMEOUT_SECONDS", 3.0, 0.1, 3.0),
+        max_upload_mb=_int(env, "MAX_UPLOAD_MB", 12, 1, 50),
         sent_no_receipt_after_minutes=_int(env, "SENT_NO_RECEIPT_AFTER_MINUTES", 60, 1, 10_080),
         reconcile_after_minutes=_int(env, "RECONCILE_AFTER_MINUTES", 15, 1, 1_440),
         reconcile_max_share=_int(env, "RECONCILE_MAX_SHARE", 10, 1, 50),

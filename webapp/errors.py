@@ -42,6 +42,30 @@ def render_error(code: int, detail: str | None = None):
                            message=detail or message), code
 
 
+# A body over the limit is read to its end (up to this much, within this long) before
+# the 413 is answered: a browser still sending when the server hangs up shows "connection
+# reset" instead of the page saying why.
+DRAIN_BYTES = 64 * 1024 * 1024
+DRAIN_SECONDS = 10.0
+
+
+def _drain() -> None:
+    length = request.content_length
+    stream = request.environ.get("wsgi.input")
+    if not length or length > DRAIN_BYTES or stream is None:
+        return
+    deadline = time.monotonic() + DRAIN_SECONDS
+    left = length
+    try:
+        while left > 0 and time.monotonic() < deadline:
+            chunk = stream.read(min(left, 64 * 1024))
+            if not chunk:
+                break
+            left -= len(chunk)
+    except (OSError, ValueError):
+        pass
+
+
 def init_app(app: Flask) -> None:
     @app.errorhandler(CSRFError)
     def csrf_error(_exc):
@@ -57,6 +81,19 @@ def init_app(app: Flask) -> None:
         when = f"{wait} seconds" if wait < 90 else f"{minutes} minutes"
         response, code = render_error(429, f"Too many attempts. Try again in {when}.")
         return response, code, {"Retry-After": str(wait)}
+
+    @app.errorhandler(413)
+    def too_large(exc):
+        limit = request.max_content_length
+        _drain()
+        if request.endpoint == "messages.compose" and limit:
+            return render_error(413, f"The files you attached come to more than "
+                                     f"{limit // (1024 * 1024)} MB together, the most this "
+                                     "dashboard takes at once. Attach fewer or smaller "
+                                     "files (each picture is shrunk for phones anyway). "
+                                     "Nothing was sent.")
+        own = exc.description if exc.description != type(exc).description else None
+        return render_error(413, own)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):

@@ -9,6 +9,7 @@ See PLIVO.md sections 1.5, 1.6 and 7 for the SDK quirks handled here.
 
 from __future__ import annotations
 
+import io
 import re
 import threading
 from dataclasses import dataclass
@@ -181,6 +182,38 @@ def send_mms(config: GatewayConfig, *, src: str, dst: str, text: str, media_urls
         reason = f"Plivo refused the number {invalid[0]}." if invalid else "Plivo sent no id."
         raise PlivoRejected(reason, status=state.last_response and state.last_response.status_code)
     return str(uuids[0])
+
+
+def upload_media(config: GatewayConfig, *, name: str, content_type: str, data: bytes) -> str:
+    """Upload one file to Plivo's Media API (POST /Media/, multipart field `file`); return
+    its media id, for send_mms's media_ids.
+
+    Through the SDK's own multipart request, not `client.media.upload`: that one only takes
+    local paths, prints each to stdout and never closes the files (PLIVO.md section 2).
+    An upload that may or may not have arrived is simply made again (Plivo deletes unsent
+    media after 6 hours), so a broken connection is PlivoRetryable here."""
+    client, state = _client(config)
+    # The multipart request uses the client's base_uri as it stands (PLIVO.md section 7).
+    client.base_uri = plivo.rest.client.PLIVO_API_BASE_URI
+    try:
+        response = client.request("POST", ("Media",), {},
+                                  files=[("file", (name, io.BytesIO(data), content_type))])
+    except requests.RequestException as exc:
+        raise PlivoRetryable("Could not upload the file to Plivo.") from exc
+    except plivo.exceptions.PlivoRestError as exc:
+        raise _classify(exc, state.last_response) from exc
+    objects = list(getattr(response, "objects", None) or [])
+    if not objects:
+        raise PlivoRetryable("Plivo's Media API answered without the uploaded file.")
+    item = objects[0]
+    get = item.get if isinstance(item, dict) else (lambda key, default=None:
+                                                   getattr(item, key, default))
+    media_id = str(get("media_id", "") or "")
+    code = int(get("status_code", 201) or 201)
+    if not media_id or code >= 400:
+        reason = str(get("status", "") or "refused")
+        raise PlivoRejected(f"Plivo refused the file {name}: {reason}", code)
+    return media_id
 
 
 def get_message(config: GatewayConfig, plivo_uuid: str) -> PlivoMessage:

@@ -140,6 +140,7 @@ class PlivoSimulator:
         self.accepted_at: list[float] = []  # wall-clock time of each 202
         self.throttled = 0  # 429s answered because of rate_per_5s
         self.messages: dict[str, SimulatedMessage] = {}
+        self.media: dict[str, dict] = {}  # media id: what POST /Media/ received
         # (HTTP status, error text) answered to every API request while set: an account
         # Plivo refuses ("Insufficient Credit", a suspended account...). A wrong token
         # needs no switch: change auth_token.
@@ -180,6 +181,8 @@ class PlivoSimulator:
         app.post(f"{prefix}/Message/")(self._send)
         app.get(f"{prefix}/Message/<message_uuid>/")(self._get_message)
         app.get(f"{prefix}/Message/")(self._list_messages)
+        app.post(f"{prefix}/Media/")(self._upload_media)
+        app.get(f"{prefix}/Media/<media_id>/")(self._get_media)
 
         @app.get("/__sim/requests")
         def recorded():
@@ -267,6 +270,46 @@ class PlivoSimulator:
             return self._error(504, "gateway timeout")
         return jsonify(api_id=str(uuid.uuid4()), message="message(s) queued",
                        message_uuid=[message.uuid]), 202
+
+    # Plivo's Media API (PLIVO.md section 2): the types it lists, 2 MB a file, 10 a call.
+    MEDIA_TYPES = frozenset({
+        "image/jpeg", "image/png", "image/gif", "audio/mp3", "audio/mpeg", "video/mp4",
+        "audio/wav", "audio/ogg", "video/3gpp", "video/3gpp2", "text/vcard", "text/csv",
+        "application/pdf", "application/vnd.ms-excel", "image/xcf", "text/plain"})
+
+    def _upload_media(self, auth_id: str):
+        files = request.files.getlist("file")
+        if not files:
+            return self._error(400, "no file uploaded (form field 'file')")
+        if len(files) > 10:
+            return self._error(400, "at most 10 files per request")
+        objects = []
+        for upload in files:
+            data = upload.read()
+            content_type = (upload.mimetype or "").lower()
+            item = {"file_name": upload.filename, "content_type": content_type,
+                    "size": len(data)}
+            if content_type not in self.MEDIA_TYPES:
+                item |= {"status": "unsupported content type", "status_code": 415}
+            elif len(data) > 2 * 1024 * 1024:
+                item |= {"status": "file too large (at most 2 MB)", "status_code": 413}
+            else:
+                media_id = str(uuid.uuid4())
+                item |= {"media_id": media_id, "status": "success", "status_code": 201,
+                         "upload_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                         "media_url": f"https://media.plivo.com/Account/{auth_id}/Media/"
+                                      f"{media_id}"}
+                with self._lock:
+                    self.media[media_id] = {**item, "sha256": hashlib.sha256(data).hexdigest()}
+            objects.append(item)
+        return jsonify(api_id=str(uuid.uuid4()), objects=objects), 201
+
+    def _get_media(self, auth_id: str, media_id: str):
+        item = self.media.get(media_id)
+        if item is None:
+            return self._error(404, "not found")
+        return jsonify(api_id=str(uuid.uuid4()),
+                       **{k: v for k, v in item.items() if k != "sha256"})
 
     def _get_message(self, auth_id: str, message_uuid: str):
         """Plivo's Message API: the message's state now (the dashboard confirms V2-signed

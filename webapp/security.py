@@ -21,10 +21,12 @@ class BoundedIntConverter(IntegerConverter):
         super().__init__(url_map, fixed_digits=fixed_digits, min=min, max=max, signed=signed)
 
 
-def body_limit(max_bytes: int):
-    """A view's own cap on the bytes of its request body, smaller than MAX_CONTENT_LENGTH.
-    Applied before anything reads the body, and enforced on the bytes actually read, so a
-    chunked body without Content-Length is cut off too (413)."""
+def body_limit(max_bytes):
+    """A view's own cap on the bytes of its request body instead of MAX_CONTENT_LENGTH
+    (bytes, or a function of no arguments giving them, read per request: a setting).
+    Applied before anything reads the body (CSRF protection included), and enforced on
+    the bytes actually read, so a chunked body without Content-Length is cut off too
+    (413)."""
 
     def mark(view):
         view.max_body_bytes = max_bytes
@@ -36,6 +38,8 @@ def body_limit(max_bytes: int):
 def apply_body_limit() -> None:
     view = current_app.view_functions.get(request.endpoint or "")
     limit = getattr(view, "max_body_bytes", None)
+    if callable(limit):
+        limit = limit()
     if limit is not None:
         request.max_content_length = limit
 
@@ -58,13 +62,19 @@ def refuse_nul_bytes() -> None:
 
 CSP = (
     "default-src 'self'; "
-    "img-src 'self' https: data:; "
+    "img-src 'self' https: data: blob:; "
     "media-src 'self' https:; "
     "object-src 'none'; "
     "base-uri 'none'; "
     "form-action 'self'; "
     "frame-ancestors 'none'"
 )
+
+
+# Endpoints whose responses may be cached: static files, and uploaded media, which are
+# named by their content's sha256 (the view sets private, immutable caching; its 404s
+# are no-store like every other page).
+CACHEABLE = frozenset({"static", "messages.media_file", "messages.media_thumbnail"})
 
 
 def init_app(app: Flask) -> None:
@@ -83,7 +93,7 @@ def init_app(app: Flask) -> None:
         headers.setdefault("Referrer-Policy", "same-origin")
         headers.setdefault("X-Frame-Options", "DENY")
         headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
-        if request.endpoint != "static":
+        if request.endpoint not in CACHEABLE or "Cache-Control" not in headers:
             # Private pages must not come back from the cache after logout.
             headers["Cache-Control"] = "no-store"
         if production:

@@ -346,3 +346,43 @@ def test_search_and_filters_on_postgresql(make_app, own_postgres):
     check_filters_use_their_indexes(app, user_id)
     with app.app_context():
         db.engine.dispose()
+
+
+def test_uploaded_files_are_stored_once_and_served_on_postgresql(make_app, own_postgres):
+    """bytea columns, the unique sha256 and the serving path on PostgreSQL; a bad file
+    leaves nothing behind."""
+    import io as _io
+
+    from PIL import Image
+
+    from webapp.models import Media
+
+    from ..helpers import csrf_token_in
+    from ..test_sending import KEY_RE
+    app = make_app(DATABASE_URL=own_postgres)
+    with app.app_context():
+        db.drop_all()
+        db.create_all()
+        accounts.create_user("pics@example.com", PASSWORD, "staff")
+    client = app.test_client()
+    assert login(client, "pics@example.com").status_code == 303
+    buffer = _io.BytesIO()
+    Image.new("RGB", (320, 200), "teal").save(buffer, "PNG")
+    for filename, data, expected in (("a.png", buffer.getvalue(), 302),
+                                     ("b.png", buffer.getvalue(), 302),
+                                     ("c.jpg", b"%PDF-1.4\n%%EOF\n", 400)):
+        page = client.get(url("messages.compose")).get_data(as_text=True)
+        answer = client.post(url("messages.compose"), content_type="multipart/form-data", data={
+            "csrf_token": csrf_token_in(page), "idempotency_key": KEY_RE.search(page).group(1),
+            "sender": "+14155550100", "recipients": "(415) 555-0123", "text": "hi",
+            "files": (_io.BytesIO(data), filename)})
+        assert answer.status_code in (expected, 303), answer.get_data(as_text=True)[:500]
+    with app.app_context():
+        (media,) = db.session.scalars(select(Media)).all()
+        assert bytes(media.data) == buffer.getvalue() and media.thumbnail
+    served = client.get(f"/media/{media.sha256}")
+    assert served.data == buffer.getvalue() and served.content_type == "image/png"
+    assert client.get(f"/media/{media.sha256}/thumbnail").content_type == "image/jpeg"
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()

@@ -33,7 +33,7 @@ from ..extensions import db
 from ..logs import event
 from ..models import Message, StatusEvent, utcnow
 from ..tasks import enqueue_dispatch
-from . import circuit
+from . import circuit, uploads
 from .callbacks import message_by_uuid, record_uuid, retry_on_conflict
 
 log = logging.getLogger(__name__)
@@ -183,6 +183,19 @@ def dispatch_message(message_id: int, policy: RetryPolicy | None = None,
                "media_ids": [m["media_id"] for m in message.media if "media_id" in m],
                "callback_url": settings.status_callback_url}
     gateway.warm_up(config)
+    if any("upload" in m for m in message.media):
+        # Files staff uploaded go to Plivo's Media API now, not at compose time (Plivo
+        # deletes media it has not sent within 6 hours), before the claim: an upload
+        # that fails leaves nothing ambiguous about the message.
+        try:
+            request["media_ids"] += _upload_media(message, config, limiter, policy)
+        except gateway.PlivoAccountRefused as exc:
+            circuit.open_circuit(exc.reason, exc.status, exc.kind)
+            return  # the message waits with the rest, unclaimed
+        except gateway.GatewayError as exc:
+            reason = f"Plivo did not take the picture: {exc.reason}; nothing was sent."
+            retry_on_conflict(lambda: _finish_without_uuid(message, statuses.ERROR, reason))
+            return
     tries = 0
     refused_for_itself = False
 
@@ -242,6 +255,27 @@ def dispatch_message(message_id: int, policy: RetryPolicy | None = None,
     if probe and refused_for_itself:
         # Refused for itself: the account got past Plivo's door.
         circuit.close_circuit()
+
+
+def _upload_media(message: Message, config: gateway.GatewayConfig,
+                  limiter: DispatchLimiter, policy: RetryPolicy) -> list[str]:
+    """Plivo media ids for the message's uploaded files (uploads.plivo_media_ids). Each
+    upload takes a place in Plivo's window like a send, and is retried like one; an
+    upload that may have arrived is made again too (an extra copy costs nothing)."""
+
+    def upload(media) -> str:
+        def attempt() -> str:
+            with limiter.slot(policy.sleep):
+                return gateway.upload_media(config, name=uploads.upload_name(media),
+                                            content_type=media.content_type, data=media.data)
+
+        return Retrying(
+            retry=retry_if_exception_type((gateway.PlivoRetryable, gateway.PlivoAmbiguous)),
+            stop=stop_after_attempt(policy.attempts)
+            | tenacity_stop_after_delay(policy.within_seconds),
+            wait=policy.wait, sleep=policy.sleep, reraise=True)(attempt)
+
+    return uploads.plivo_media_ids(message.media, config, upload)
 
 
 def probe_circuit() -> dict[str, int]:

@@ -103,8 +103,10 @@ def neutralize(value: object) -> str:
 
 
 def _media(items: list[dict] | None) -> str:
-    """The media of a message, one address (or Plivo media id) per line."""
-    return "\n".join(item.get("url") or f"media id {item.get('media_id') or ''}"
+    """The media of a message, one per line: its address, "file NAME" for a file staff
+    uploaded, or "media id ID"."""
+    return "\n".join(item.get("url") or (f"file {item.get('name') or ''}" if "upload" in item
+                                         else f"media id {item.get('media_id') or ''}")
                       for item in items or [])
 
 
@@ -227,8 +229,10 @@ _MEDIA_COUNT = literal_column(
     "ELSE 0 END")
 _MEDIA_LINES = literal_column(
     "CASE WHEN left(messages.media::text, 1) = '[' AND messages.media::text <> '[]' THEN ("
-    "SELECT string_agg(COALESCE(NULLIF(item.value ->> 'url', ''), 'media id ' || "
-    "COALESCE(item.value ->> 'media_id', '')), E'\\n' ORDER BY item.ordinality) "
+    "SELECT string_agg(COALESCE(NULLIF(item.value ->> 'url', ''), CASE WHEN item.value ->> "
+    "'upload' IS NOT NULL THEN 'file ' || COALESCE(item.value ->> 'name', '') ELSE "
+    "'media id ' || COALESCE(item.value ->> 'media_id', '') END), E'\\n' "
+    "ORDER BY item.ordinality) "
     "FROM json_array_elements(messages.media) WITH ORDINALITY AS item) END")
 # neutralize() for a value too dear to write twice: a quote before a formula's first
 # character, unless the whole value is a phone number.

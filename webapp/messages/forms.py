@@ -6,6 +6,7 @@ from urllib.parse import urlsplit
 
 import phonenumbers
 from flask_wtf import FlaskForm
+from flask_wtf.file import MultipleFileField
 from wtforms import Field, HiddenField, SelectChoice, SelectField, SubmitField, TextAreaField
 from wtforms.validators import DataRequired, Length, Regexp, ValidationError
 from wtforms.widgets import TextInput
@@ -21,6 +22,7 @@ MAX_MEDIA = 10
 MEDIA_ID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
                          r"[0-9a-fA-F]{12}$")
 NUMBER_SPLIT_RE = re.compile(r"[,;\n\r]+")
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
 def parse_recipients(raw: str, sender: str | None = None) -> list[str]:
@@ -100,6 +102,10 @@ class ComposeForm(FlaskForm):
         f"The text can be at most {MAX_TEXT} characters."))],
         description=f"Optional, up to {MAX_TEXT} characters.")
     media = MultiStringField("Pictures or clips", default=list)
+    # Files chosen on this submission (the view prepares and stores them first), and
+    # the sha256 of files stored on an earlier one, carried in hidden fields.
+    files = MultipleFileField("Attach files from this computer or phone")
+    uploaded = MultiStringField(default=list)
     idempotency_key = HiddenField(validators=[DataRequired(), Regexp(r"^[A-Za-z0-9_-]{16,64}$")])
     submit = SubmitField("Send")
 
@@ -113,6 +119,7 @@ class ComposeForm(FlaskForm):
             self.idempotency_key.data = secrets.token_urlsafe(24)
         self.parsed_recipients: list[str] = []
         self.parsed_media: list[dict[str, str]] = []
+        self.parsed_uploads: list[str] = []
 
     def validate_recipients(self, field):
         try:
@@ -120,12 +127,20 @@ class ComposeForm(FlaskForm):
         except ValueError as exc:
             raise ValidationError(str(exc)) from exc
 
+    def validate_uploaded(self, field):
+        shas = list(dict.fromkeys(item for item in (field.data or []) if item))
+        if any(not SHA256_RE.match(sha) for sha in shas):
+            raise ValidationError("An attached file was not recognised; attach it again.")
+        self.parsed_uploads = shas
+
     def validate_media(self, field):
         rows = [item for item in (field.data or []) if item]
-        if not rows:
+        uploads = len({item for item in (self.uploaded.data or []) if item})
+        if not rows and not uploads:
             raise ValidationError("Add at least one picture or clip.")
-        if len(rows) > MAX_MEDIA:
-            raise ValidationError(f"Attach at most {MAX_MEDIA} items ({len(rows)} given).")
+        if len(rows) + uploads > MAX_MEDIA:
+            raise ValidationError(f"Attach at most {MAX_MEDIA} items ({len(rows) + uploads} "
+                                  "given, files included).")
         parsed, errors = [], []
         for number, item in enumerate(rows, start=1):
             try:

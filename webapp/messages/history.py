@@ -225,6 +225,7 @@ _TABLE_COLUMNS = {
     "media_count": func.json_array_length(_m.c.media),
     "first_url": _m.c.media[(0, "url")].as_string(),
     "first_type": _m.c.media[(0, "content_type")].as_string(),
+    "first_upload": _m.c.media[(0, "upload")].as_string(),
     "total_amount": _m.c.total_amount, "sent_by": _u.c.email,
 }
 # The names of a table row's columns, in order: rows.py reads them by these names.

@@ -236,6 +236,10 @@ def check_media(items: list[dict[str, str]], *, enabled: bool, allow_hosts: froz
         if "media_id" in item:
             media.append({"media_id": item["media_id"]})
             continue
+        if "upload" in item:  # a file staff uploaded, prepared and stored already
+            total += int(item.get("size") or 0)
+            media.append(item)
+            continue
         value = item["url"]
         result = results.get(value)
         if isinstance(result, MediaRefused):

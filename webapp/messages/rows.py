@@ -48,10 +48,13 @@ class Row(NamedTuple):
     cost: str
 
 
+# Where uploaded files are served (views.media_file, views.media_thumbnail).
+MEDIA_PATH = "/media"
+
 # The table row's columns present() reads, picked by name from history.TABLE_COLUMNS. An
 # itemgetter rather than attribute access on each row: half the cost of a 50-row page.
 _SHOWN = ("public_id", "status", "error_code", "created_at", "sent_at", "recipient", "text",
-          "media_count", "first_url", "first_type", "total_amount", "sent_by")
+          "media_count", "first_url", "first_type", "first_upload", "total_amount", "sent_by")
 _pick_shown = itemgetter(*(TABLE_COLUMNS.index(name) for name in _SHOWN))
 _TOTAL_AMOUNT = TABLE_COLUMNS.index("total_amount")
 
@@ -90,8 +93,11 @@ def present(table_row, now: datetime, no_receipt_after: timedelta,
             zone: tzinfo = UTC) -> Row:
     """One row of history's table queries, as the table shows it, times in `zone`."""
     (public_id, status, error_code, created, sent_at, recipient, text, media_count,
-     first_url, first_type, total_amount, sent_by) = _pick_shown(table_row)
-    image = first_url if first_type and first_type.startswith("image/") else None
+     first_url, first_type, first_upload, total_amount, sent_by) = _pick_shown(table_row)
+    if first_upload:  # a file staff uploaded: its thumbnail (every type has one or none)
+        image = f"{MEDIA_PATH}/{first_upload}/thumbnail" if first_type.startswith("image/") else None
+    else:
+        image = first_url if first_type and first_type.startswith("image/") else None
     text = text or ""
     iso = created.isoformat()  # UTC (UTCDateTime): 2026-01-31T09:15:00+00:00
     return Row(
@@ -238,4 +244,12 @@ TEMPLATE_GLOBALS = {
     "rows_poll_url": rows_poll_url, "explain_error_code": statuses.explain_error_code,
     "advice": statuses.advice, "money": money, "is_final": statuses.is_final, "local_time": local_time,
 }
-TEMPLATE_FILTERS = {"phone": format_phone}
+def filesize(n: int | None) -> str:
+    """640 KB, 3.2 MB: a file's size as people read it."""
+    n = int(n or 0)
+    if n >= 1024 * 1024:
+        return f"{n / 1024 / 1024:.1f} MB"
+    return f"{max(1, round(n / 1024))} KB" if n else "0 KB"
+
+
+TEMPLATE_FILTERS = {"phone": format_phone, "filesize": filesize}

@@ -20,6 +20,7 @@ from ..extensions import db
 from ..logs import event
 from ..models import Message
 from ..tasks import enqueue_dispatch
+from . import uploads
 from .media import check_media
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,13 @@ def submit(user: Actor, draft: Draft) -> Submission:
     """
     if key_used(user, draft.idempotency_key):
         return Submission(errors=[], warnings=[])
+    stored = uploads.find_many([m["upload"] for m in draft.media if "upload" in m])
+    missing = [m for m in draft.media if "upload" in m and m["upload"] not in stored]
+    if missing:
+        return Submission(errors=["An attached file is no longer stored; attach it again."],
+                          warnings=[])
+    draft = dataclasses.replace(draft, media=[
+        uploads.item_for(stored[m["upload"]]) if "upload" in m else m for m in draft.media])
     settings = current_settings()
     media, warnings, errors = check_media(
         draft.media, enabled=settings.media_probe, allow_hosts=settings.media_probe_allow_hosts,

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from flask import (
     Response,
     abort,
@@ -16,7 +18,8 @@ from .. import statuses
 from ..config import current_settings
 from ..extensions import limiter
 from ..models import utcnow
-from . import bp, export, history, reconcile, rows, sending
+from ..security import body_limit
+from . import bp, export, history, reconcile, rows, sending, uploads
 from .forms import ComposeForm
 
 for name, helper in rows.TEMPLATE_GLOBALS.items():
@@ -40,17 +43,31 @@ def index():
     return redirect(url_for("messages.history"))
 
 
+def _max_upload_bytes() -> int:
+    return current_settings().max_upload_mb * 1024 * 1024
+
+
 @bp.route("/messages/new", methods=["GET", "POST"])
+@body_limit(_max_upload_bytes)
 @login_required
 @limiter.limit(_user_send_limit, key_func=_user_key, methods=["POST"])
 def compose():
     settings = current_settings()
     form = ComposeForm(senders=settings.sender_numbers,
                        test_hosts=settings.media_probe_allow_hosts)
-    if form.validate_on_submit():
+    file_errors: list[str] = []
+    if request.method == "POST":
+        # CSRF was checked before the view (CSRFProtect): the files are this person's.
+        stored, file_errors = uploads.attach(request.files.getlist(form.files.name),
+                                             current_user)
+        removed = set(request.form.getlist("remove_upload"))
+        form.uploaded.data = [sha for sha in dict.fromkeys(
+            [*(form.uploaded.data or []), *(m.sha256 for m in stored)]) if sha not in removed]
+    if form.validate_on_submit() and not file_errors:
+        media = form.parsed_media + [{"upload": sha} for sha in form.parsed_uploads]
         result = sending.submit(current_user, sending.Draft(
             sender=form.sender.data, recipients=form.parsed_recipients,
-            text=form.text.data or "", media=form.parsed_media,
+            text=form.text.data or "", media=media,
             idempotency_key=form.idempotency_key.data))
         if not result.errors:
             for warning in result.warnings:
@@ -58,7 +75,53 @@ def compose():
             return redirect(url_for("messages.sent", key=form.idempotency_key.data), 303)
         form.media.errors = list(form.media.errors) + result.errors
     status = 400 if request.method == "POST" else 200
-    return render_template("messages/compose.html", form=form), status
+    attached = uploads.find_many([sha for sha in form.uploaded.data or []
+                                  if isinstance(sha, str) and len(sha) == 64])
+    return render_template("messages/compose.html", form=form, file_errors=file_errors,
+                           attached=[attached[sha] for sha in form.uploaded.data or []
+                                     if sha in attached],
+                           accept=uploads.ACCEPT,
+                           max_upload_mb=settings.max_upload_mb), status
+
+
+@bp.get("/media/<sha256>")
+@login_required
+def media_file(sha256: str):
+    """An uploaded file, to signed-in staff only, as the type it was stored as."""
+    media = uploads.find(sha256) if len(sha256) == 64 else None
+    if media is None:
+        abort(404)
+    return _serve(media.data, media.content_type, uploads.download_name(media), sha256)
+
+
+@bp.get("/media/<sha256>/thumbnail")
+@login_required
+def media_thumbnail(sha256: str):
+    media = uploads.find(sha256) if len(sha256) == 64 else None
+    if media is None or not media.thumbnail:
+        abort(404)
+    return _serve(media.thumbnail, "image/jpeg", "thumbnail.jpg", sha256 + "-t")
+
+
+def content_disposition(name: str) -> str:
+    """inline, with the name in ASCII for old clients and in full (RFC 6266) for others."""
+    fallback = "".join(c if c.isascii() and c.isprintable() and c not in '"\\;' else "_"
+                       for c in name)
+    return f"inline; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
+
+
+def _serve(data: bytes, content_type: str, name: str, etag: str) -> Response:
+    if request.if_none_match.contains(etag):
+        response = Response(status=304)
+    else:
+        response = Response(data, content_type=content_type)
+        response.headers["Content-Length"] = str(len(data))
+    response.set_etag(etag)
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    # Named by its content (sha256): what is at this address never changes.
+    response.headers["Cache-Control"] = "private, max-age=31536000, immutable"
+    response.headers["Content-Disposition"] = content_disposition(name)
+    return response
 
 
 @bp.get("/messages/sent/<key>")
