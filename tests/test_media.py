@@ -285,9 +285,14 @@ def test_compose_with_probe_on_refuses_and_accepts(make_app, media_server):
             "csrf_token": csrf_token(client, url("messages.compose")), "idempotency_key": key,
             "sender": "+14155550100", "recipients": "(415) 555-0123", "media": media})
 
-    refused = send([f"http://{media_server}/nolength.png"])
+    refused = send([f"http://{media_server}/ok.jpg", f"http://{media_server}/nolength.png"])
     assert refused.status_code == 400
-    assert "Item 1: The address does not say how large" in refused.get_data(as_text=True)
+    page = refused.get_data(as_text=True)
+    # the bad row alone is marked, with its own message next to it
+    assert re.search(r'id="media-2-error" class="field-error row-error">The address does '
+                     r'not say how large', page)
+    assert 'id="media-2" value="http://' in page and page.count('aria-invalid="true"') == 1
+    assert 'id="media-1-error"' not in page
     accepted = send([f"http://{media_server}/ok.jpg"])
     assert accepted.status_code == 303
     with app.app_context():

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from webapp.extensions import db
 from webapp.messages import dispatch, sending
-from webapp.messages.forms import parse_recipients
+from webapp.messages.forms import parse_recipients, read_recipients
 from webapp.models import Message
 
 from .conftest import PASSWORD, base_env, csrf_token, free_port, login, wait_for
@@ -47,7 +47,9 @@ def test_numbers_are_normalised_and_deduplicated():
 
 @pytest.mark.parametrize(("raw", "message"), [
     ("", "at least one"),
-    ("12", "not a valid phone number"),
+    ("12", "“12” is too short"),
+    ("(123) 456-7890", "not a valid phone number"),
+    ("+1 415 555 01234", "is too long"),
     ("hello", "not a phone number"),
     ("+44 20 7183 8750", "only be sent to US and Canadian numbers"),
     ("+61 2 9374 4000", "only be sent to US and Canadian numbers"),
@@ -62,7 +64,7 @@ def test_bad_recipients_are_refused_in_plain_words(raw, message):
 
 @pytest.mark.parametrize(("fields", "error"), [
     ({"recipients": "+44 20 7183 8750"}, "only be sent to US and Canadian numbers"),
-    ({"text": "x" * 1601}, "at most 1600 characters"),
+    ({"text": "x" * 1650}, "The text is 1,650 characters, 50 over the 1,600 an MMS can carry"),
     ({"media": [f"https://example.com/{i}.jpg" for i in range(11)]}, "at most 10 items"),
     ({"media": ["http://example.com/a.jpg"]}, "must start with https://"),
     ({"media": ["not a url"]}, "https:// address or a Plivo media ID"),
@@ -79,6 +81,42 @@ def test_invalid_form_creates_nothing_and_keeps_input(app, client, login_as, fie
     assert error in body
     assert "keep me" in body or "x" * 100 in body
     assert count_messages(app) == 0
+
+
+def test_every_bad_number_is_reported_at_once_with_its_line(app, client, login_as):
+    login_as()
+    typed = ("(415) 555-0123\n(415) 555-01\n+44 20 7183 8750, (415) 555-0124\n"
+             "(415) 555-0123\nhello")
+    response, _ = compose(client, typed)
+    body = response.get_data(as_text=True)
+    assert response.status_code == 400 and count_messages(app) == 0
+    assert "Line 2: “(415) 555-01” is too short." in body
+    assert "Line 3: “+44 20 7183 8750” is not a US or Canadian number" in body
+    assert "Line 5: “hello” is not a phone number." in body
+    assert "2 numbers · 1 duplicate removed · 3 invalid" in body
+    assert "(415) 555-0124" in body  # what was typed stays, to fix in place
+
+
+def test_numbers_are_found_in_rows_pasted_from_a_spreadsheet():
+    pasted = ("Customer 0\t(415) 555-2000\tOak Street\n"
+              "Customer 1\t415.555.2001\n"
+              "Customer 2\t(415) 555-2000\n"
+              "Customer 3\tno number yet")
+    found = read_recipients(pasted, "+14155550100")
+    assert found.numbers == ["+14155552000", "+14155552001"]
+    assert found.duplicates == 1
+    assert found.problems == ["Line 4: no phone number in “Customer 3 no number yet”"]
+
+
+def test_an_emoji_counts_as_one_character_and_long_text_is_never_cut(app, client, login_as):
+    login_as()
+    text = "🎂" * 1600  # 1,600 characters as Plivo counts them (3,200 in UTF-16)
+    response, _ = compose(client, "(415) 555-0123", text=text)
+    assert response.status_code == 303
+    with app.app_context():
+        assert db.session.scalars(select(Message)).one().text == text
+    page = client.get(url("messages.compose")).get_data(as_text=True)
+    assert "maxlength" not in page.split('id="text"')[1].split(">")[0]  # the field cuts nothing
 
 
 def test_media_ids_are_accepted(app, client, login_as):
@@ -206,3 +244,51 @@ def test_worker_process_sends_a_queued_message(tmp_path, simulator, make_user):
         worker.wait(timeout=10)
         log.close()
     assert [r["dst"] for r in sim.requests] == ["14155550123"]
+
+
+def test_copy_to_a_new_message_prefills_compose(app, client, login_as):
+    login_as()
+    media_id = "0b7a1d2c-3e4f-4a5b-8c6d-7e8f9a0b1c2d"
+    response, key = compose(client, "(415) 555-0123, (604) 555-0199",
+                            media=[MEDIA, media_id], text="Spring sale!")
+    assert response.status_code == 303
+    with app.app_context():
+        first = db.session.scalars(select(Message).order_by(Message.id)).first()
+    sent_page = client.get(response.headers["Location"]).get_data(as_text=True)
+    assert url("messages.compose", copy_send=key) in sent_page.replace("&amp;", "&")
+    one = client.get(url("messages.compose", copy=first.public_id)).get_data(as_text=True)
+    def recipients_in(page: str) -> str:
+        return page.split('id="recipients"')[1].split("</textarea>")[0].split(">", 1)[1]
+
+    assert recipients_in(one).split() == ["(415)", "555-0123"]
+    assert "Spring sale!" in one and f'value="{MEDIA}"' in one and f'value="{media_id}"' in one
+    assert key not in one  # a new send, a new idempotency key
+    both = client.get(url("messages.compose", copy_send=key)).get_data(as_text=True)
+    assert recipients_in(both).split("\n")[-2:] == ["(415) 555-0123", "(604) 555-0199"]
+    assert client.get(url("messages.compose", copy="nope")).status_code == 200  # just empty
+    detail = client.get(url("messages.detail", public_id=first.public_id)).get_data(as_text=True)
+    assert 'id="copy-message"' in detail
+
+
+def test_the_same_text_to_the_same_people_again_soon_asks_first(app, client, login_as):
+    login_as()
+    first, _ = compose(client, "(415) 555-0123, (604) 555-0199", text="Your order is ready")
+    assert first.status_code == 303 and count_messages(app) == 2
+    # a new form (Back, then Send on a fresh compose): same text, same people
+    again, key = compose(client, "(604) 555-0199\n(415) 555-0123", text="Your order is ready")
+    page = again.get_data(as_text=True)
+    assert again.status_code == 200 and count_messages(app) == 2
+    assert "You sent this to these 2 numbers 1 minute ago." in page
+    assert 'name="confirm_repeat" value="yes"' in page
+    # different text, or different people: no question
+    other, _ = compose(client, "(415) 555-0123, (604) 555-0199", text="Something else")
+    assert other.status_code == 303
+    fewer, _ = compose(client, "(415) 555-0123", text="Your order is ready")
+    assert fewer.status_code == 303 and count_messages(app) == 5
+    pictured, _ = compose(client, "(415) 555-0123, (604) 555-0199", text="Your order is ready",
+                          media=["https://example.com/another.jpg"])
+    assert pictured.status_code == 303 and count_messages(app) == 7  # another picture
+    # confirmed: sent
+    confirmed, _ = compose(client, "(415) 555-0123, (604) 555-0199", text="Your order is ready",
+                           key=key, confirm_repeat="yes")
+    assert confirmed.status_code == 303 and count_messages(app) == 9

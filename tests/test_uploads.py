@@ -318,3 +318,48 @@ def test_plivo_refusing_our_credentials_on_upload_pauses_sending(live, simulator
     from webapp.messages import circuit
     with live.app.app_context():
         assert circuit.is_open()
+
+
+# ---- the library -----------------------------------------------------------------------------
+def test_the_library_lists_searches_counts_uses_and_lets_admins_delete(app, client, login_as,
+                                                                      make_user):
+    from .conftest import login
+    from .test_sending import compose
+
+    staff = login_as("staff", "sam@example.com")
+    with app.app_context():
+        cake = uploads.store(uploads.prepare(png(colour=(250, 200, 0)), "cake.png"), staff)
+        menu = uploads.store(uploads.prepare(PDF, "menu_50%.pdf"), staff)
+        cake_sha, menu_sha = cake.sha256, menu.sha256
+    page = client.get(url("messages.library")).get_data(as_text=True)
+    assert page.index("menu_50%.pdf") < page.index("cake.png")  # newest first
+    assert "sam@example.com" in page and "used in 0 messages" in page
+    assert 'action="/media/' not in page  # staff cannot delete
+    found = client.get(url("messages.library", q="CAKE")).get_data(as_text=True)
+    assert "cake.png" in found and "menu_50%.pdf" not in found
+    assert "menu_50%.pdf" in client.get(url("messages.library", q="50%")).get_data(as_text=True)
+    assert "cake.png" not in client.get(url("messages.library", q="_")).get_data(as_text=True)
+    assert client.get(url("messages.library", before="x" * 50)).status_code == 200
+    # "Use in a new message" attaches it; sending counts the use
+    compose_page = client.get(url("messages.compose", media=cake_sha)).get_data(as_text=True)
+    assert f'name="uploaded" value="{cake_sha}"' in compose_page
+    response, _ = compose(client, "(415) 555-0123, (415) 555-0124", media=[], uploaded=[cake_sha])
+    assert response.status_code == 303
+    assert "used in 2 messages" in client.get(url("messages.library")).get_data(as_text=True)
+    from .conftest import csrf_token
+    staff_token = csrf_token(client, url("messages.library"))
+    assert client.post(f"/media/{menu_sha}/delete",
+                       data={"csrf_token": staff_token}).status_code == 403
+    # an admin may delete a file no waiting message uses, not one that is waiting
+    make_user("boss@example.com", "admin")
+    admin = app.test_client()
+    login(admin, "boss@example.com")
+    token = csrf_token(admin, url("messages.library"))
+    refused = admin.post(f"/media/{cake_sha}/delete", data={"csrf_token": token},
+                         follow_redirects=True).get_data(as_text=True)
+    assert "still used by 2 messages waiting to be sent" in refused
+    deleted = admin.post(f"/media/{menu_sha}/delete", data={"csrf_token": token},
+                         follow_redirects=True).get_data(as_text=True)
+    assert "menu_50%.pdf was deleted" in deleted
+    with app.app_context():
+        assert uploads.find(menu_sha) is None and uploads.find(cake_sha) is not None

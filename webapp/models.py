@@ -270,6 +270,8 @@ class Media(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     plivo_media_id: Mapped[str | None] = mapped_column(String(64))
     plivo_uploaded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # How many messages were recorded with it (counted as they are, for the library).
+    uses: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 # ---- the text search index ---------------------------------------------------------------

@@ -33,6 +33,7 @@ def upgrade():
     sa.Column('created_at', webapp.models.UTCDateTime(), nullable=False),
     sa.Column('plivo_media_id', sa.String(length=64), nullable=True),
     sa.Column('plivo_uploaded_at', webapp.models.UTCDateTime(), nullable=True),
+    sa.Column('uses', sa.Integer(), server_default='0', nullable=False),
     sa.ForeignKeyConstraint(['uploaded_by_id'], ['users.id'],
                             name=op.f('fk_media_uploaded_by_id_users')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_media')),

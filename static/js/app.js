@@ -6,10 +6,14 @@
     var text = document.querySelector("textarea[data-counter]");
     if (!text) return;
     var out = document.getElementById(text.dataset.counter);
-    var max = parseInt(text.getAttribute("maxlength"), 10) || 1600;
+    var max = parseInt(text.dataset.max, 10) || 1600;
     function update() {
-      out.textContent = text.value.length + " / " + max + " characters";
-      out.classList.toggle("over", text.value.length > max);
+      // Characters as Plivo counts them: code points, so an emoji is one, not two.
+      var length = Array.from(text.value).length;
+      out.textContent = length > max
+        ? length + " / " + max + " characters: " + (length - max) + " over"
+        : length + " / " + max + " characters";
+      out.classList.toggle("over", length > max);
     }
     text.addEventListener("input", update);
     update();

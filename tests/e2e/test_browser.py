@@ -430,7 +430,7 @@ def test_a_photo_attached_by_picker_and_by_drop_is_shrunk_sent_and_shown(browser
         log_in(page, stack, staff_account, STAFF_PASSWORD)
         page.goto(stack.url + url("messages.compose"))
         page.get_by_label("To").fill("(415) 555-0123")
-        page.get_by_label("Message").fill("Your cake is ready!")
+        page.get_by_label("Message").fill(f"Your cake is ready! ({width_name})")
         # by the file picker (keyboard users reach it by Tab like any input) ...
         page.get_by_label("Attach files").set_input_files(
             [{"name": "cake.jpg", "mimeType": "image/jpeg", "buffer": photo}])
@@ -464,5 +464,12 @@ def test_a_photo_attached_by_picker_and_by_drop_is_shrunk_sent_and_shown(browser
         assert 640 <= natural < 4000, natural
         expect(page.locator("ul.media-list")).to_contain_text("menu.pdf")
         page.screenshot(path=str(SCREENS / f"detail-picture-{width_name}.png"), full_page=True)
+        check_accessibility(page)
+        page.get_by_role("link", name="Pictures").click()
+        expect(page.locator("#library li").first).to_contain_text("menu.pdf")
+        expect(page.locator("#library")).to_contain_text("cake.jpg")
+        page.screenshot(path=str(SCREENS / f"library-{width_name}.png"), full_page=True)
+        scroll, inner = page.evaluate("[document.documentElement.scrollWidth, innerWidth]")
+        assert scroll <= inner, (width_name, scroll, inner)
         check_accessibility(page)
         context.close()

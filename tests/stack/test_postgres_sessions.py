@@ -374,7 +374,7 @@ def test_uploaded_files_are_stored_once_and_served_on_postgresql(make_app, own_p
         page = client.get(url("messages.compose")).get_data(as_text=True)
         answer = client.post(url("messages.compose"), content_type="multipart/form-data", data={
             "csrf_token": csrf_token_in(page), "idempotency_key": KEY_RE.search(page).group(1),
-            "sender": "+14155550100", "recipients": "(415) 555-0123", "text": "hi",
+            "sender": "+14155550100", "recipients": "(415) 555-0123", "text": filename,
             "files": (_io.BytesIO(data), filename)})
         assert answer.status_code in (expected, 303), answer.get_data(as_text=True)[:500]
     with app.app_context():

@@ -2,13 +2,14 @@ from __future__ import annotations
 
 import re
 import secrets
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import phonenumbers
 from flask_wtf import FlaskForm
 from flask_wtf.file import MultipleFileField
 from wtforms import Field, HiddenField, SelectChoice, SelectField, SubmitField, TextAreaField
-from wtforms.validators import DataRequired, Length, Regexp, ValidationError
+from wtforms.validators import DataRequired, Regexp, ValidationError
 from wtforms.widgets import TextInput
 
 MAX_RECIPIENTS = 25
@@ -21,43 +22,132 @@ MAX_MEDIA = 10
 # Plivo media ids as its Media API returns them (a UUID).
 MEDIA_ID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
                          r"[0-9a-fA-F]{12}$")
-NUMBER_SPLIT_RE = re.compile(r"[,;\n\r]+")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+ITEM_ERROR_RE = re.compile(r"^Item (\d+): (.*)$", re.DOTALL)
 
 
-def parse_recipients(raw: str, sender: str | None = None) -> list[str]:
-    """E.164 numbers from free text, duplicates removed. Raises ValueError."""
+@dataclass
+class RecipientList:
+    """What a person typed or pasted into To, read: the numbers (E.164, in order), how
+    many repeats were dropped, and each entry that is not a number, with its line."""
+
+    numbers: list[str] = field(default_factory=list)
+    duplicates: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """12 numbers · 2 duplicates removed · 1 invalid"""
+        n = len(self.numbers)
+        parts = [f"{n} number{'' if n == 1 else 's'}"]
+        if self.duplicates:
+            parts.append(f"{self.duplicates} duplicate{'' if self.duplicates == 1 else 's'} "
+                         "removed")
+        if self.problems:
+            parts.append(f"{len(self.problems)} invalid")
+        return " · ".join(parts)
+
+
+_WHY_NOT_POSSIBLE = {
+    phonenumbers.ValidationResult.TOO_SHORT: "is too short",
+    phonenumbers.ValidationResult.TOO_LONG: "is too long",
+    phonenumbers.ValidationResult.INVALID_LENGTH: "has the wrong number of digits",
+    phonenumbers.ValidationResult.INVALID_COUNTRY_CODE: "has an unknown country code",
+}
+
+
+def _number(item: str, sender: str | None) -> str:
+    """One entry as E.164, or ValueError saying why not (without the line)."""
+    if len(item) > 40:
+        raise ValueError(f"“{item[:40]}…” is not a phone number")
+    try:
+        parsed = phonenumbers.parse(item, "US")
+    except phonenumbers.NumberParseException:
+        raise ValueError(f"“{item}” is not a phone number") from None
+    if not phonenumbers.is_valid_number(parsed):
+        why = _WHY_NOT_POSSIBLE.get(phonenumbers.is_possible_number_with_reason(parsed))
+        raise ValueError(f"“{item}” {why}" if why else f"“{item}” is not a valid phone number")
+    if phonenumbers.region_code_for_number(parsed) not in ("US", "CA"):
+        raise ValueError(f"“{item}” is not a US or Canadian number (MMS can only be sent to "
+                         "US and Canadian numbers)")
+    e164 = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    if e164 == sender:
+        raise ValueError(f"“{item}” is the sending number; it cannot message itself")
+    return e164
+
+
+def _entries(raw: str) -> list[tuple[int, list[str], bool]]:
+    """(line number, entries, is a spreadsheet row) for each line with something on it.
+    A line with tabs is a row pasted from a spreadsheet: its cells hold names and notes
+    as well as the number. Otherwise commas and semicolons separate numbers."""
+    lines = []
+    for number, line in enumerate(raw.splitlines(), start=1):
+        row = "\t" in line
+        cells = [c.strip() for c in (line.split("\t") if row else re.split(r"[,;]", line))]
+        cells = [c for c in cells if c]
+        if cells:
+            lines.append((number, cells, row))
+    return lines
+
+
+def read_recipients(raw: str, sender: str | None = None) -> RecipientList:
+    """Every number in what was typed or pasted, and every entry that is not one (with
+    its line number), so a person can fix them all at once. Raises ValueError only for
+    input too large to read (checked before any number is parsed: parsing is the
+    costly part; a field of 22,200 numbers once cost 5-7 s of CPU)."""
     raw = raw or ""
     if len(raw) > MAX_RECIPIENTS_FIELD_CHARS:
         raise ValueError(f"Send to at most {MAX_RECIPIENTS} numbers at once (the list is "
                          f"{len(raw):,} characters long).")
-    items = list(dict.fromkeys(item.strip() for item in NUMBER_SPLIT_RE.split(raw)
-                               if item.strip()))
-    if not items:
+    lines = _entries(raw)
+    # What could be numbers (a spreadsheet row's cells with 7 digits or more), once each.
+    distinct = {cell for _n, cells, row in lines for cell in cells
+                if not row or sum(c.isdigit() for c in cell) >= 7}
+    if len(distinct) > MAX_RECIPIENT_ITEMS:
+        raise ValueError(f"Send to at most {MAX_RECIPIENTS} numbers at once "
+                         f"({len(distinct)} given).")
+    result = RecipientList()
+    seen: set[str] = set()
+    for line_number, cells, row in lines:
+        found: list[str] = []
+        if row:  # a spreadsheet row: the cell(s) that are numbers; the rest are notes
+            reasons = []
+            for cell in cells:
+                if sum(c.isdigit() for c in cell) < 7:
+                    continue  # "Customer 0", "Oak Street": not meant as a number
+                try:
+                    found.append(_number(cell, sender))
+                except ValueError as exc:
+                    reasons.append(str(exc))
+            if not found:
+                result.problems.append(f"Line {line_number}: " + (
+                    reasons[0] if reasons else f"no phone number in “{' '.join(cells)[:40]}”"))
+        else:
+            for cell in cells:
+                try:
+                    found.append(_number(cell, sender))
+                except ValueError as exc:
+                    result.problems.append(f"Line {line_number}: {exc}")
+        for e164 in found:
+            if e164 in seen:
+                result.duplicates += 1
+            else:
+                seen.add(e164)
+                result.numbers.append(e164)
+    return result
+
+
+def parse_recipients(raw: str, sender: str | None = None) -> list[str]:
+    """E.164 numbers from free text, duplicates removed. Raises ValueError naming every
+    entry that is not a number (read_recipients for the details)."""
+    result = read_recipients(raw, sender)
+    if result.problems:
+        raise ValueError(". ".join(result.problems) + ".")
+    if not result.numbers:
         raise ValueError("Enter at least one phone number.")
-    if len(items) > MAX_RECIPIENT_ITEMS:
+    if len(result.numbers) > MAX_RECIPIENTS:
         raise ValueError(f"Send to at most {MAX_RECIPIENTS} numbers at once "
-                         f"({len(items)} given).")
-    numbers: dict[str, None] = {}  # a dict keeps the order; a set-like lookup for duplicates
-    for item in items:
-        if len(item) > 40:
-            raise ValueError(f"“{item[:40]}…” is not a phone number.")
-        try:
-            parsed = phonenumbers.parse(item, "US")
-        except phonenumbers.NumberParseException:
-            raise ValueError(f"“{item}” is not a phone number.") from None
-        if not phonenumbers.is_valid_number(parsed):
-            raise ValueError(f"“{item}” is not a valid phone number.")
-        if phonenumbers.region_code_for_number(parsed) not in ("US", "CA"):
-            raise ValueError(f"“{item}”: MMS can only be sent to US and Canadian numbers.")
-        e164 = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
-        if e164 == sender:
-            raise ValueError(f"“{item}” is the sending number; it cannot message itself.")
-        numbers[e164] = None
-    if len(numbers) > MAX_RECIPIENTS:
-        raise ValueError(f"Send to at most {MAX_RECIPIENTS} numbers at once "
-                         f"({len(numbers)} given).")
-    return list(numbers)
+                         f"({len(result.numbers)} given).")
+    return result.numbers
 
 
 def classify_media(item: str, test_hosts: frozenset[str] = frozenset()) -> dict[str, str]:
@@ -97,10 +187,8 @@ class ComposeForm(FlaskForm):
     recipients = TextAreaField(
         "To", validators=[DataRequired(message="Enter at least one phone number.")],
         description=f"Up to {MAX_RECIPIENTS} US or Canadian numbers, separated by commas or "
-                    "new lines.")
-    text = TextAreaField("Message", validators=[Length(max=MAX_TEXT, message=(
-        f"The text can be at most {MAX_TEXT} characters."))],
-        description=f"Optional, up to {MAX_TEXT} characters.")
+                    "new lines, or rows pasted from a spreadsheet.")
+    text = TextAreaField("Message", description=f"Optional, up to {MAX_TEXT} characters.")
     media = MultiStringField("Pictures or clips", default=list)
     # Files chosen on this submission (the view prepares and stores them first), and
     # the sha256 of files stored on an earlier one, carried in hidden fields.
@@ -118,14 +206,50 @@ class ComposeForm(FlaskForm):
         if not self.idempotency_key.data:
             self.idempotency_key.data = secrets.token_urlsafe(24)
         self.parsed_recipients: list[str] = []
+        self.recipient_summary = ""
         self.parsed_media: list[dict[str, str]] = []
         self.parsed_uploads: list[str] = []
+        self.media_row_errors: dict[int, str] = {}  # row place: its own error
 
-    def validate_recipients(self, field):
+    def validate_recipients(self, field_):
         try:
-            self.parsed_recipients = parse_recipients(field.data, self.sender.data)
+            found = read_recipients(field_.data, self.sender.data)
         except ValueError as exc:
             raise ValidationError(str(exc)) from exc
+        self.recipient_summary = found.summary() if (found.problems or found.duplicates) else ""
+        problems = [f"{p}." for p in found.problems]
+        if not problems and not found.numbers:
+            problems = ["Enter at least one phone number."]
+        if len(found.numbers) > MAX_RECIPIENTS:
+            problems.append(f"Send to at most {MAX_RECIPIENTS} numbers at once "
+                            f"({len(found.numbers)} given).")
+        if problems:
+            field_.errors.extend(problems[:-1])  # every one at once, each on its own
+            raise ValidationError(problems[-1])
+        self.parsed_recipients = found.numbers
+
+    def validate_text(self, field_):
+        # Characters as Plivo counts them: an emoji is one (Python counts code points;
+        # the browser's counter does too). Never cut: the person decides what goes.
+        length = len(field_.data or "")
+        if length > MAX_TEXT:
+            over = length - MAX_TEXT
+            raise ValidationError(f"The text is {length:,} characters, {over:,} over the "
+                                  f"{MAX_TEXT:,} an MMS can carry. Shorten it by {over:,}.")
+
+    def mark_media_rows(self, errors: list[str]) -> list[str]:
+        """Put each "Item N: why" error next to its own row (media_row_errors, by the
+        row's place among all rows, blank ones included); returns the others."""
+        places = [i for i, item in enumerate(self.media.data or []) if item]
+        rest = []
+        for error in errors:
+            match = ITEM_ERROR_RE.match(error)
+            number = int(match.group(1)) if match else 0
+            if 1 <= number <= len(places):
+                self.media_row_errors[places[number - 1]] = match.group(2)
+            else:
+                rest.append(error)
+        return rest
 
     def validate_uploaded(self, field):
         shas = list(dict.fromkeys(item for item in (field.data or []) if item))
@@ -147,8 +271,15 @@ class ComposeForm(FlaskForm):
                 parsed.append(classify_media(item, self.test_hosts))
             except ValueError as exc:
                 errors.append(f"Item {number}: {exc}")
+        if not errors:
+            seen = set()
+            for number, item in enumerate(parsed, start=1):
+                if tuple(item.items()) in seen:
+                    errors.append(f"Item {number}: the same item is attached twice.")
+                seen.add(tuple(item.items()))
         if errors:
-            raise ValidationError(" ".join(errors))
-        if len({tuple(item.items()) for item in parsed}) != len(parsed):
-            raise ValidationError("The same item is attached twice.")
+            self.mark_media_rows(errors)
+            raise ValidationError(f"{len(errors)} of the items need fixing: see each one "
+                                  "above." if len(errors) > 1 else
+                                  "This item needs fixing: see it above.")
         self.parsed_media = parsed

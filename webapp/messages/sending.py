@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
@@ -18,7 +19,7 @@ from ..auth.service import Actor
 from ..config import current_settings
 from ..extensions import db
 from ..logs import event
-from ..models import Message
+from ..models import Message, utcnow
 from ..tasks import enqueue_dispatch
 from . import uploads
 from .media import check_media
@@ -101,8 +102,11 @@ def create_messages(user: Actor, draft: Draft) -> tuple[list[Message], bool]:
     ]
     by = user.email  # read before the commit: an ORM user would be reloaded after it
     db.session.add_all(rows)
+    uploaded = [m["upload"] for m in draft.media if "upload" in m]
     try:
         db.session.flush()
+        if uploaded:  # in the same transaction: counted once, with the messages
+            uploads.count_uses(uploaded, len(rows))
         # Read before the commit expires them: no reload SELECT per message.
         created = [(message.id, message.public_id) for message in rows]
         db.session.commit()
@@ -117,6 +121,57 @@ def create_messages(user: Actor, draft: Draft) -> tuple[list[Message], bool]:
         except Exception:  # queue down: the row stays pending; the recovery sweep queues it later
             log.exception("could not queue message %s", public_id)
     return rows, True
+
+
+REPEAT_WINDOW = timedelta(minutes=10)
+
+
+def _media_identity(media: list[dict] | None) -> tuple[str, ...]:
+    return tuple(m.get("upload") or m.get("url") or m.get("media_id") or "" for m in media or [])
+
+
+def sent_recently(user: Actor, recipients: list[str], text: str, media: list[dict],
+                  now: datetime | None = None) -> datetime | None:
+    """When this person sent this same message (text and media) to these same recipients
+    (one earlier send, all of them and no others) within REPEAT_WINDOW, if they did:
+    compose asks before sending a second copy. Reads this person's last ten minutes (an
+    index range)."""
+    now = now or utcnow()
+    earlier = db.session.execute(
+        select(Message.idempotency_key, Message.recipient, Message.created_at, Message.media)
+        .where(Message.created_by_id == user.id, Message.created_at >= now - REPEAT_WINDOW,
+               Message.text == text)).all()
+    wanted_media = _media_identity(media)
+    sends: dict[str, tuple[set[str], datetime]] = {}
+    for key, recipient, created_at, sent_media in earlier:
+        if _media_identity(sent_media) != wanted_media:
+            continue
+        numbers, first = sends.get(key, (set(), created_at))
+        numbers.add(recipient)
+        sends[key] = (numbers, min(first, created_at))
+    wanted = set(recipients)
+    matches = [first for numbers, first in sends.values() if numbers == wanted]
+    return max(matches) if matches else None
+
+
+def copy_of(user: Actor, public_id: str | None = None, key: str | None = None) -> Draft | None:
+    """What compose starts from for "Copy to a new message": one message of the team
+    (`public_id`), or every recipient of one of this person's sends (`key`). None when
+    there is no such message."""
+    from .history import message_by_public_id  # a flow may call another
+
+    if public_id:
+        message = message_by_public_id(public_id[:32])
+        found = [message] if message is not None else []
+    elif key:
+        found = messages_for_key(user, key[:128])
+    else:
+        found = []
+    if not found:
+        return None
+    first = found[0]
+    return Draft(sender=first.sender, recipients=[m.recipient for m in found],
+                 text=first.text or "", media=list(first.media or []), idempotency_key="")
 
 
 def send_again(user: Actor, original: Message) -> Message:

@@ -325,6 +325,56 @@ def attach(files, user: Actor) -> tuple[list[Media], list[str]]:
     return stored, errors
 
 
+def count_uses(digests: list[str], messages: int) -> None:
+    """`messages` more messages use each of these files (the caller commits)."""
+    db.session.execute(update(Media).where(Media.sha256.in_(digests))
+                       .values(uses=Media.uses + messages))
+
+
+LIBRARY_PAGE = 48
+
+
+def library(name: str = "", before: int | None = None) -> tuple[list[tuple[Media, str]], int | None]:
+    """The team's files, newest first, LIBRARY_PAGE at a time (keyset on id), with who
+    uploaded each; `name` narrows to file names containing it. Returns (page, the id to
+    continue before, or None)."""
+    from ..models import User
+
+    query = (select(Media, User.email).join(User, User.id == Media.uploaded_by_id)
+             .order_by(Media.id.desc()).limit(LIBRARY_PAGE + 1))
+    if name:
+        escaped = name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = query.where(Media.original_name.ilike(f"%{escaped}%", escape="\\"))
+    if before:
+        query = query.where(Media.id < before)
+    found = [(media, email) for media, email in db.session.execute(query).all()]
+    more = len(found) > LIBRARY_PAGE
+    found = found[:LIBRARY_PAGE]
+    return found, (found[-1][0].id if more else None)
+
+
+def waiting_uses(digest: str) -> int:
+    """How many messages still waiting to be sent (pending) use this file: it cannot be
+    deleted while any does."""
+    from .. import statuses
+    from ..models import Message
+
+    waiting = db.session.scalars(select(Message.media).where(
+        Message.status == statuses.PENDING)).all()
+    return sum(1 for media in waiting if any(m.get("upload") == digest for m in media or []))
+
+
+def delete(digest: str) -> bool:
+    """Delete a stored file no waiting message uses. False if one does (or none such)."""
+    media = find(digest)
+    if media is None or waiting_uses(digest):
+        return False
+    db.session.delete(media)
+    db.session.commit()
+    event(log, "media deleted", sha256=digest[:12])
+    return True
+
+
 def find_many(digests: list[str]) -> dict[str, Media]:
     if not digests:
         return {}

@@ -56,6 +56,21 @@ def compose():
     form = ComposeForm(senders=settings.sender_numbers,
                        test_hosts=settings.media_probe_allow_hosts)
     file_errors: list[str] = []
+    if request.method == "GET" and (request.args.get("copy") or request.args.get("copy_send")):
+        draft = sending.copy_of(current_user, request.args.get("copy"),
+                                request.args.get("copy_send"))
+        if draft is not None:  # a fresh idempotency key: this is a new send
+            form.recipients.data = "\n".join(rows.format_phone(r) for r in draft.recipients)
+            form.text.data = draft.text
+            if draft.sender in settings.sender_numbers:
+                form.sender.data = draft.sender
+            form.media.data = [m.get("url") or m.get("media_id") for m in draft.media
+                               if m.get("url") or m.get("media_id")]
+            form.uploaded.data = [m["upload"] for m in draft.media if "upload" in m]
+    if request.method == "GET" and request.args.get("media"):  # "Use in a new message"
+        chosen = uploads.find(request.args["media"][:64])
+        if chosen is not None:
+            form.uploaded.data = [chosen.sha256]
     if request.method == "POST":
         # CSRF was checked before the view (CSRFProtect): the files are this person's.
         stored, file_errors = uploads.attach(request.files.getlist(form.files.name),
@@ -63,8 +78,15 @@ def compose():
         removed = set(request.form.getlist("remove_upload"))
         form.uploaded.data = [sha for sha in dict.fromkeys(
             [*(form.uploaded.data or []), *(m.sha256 for m in stored)]) if sha not in removed]
-    if form.validate_on_submit() and not file_errors:
-        media = form.parsed_media + [{"upload": sha} for sha in form.parsed_uploads]
+    valid = form.validate_on_submit() and not file_errors
+    media = form.parsed_media + [{"upload": sha} for sha in form.parsed_uploads]
+    repeat_of = None
+    if valid and request.form.get("confirm_repeat") != "yes" and not sending.key_used(
+            current_user, form.idempotency_key.data):
+        # The same message to the same people minutes ago (Back, then Send): ask first.
+        repeat_of = sending.sent_recently(current_user, form.parsed_recipients,
+                                          form.text.data or "", media)
+    if valid and repeat_of is None:
         result = sending.submit(current_user, sending.Draft(
             sender=form.sender.data, recipients=form.parsed_recipients,
             text=form.text.data or "", media=media,
@@ -73,15 +95,51 @@ def compose():
             for warning in result.warnings:
                 flash(warning, "warning")
             return redirect(url_for("messages.sent", key=form.idempotency_key.data), 303)
-        form.media.errors = list(form.media.errors) + result.errors
-    status = 400 if request.method == "POST" else 200
+        rest = form.mark_media_rows(result.errors)  # a probed address's own problem
+        form.media.errors = list(form.media.errors) + (rest or [
+            "This item needs fixing: see it above." if len(result.errors) == 1 else
+            f"{len(result.errors)} of the items need fixing: see each one above."])
+    status = 400 if request.method == "POST" and repeat_of is None else 200
     attached = uploads.find_many([sha for sha in form.uploaded.data or []
                                   if isinstance(sha, str) and len(sha) == 64])
     return render_template("messages/compose.html", form=form, file_errors=file_errors,
                            attached=[attached[sha] for sha in form.uploaded.data or []
                                      if sha in attached],
-                           accept=uploads.ACCEPT,
+                           accept=uploads.ACCEPT, repeat_of=repeat_of,
+                           repeat_minutes=repeat_of and max(
+                               1, round((utcnow() - repeat_of).total_seconds() / 60)),
                            max_upload_mb=settings.max_upload_mb), status
+
+
+@bp.get("/media", endpoint="library")
+@login_required
+def media_library():
+    """The team's pictures and files, newest first; search by file name."""
+    name = request.args.get("q", "").strip()[:100]
+    before = request.args.get("before", "")
+    found, next_before = uploads.library(name, int(before) if before.isdigit()
+                                         and len(before) < 10 else None)
+    return render_template("messages/library.html", found=found, q=name,
+                           next_before=next_before)
+
+
+@bp.post("/media/<sha256>/delete", endpoint="delete_media")
+@login_required
+def delete_media(sha256: str):
+    if not current_user.is_admin:
+        abort(403)
+    media = uploads.find(sha256) if len(sha256) == 64 else None
+    if media is None:
+        abort(404)
+    name = media.original_name
+    waiting = uploads.waiting_uses(sha256)
+    if waiting:
+        flash(f"{name} is still used by {waiting} message{'s' if waiting != 1 else ''} "
+              "waiting to be sent; it can be deleted once they have gone.", "error")
+    elif uploads.delete(sha256):
+        flash(f"{name} was deleted. Messages already sent with it keep their record.",
+              "success")
+    return redirect(url_for("messages.library"), 303)
 
 
 @bp.get("/media/<sha256>")
