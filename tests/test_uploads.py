@@ -363,3 +363,31 @@ def test_the_library_lists_searches_counts_uses_and_lets_admins_delete(app, clie
     assert "menu_50%.pdf was deleted" in deleted
     with app.app_context():
         assert uploads.find(menu_sha) is None and uploads.find(cake_sha) is not None
+
+
+def test_a_file_uploaded_as_it_is_chosen_shows_what_came_of_it(app, client, login_as):
+    """Compose's JavaScript sends each file to /media/upload at once (with a progress bar)
+    and shows the card that comes back, before Send."""
+    from .conftest import csrf_token
+    anonymous = app.test_client()
+    assert anonymous.post(url("messages.upload_media")).status_code in (302, 400)
+    login_as()
+    token = csrf_token(client, url("messages.compose"))
+    answer = client.post(url("messages.upload_media"), headers={"X-CSRFToken": token},
+                         content_type="multipart/form-data",
+                         data={"file": (io.BytesIO(photo(800, 600, quality=85, orientation=6)), "me.jpg")})
+    card = answer.get_data(as_text=True)
+    assert answer.status_code == 200
+    with app.app_context():
+        media = db.session.scalar(select(Media))
+    assert f'<input type="hidden" name="uploaded" value="{media.sha256}">' in card
+    assert "location and camera data removed" in card and "me.jpg" in card
+    refused = client.post(url("messages.upload_media"), headers={"X-CSRFToken": token},
+                          content_type="multipart/form-data",
+                          data={"file": (io.BytesIO(SVG), "x.svg")})
+    assert refused.status_code == 400 and "SVG drawing" in refused.get_data(as_text=True)
+    forged = client.post(url("messages.upload_media"), content_type="multipart/form-data",
+                         data={"file": (io.BytesIO(png()), "y.png")})
+    assert forged.status_code == 400  # no CSRF token: nothing stored
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Media)) == 1

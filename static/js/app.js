@@ -54,79 +54,99 @@
     renumber();
   }
 
-  // Files on compose: drop them on the media area or paste a picture, and see each one
-  // before sending. The chosen files live in the file input itself (a DataTransfer),
-  // so the form posts them as it would without JavaScript.
+  // Files on compose: chosen, dropped or pasted, each is sent at once to
+  // /media/upload with a progress bar, and what the server made of it (thumbnail,
+  // final size, "resized from", metadata removed) or why it refused it replaces the
+  // bar. The card carries the stored file into the form (a hidden field), so Send
+  // posts no file twice. Without JavaScript the file input posts with the form.
   function attachFiles() {
     var input = document.getElementById("files");
     var zone = document.getElementById("drop-zone");
     var list = document.getElementById("file-previews");
-    if (!input || !zone || !list || typeof DataTransfer === "undefined") return;
+    var attached = document.getElementById("attached");
+    var form = document.getElementById("compose-form");
+    if (!input || !zone || !list || !attached || !window.FormData || !window.XMLHttpRequest) return;
     document.body.classList.add("js");
-    var chosen = new DataTransfer();
+    var token = form.querySelector("input[name=csrf_token]").value;
+    var pending = 0;
+    var send = form.querySelector("[type=submit]#submit");
 
     function size(n) {
       return n >= 1048576 ? (n / 1048576).toFixed(1) + " MB" : Math.max(1, Math.round(n / 1024)) + " KB";
     }
-    function render() {
-      list.textContent = "";
-      Array.prototype.forEach.call(chosen.files, function (file, i) {
-        var item = document.createElement("li");
-        item.className = "attached-file";
-        if (file.type.indexOf("image/") === 0) {
-          var img = document.createElement("img");
-          img.alt = "";
-          img.width = 64;
-          img.height = 64;
-          img.src = URL.createObjectURL(file);
-          item.appendChild(img);
-        } else {
-          var icon = document.createElement("span");
-          icon.className = "file-icon";
-          icon.setAttribute("aria-hidden", "true");
-          icon.textContent = (file.type.split("/")[1] || "file").toUpperCase();
-          item.appendChild(icon);
-        }
-        var facts = document.createElement("span");
-        facts.className = "file-facts";
-        var name = document.createElement("strong");
-        name.textContent = file.name;
-        var note = document.createElement("small");
-        note.textContent = size(file.size) + (file.type.indexOf("image/") === 0 && file.size > 614400
-          ? " · will be shrunk to 600 KB or less" : "") + " · sent with the message";
-        facts.appendChild(name);
-        facts.appendChild(note);
-        item.appendChild(facts);
-        var remove = document.createElement("button");
-        remove.type = "button";
-        remove.className = "secondary outline";
-        remove.textContent = "Remove";
-        remove.setAttribute("aria-label", "Remove " + file.name);
-        remove.addEventListener("click", function () {
-          var next = new DataTransfer();
-          Array.prototype.forEach.call(chosen.files, function (f, j) { if (j !== i) next.items.add(f); });
-          chosen = next;
-          input.files = chosen.files;
-          render();
-          input.focus();
-        });
-        item.appendChild(remove);
-        list.appendChild(item);
+    function busy(change) {
+      pending += change;
+      if (send) send.setAttribute("aria-busy", pending ? "true" : "false");
+    }
+    function upload(file) {
+      var item = document.createElement("li");
+      item.className = "attached-file uploading";
+      var facts = document.createElement("span");
+      facts.className = "file-facts";
+      var name = document.createElement("strong");
+      name.textContent = file.name;
+      var bar = document.createElement("progress");
+      bar.max = 100;
+      bar.value = 0;
+      bar.setAttribute("aria-label", "Uploading " + file.name);
+      var note = document.createElement("small");
+      note.textContent = size(file.size) + " · uploading…";
+      facts.appendChild(name);
+      facts.appendChild(bar);
+      facts.appendChild(note);
+      item.appendChild(facts);
+      list.appendChild(item);
+      busy(1);
+      var body = new FormData();
+      body.append("file", file, file.name);
+      var xhr = new XMLHttpRequest();
+      xhr.open("POST", input.dataset.uploadUrl);
+      xhr.setRequestHeader("X-CSRFToken", token);
+      xhr.upload.addEventListener("progress", function (event) {
+        if (event.lengthComputable) bar.value = Math.round(100 * event.loaded / event.total);
       });
+      xhr.addEventListener("load", function () {
+        busy(-1);
+        var holder = document.createElement("template");
+        var refused = xhr.status === 413 || xhr.status === 429 || !xhr.responseText.trim();
+        holder.innerHTML = refused
+          ? '<li class="upload-error"><span class="field-error" role="alert"></span></li>'
+          : xhr.responseText;
+        if (refused) {
+          holder.content.querySelector("span").textContent = xhr.status === 429
+            ? "Too many files at once: wait a minute, then choose " + file.name + " again."
+            : file.name + " is larger than this dashboard takes at once.";
+        }
+        var made = holder.content.querySelectorAll("li");
+        Array.prototype.forEach.call(made, function (card) {
+          (card.classList.contains("upload-error") ? list : attached).appendChild(card);
+        });
+        item.remove();
+      });
+      xhr.addEventListener("error", function () {
+        busy(-1);
+        note.textContent = "The upload broke off; choose the file again.";
+        note.className = "field-error";
+        bar.remove();
+      });
+      xhr.send(body);
     }
     function add(files) {
       Array.prototype.forEach.call(files, function (file) {
         var name = file.name || "pasted-picture." + ((file.type.split("/")[1]) || "png");
-        chosen.items.add(file.name ? file : new File([file], name, { type: file.type }));
+        upload(file.name ? file : new File([file], name, { type: file.type }));
       });
-      input.files = chosen.files;
-      render();
     }
     input.addEventListener("change", function () {
-      // A second pick adds to the first, as people expect from messaging apps.
       var picked = Array.prototype.slice.call(input.files);
-      input.files = chosen.files;
+      input.value = "";  // sent already: the form must not post them again
       add(picked);
+    });
+    attached.addEventListener("change", function (event) {
+      // "Remove" on a card: it goes at once (without JavaScript the box goes with Send)
+      if (!event.target.matches("input[name=remove_upload]")) return;
+      event.target.closest("li").remove();
+      input.focus();
     });
     ["dragenter", "dragover"].forEach(function (type) {
       zone.addEventListener(type, function (event) {
@@ -147,6 +167,14 @@
       if (!pictures.length) return;  // text pastes into the field as usual
       event.preventDefault();
       add(pictures);
+    });
+    form.addEventListener("submit", function (event) {
+      if (pending) {  // Send while a file is still on its way: wait for it
+        event.preventDefault();
+        var wait = setInterval(function () {
+          if (!pending) { clearInterval(wait); form.requestSubmit ? form.requestSubmit(send) : form.submit(); }
+        }, 200);
+      }
     });
   }
 

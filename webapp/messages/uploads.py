@@ -310,6 +310,13 @@ def store(prepared: Prepared, user: Actor) -> Media:
 def attach(files, user: Actor) -> tuple[list[Media], list[str]]:
     """Prepare and store the files of one form submission (werkzeug FileStorage objects).
     Returns the stored files and, for each refused one, why."""
+    stored, errors = attach_with_notes(files, user)
+    return [media for media, _notes in stored], errors
+
+
+def attach_with_notes(files, user: Actor) -> tuple[list[tuple[Media, list[str]]], list[str]]:
+    """attach(), each stored file with what preparing it did ("resized from 4.2 MB",
+    "location and camera data removed")."""
     stored, errors = [], []
     for upload in files:
         if upload is None or not (upload.filename or "").strip():
@@ -321,7 +328,7 @@ def attach(files, user: Actor) -> tuple[list[Media], list[str]]:
             continue
         finally:
             upload.close()
-        stored.append(store(prepared, user))
+        stored.append((store(prepared, user), prepared.notes))
     return stored, errors
 
 

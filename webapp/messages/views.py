@@ -111,6 +111,22 @@ def compose():
                            max_upload_mb=settings.max_upload_mb), status
 
 
+@bp.post("/media/upload", endpoint="upload_media")
+@body_limit(_max_upload_bytes)
+@login_required
+@limiter.limit("120 per minute", key_func=_user_key)
+def upload_media():
+    """Compose's JavaScript sends each file here as soon as it is chosen, dropped or
+    pasted (with a progress bar), and shows what came of it before Send: the card of
+    each stored file (thumbnail, final size, "resized from", metadata removed), which
+    carries the file into the form, or why it was refused. CSRF: X-CSRFToken."""
+    stored, errors = uploads.attach_with_notes(request.files.getlist("file"), current_user)
+    if not stored and not errors:
+        errors = ["No file arrived; choose it again."]
+    return render_template("messages/_uploaded.html", stored=stored, errors=errors), (
+        200 if stored else 400)
+
+
 @bp.get("/media", endpoint="library")
 @login_required
 def media_library():
