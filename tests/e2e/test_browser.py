@@ -305,7 +305,8 @@ def test_every_page_fits_every_width_and_the_status_shows_on_a_phone(browser, st
                  "your-account": url("auth.account"),
                  "accounts": url("auth.users"), "account": url("auth.user_detail", user_id=1),
                  "history-filtered": url("messages.history", status="failed"),
-                 "not-sent": url("messages.detail", public_id=not_sent)}
+                 "not-sent": url("messages.detail", public_id=not_sent),
+                 "library": url("messages.library")}
         for name, path in pages.items():
             page.goto(stack.url + path)
             page.screenshot(path=str(SCREENS / f"{name}-{width_name}.png"), full_page=True)
