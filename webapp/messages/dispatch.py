@@ -223,13 +223,8 @@ def dispatch_message(message_id: int, policy: RetryPolicy | None = None,
         event(log, "send will be retried", logging.WARNING, message=message.public_id,
               attempt=state.attempt_number, error=str(exc))
 
-    retrying = Retrying(
-        retry=retry_if_exception_type(gateway.PlivoRetryable),
-        stop=stop_after_attempt(policy.attempts)
-        | tenacity_stop_after_delay(policy.within_seconds),
-        wait=policy.wait, sleep=policy.sleep, before_sleep=note_retry, reraise=True)
     try:
-        plivo_uuid = retrying(attempt)
+        plivo_uuid = _retrying(policy, (gateway.PlivoRetryable,), note_retry)(attempt)
     except _ClaimedElsewhere:
         return
     except gateway.PlivoAccountRefused as exc:
@@ -257,6 +252,16 @@ def dispatch_message(message_id: int, policy: RetryPolicy | None = None,
         circuit.close_circuit()
 
 
+def _retrying(policy: RetryPolicy, retry_on: tuple[type[Exception], ...],
+              before_sleep=None) -> Retrying:
+    """The retry loop of a request to Plivo: `retry_on` only, within the policy's
+    attempts and time, waiting as it says."""
+    return Retrying(
+        retry=retry_if_exception_type(retry_on),
+        stop=stop_after_attempt(policy.attempts) | tenacity_stop_after_delay(policy.within_seconds),
+        wait=policy.wait, sleep=policy.sleep, before_sleep=before_sleep, reraise=True)
+
+
 def _upload_media(message: Message, config: gateway.GatewayConfig,
                   limiter: DispatchLimiter, policy: RetryPolicy) -> list[str]:
     """Plivo media ids for the message's uploaded files (uploads.plivo_media_ids). Each
@@ -269,11 +274,7 @@ def _upload_media(message: Message, config: gateway.GatewayConfig,
                 return gateway.upload_media(config, name=uploads.upload_name(media),
                                             content_type=media.content_type, data=media.data)
 
-        return Retrying(
-            retry=retry_if_exception_type((gateway.PlivoRetryable, gateway.PlivoAmbiguous)),
-            stop=stop_after_attempt(policy.attempts)
-            | tenacity_stop_after_delay(policy.within_seconds),
-            wait=policy.wait, sleep=policy.sleep, reraise=True)(attempt)
+        return _retrying(policy, (gateway.PlivoRetryable, gateway.PlivoAmbiguous))(attempt)
 
     return uploads.plivo_media_ids(message.media, config, upload)
 

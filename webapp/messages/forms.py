@@ -228,6 +228,25 @@ class ComposeForm(FlaskForm):
             raise ValidationError(problems[-1])
         self.parsed_recipients = found.numbers
 
+    def fill_from(self, draft, show_number) -> None:
+        """Start from `draft` (sending.copy_of): its recipients as people write them
+        (`show_number`), text, sender if still ours, and media rows and files."""
+        if draft.recipients:
+            self.recipients.data = "\n".join(show_number(r) for r in draft.recipients)
+        self.text.data = draft.text
+        if draft.sender in {choice.value for choice in self.sender.choices}:
+            self.sender.data = draft.sender
+        self.media.data = [m.get("url") or m.get("media_id") for m in draft.media
+                           if m.get("url") or m.get("media_id")]
+        self.uploaded.data = [m["upload"] for m in draft.media if "upload" in m]
+
+    def attach(self, shas: list[str], removed: list[str]) -> None:
+        """Files stored on this submission join those carried from earlier ones, less
+        those ticked Remove."""
+        gone = set(removed)
+        self.uploaded.data = [sha for sha in dict.fromkeys([*(self.uploaded.data or []), *shas])
+                              if sha not in gone]
+
     def validate_text(self, field_):
         # Characters as Plivo counts them: an emoji is one (Python counts code points;
         # the browser's counter does too). Never cut: the person decides what goes.

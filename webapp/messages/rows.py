@@ -19,6 +19,7 @@ from markupsafe import Markup
 from .. import statuses
 from ..config import current_settings
 from ..models import Message, utcnow
+from . import uploads
 from .history import TABLE_COLUMNS
 
 
@@ -244,12 +245,4 @@ TEMPLATE_GLOBALS = {
     "rows_poll_url": rows_poll_url, "explain_error_code": statuses.explain_error_code,
     "advice": statuses.advice, "money": money, "is_final": statuses.is_final, "local_time": local_time,
 }
-def filesize(n: int | None) -> str:
-    """640 KB, 3.2 MB: a file's size as people read it."""
-    n = int(n or 0)
-    if n >= 1024 * 1024:
-        return f"{n / 1024 / 1024:.1f} MB"
-    return f"{max(1, round(n / 1024))} KB" if n else "0 KB"
-
-
-TEMPLATE_FILTERS = {"phone": format_phone, "filesize": filesize}
+TEMPLATE_FILTERS = {"phone": format_phone, "filesize": uploads.filesize}

@@ -154,12 +154,17 @@ def sent_recently(user: Actor, recipients: list[str], text: str, media: list[dic
     return max(matches) if matches else None
 
 
-def copy_of(user: Actor, public_id: str | None = None, key: str | None = None) -> Draft | None:
-    """What compose starts from for "Copy to a new message": one message of the team
-    (`public_id`), or every recipient of one of this person's sends (`key`). None when
-    there is no such message."""
+def copy_of(user: Actor, public_id: str | None = None, key: str | None = None,
+            media: str | None = None) -> Draft | None:
+    """What compose starts from: "Copy to a new message" of one message of the team
+    (`public_id`) or of every recipient of one of this person's sends (`key`), or "Use
+    in a new message" of a stored file (`media`, its sha256). None when there is none."""
     from .history import message_by_public_id  # a flow may call another
 
+    if media:
+        stored = uploads.find(media)
+        return stored and Draft(sender="", recipients=[], text="",
+                                media=[uploads.item_for(stored)], idempotency_key="")
     if public_id:
         message = message_by_public_id(public_id[:32])
         found = [message] if message is not None else []

@@ -96,10 +96,12 @@ class Prepared:
         return hashlib.sha256(self.data).hexdigest()
 
 
-def _size(n: int) -> str:
+def filesize(n: int | None) -> str:
+    """640 KB, 3.2 MB: a file's size as people read it (messages and pages alike)."""
+    n = int(n or 0)
     if n >= 1024 * 1024:
         return f"{n / 1024 / 1024:.1f} MB"
-    return f"{max(1, round(n / 1024))} KB"
+    return f"{max(1, round(n / 1024))} KB" if n else "0 KB"
 
 
 def clean_name(name: str | None) -> str:
@@ -146,10 +148,10 @@ def prepare(data: bytes, name: str | None) -> Prepared:
 
 def _kept(data: bytes, name: str, content_type: str) -> Prepared:
     if len(data) > MAX_ATTACHMENT_BYTES:
-        raise UploadRefused(f"{name} is {_size(len(data))}; MMS allows 2 MB per file.")
+        raise UploadRefused(f"{name} is {filesize(len(data))}; MMS allows 2 MB per file.")
     prepared = Prepared(data, content_type, name, len(data))
     if len(data) > CARRIER_BYTES:
-        prepared.notes.append(f"{_size(len(data))}: some carriers shrink or drop attachments "
+        prepared.notes.append(f"{filesize(len(data))}: some carriers shrink or drop attachments "
                               "over 600 KB.")
     return prepared
 
@@ -208,7 +210,7 @@ def _picture(data: bytes, name: str) -> Prepared:
     prepared = Prepared(out, content_type, name, len(data), final.width, final.height)
     prepared.thumbnail = _thumbnail(image)
     if len(out) < len(data) * 0.95 or (final.width, final.height) != image.size:
-        prepared.notes.append(f"resized from {_size(len(data))}")
+        prepared.notes.append(f"resized from {filesize(len(data))}")
     if metadata:
         prepared.notes.append("location and camera data removed")
     return prepared
@@ -253,19 +255,19 @@ def _shrink(image, encoder, icc: bytes | None) -> bytes:
         out = encoder(image, quality, icc)
         if len(out) <= CARRIER_BYTES:
             return out
-    raise UploadRefused(f"the picture cannot be made smaller than {_size(len(out))} at "
+    raise UploadRefused(f"the picture cannot be made smaller than {filesize(len(out))} at "
                         f"{MIN_LONGEST_SIDE} px")
 
 
 def _animated_gif(image, data: bytes, name: str) -> Prepared:
     if len(data) > MAX_ATTACHMENT_BYTES:
-        raise UploadRefused(f"{name} is an animated GIF of {_size(len(data))}; MMS allows "
+        raise UploadRefused(f"{name} is an animated GIF of {filesize(len(data))}; MMS allows "
                             "2 MB, and its frames cannot be shrunk without spoiling them. "
                             "Use a shorter or smaller animation.")
     prepared = Prepared(data, "image/gif", name, len(data), image.width, image.height)
     prepared.thumbnail = _thumbnail(image)
     if len(data) > CARRIER_BYTES:
-        prepared.notes.append(f"animated, {_size(len(data))}: some carriers shrink or drop "
+        prepared.notes.append(f"animated, {filesize(len(data))}: some carriers shrink or drop "
                               "attachments over 600 KB")
     return prepared
 
@@ -307,16 +309,10 @@ def store(prepared: Prepared, user: Actor) -> Media:
     return media
 
 
-def attach(files, user: Actor) -> tuple[list[Media], list[str]]:
-    """Prepare and store the files of one form submission (werkzeug FileStorage objects).
-    Returns the stored files and, for each refused one, why."""
-    stored, errors = attach_with_notes(files, user)
-    return [media for media, _notes in stored], errors
-
-
-def attach_with_notes(files, user: Actor) -> tuple[list[tuple[Media, list[str]]], list[str]]:
-    """attach(), each stored file with what preparing it did ("resized from 4.2 MB",
-    "location and camera data removed")."""
+def attach(files, user: Actor) -> tuple[list[tuple[Media, list[str]]], list[str]]:
+    """Prepare and store uploaded files (werkzeug FileStorage objects). Returns each stored
+    file with what preparing it did ("resized from 4.2 MB", "location and camera data
+    removed"), and, for each refused one, why."""
     stored, errors = [], []
     for upload in files:
         if upload is None or not (upload.filename or "").strip():
@@ -383,6 +379,7 @@ def delete(digest: str) -> bool:
 
 
 def find_many(digests: list[str]) -> dict[str, Media]:
+    digests = [d for d in digests if isinstance(d, str) and len(d) == 64]
     if not digests:
         return {}
     return {m.sha256: m for m in db.session.scalars(
@@ -390,6 +387,9 @@ def find_many(digests: list[str]) -> dict[str, Media]:
 
 
 def find(digest: str) -> Media | None:
+    """The stored file with this sha256, or None (for anything that is not a digest too)."""
+    if not isinstance(digest, str) or len(digest) != 64:
+        return None
     return db.session.scalar(select(Media).where(Media.sha256 == digest))
 
 
@@ -443,8 +443,8 @@ def download_name(media: Media) -> str:
 
 
 def upload_name(media: Media) -> str:
-    """The file name Plivo gets: the person's name for it, with the extension its
-    content has (the SDK and Plivo type a file by its extension)."""
-    stem = clean_name(media.original_name).rsplit(".", 1)[0][:80] or "file"
+    """The file name Plivo gets: download_name() in letters, digits, - and _ only (the
+    SDK and Plivo type a file by its extension)."""
+    stem, extension = download_name(media).rsplit(".", 1)
     stem = "".join(c if c.isalnum() or c in "-_" else "-" for c in stem) or "file"
-    return f"{stem}.{EXTENSIONS.get(media.content_type, 'bin')}"
+    return f"{stem}.{extension}"

@@ -56,28 +56,17 @@ def compose():
     form = ComposeForm(senders=settings.sender_numbers,
                        test_hosts=settings.media_probe_allow_hosts)
     file_errors: list[str] = []
-    if request.method == "GET" and (request.args.get("copy") or request.args.get("copy_send")):
+    if request.method == "GET":  # "Copy to a new message", "Use in a new message"
         draft = sending.copy_of(current_user, request.args.get("copy"),
-                                request.args.get("copy_send"))
+                                request.args.get("copy_send"), request.args.get("media"))
         if draft is not None:  # a fresh idempotency key: this is a new send
-            form.recipients.data = "\n".join(rows.format_phone(r) for r in draft.recipients)
-            form.text.data = draft.text
-            if draft.sender in settings.sender_numbers:
-                form.sender.data = draft.sender
-            form.media.data = [m.get("url") or m.get("media_id") for m in draft.media
-                               if m.get("url") or m.get("media_id")]
-            form.uploaded.data = [m["upload"] for m in draft.media if "upload" in m]
-    if request.method == "GET" and request.args.get("media"):  # "Use in a new message"
-        chosen = uploads.find(request.args["media"][:64])
-        if chosen is not None:
-            form.uploaded.data = [chosen.sha256]
-    if request.method == "POST":
+            form.fill_from(draft, rows.format_phone)
+    else:
         # CSRF was checked before the view (CSRFProtect): the files are this person's.
         stored, file_errors = uploads.attach(request.files.getlist(form.files.name),
                                              current_user)
-        removed = set(request.form.getlist("remove_upload"))
-        form.uploaded.data = [sha for sha in dict.fromkeys(
-            [*(form.uploaded.data or []), *(m.sha256 for m in stored)]) if sha not in removed]
+        form.attach([media.sha256 for media, _notes in stored],
+                    removed=request.form.getlist("remove_upload"))
     valid = form.validate_on_submit() and not file_errors
     media = form.parsed_media + [{"upload": sha} for sha in form.parsed_uploads]
     repeat_of = None
@@ -100,8 +89,7 @@ def compose():
             "This item needs fixing: see it above." if len(result.errors) == 1 else
             f"{len(result.errors)} of the items need fixing: see each one above."])
     status = 400 if request.method == "POST" and repeat_of is None else 200
-    attached = uploads.find_many([sha for sha in form.uploaded.data or []
-                                  if isinstance(sha, str) and len(sha) == 64])
+    attached = uploads.find_many(form.uploaded.data or [])
     return render_template("messages/compose.html", form=form, file_errors=file_errors,
                            attached=[attached[sha] for sha in form.uploaded.data or []
                                      if sha in attached],
@@ -120,7 +108,7 @@ def upload_media():
     pasted (with a progress bar), and shows what came of it before Send: the card of
     each stored file (thumbnail, final size, "resized from", metadata removed), which
     carries the file into the form, or why it was refused. CSRF: X-CSRFToken."""
-    stored, errors = uploads.attach_with_notes(request.files.getlist("file"), current_user)
+    stored, errors = uploads.attach(request.files.getlist("file"), current_user)
     if not stored and not errors:
         errors = ["No file arrived; choose it again."]
     return render_template("messages/_uploaded.html", stored=stored, errors=errors), (
@@ -144,7 +132,7 @@ def media_library():
 def delete_media(sha256: str):
     if not current_user.is_admin:
         abort(403)
-    media = uploads.find(sha256) if len(sha256) == 64 else None
+    media = uploads.find(sha256)
     if media is None:
         abort(404)
     name = media.original_name
@@ -162,7 +150,7 @@ def delete_media(sha256: str):
 @login_required
 def media_file(sha256: str):
     """An uploaded file, to signed-in staff only, as the type it was stored as."""
-    media = uploads.find(sha256) if len(sha256) == 64 else None
+    media = uploads.find(sha256)
     if media is None:
         abort(404)
     return _serve(media.data, media.content_type, uploads.download_name(media), sha256)
@@ -171,7 +159,7 @@ def media_file(sha256: str):
 @bp.get("/media/<sha256>/thumbnail")
 @login_required
 def media_thumbnail(sha256: str):
-    media = uploads.find(sha256) if len(sha256) == 64 else None
+    media = uploads.find(sha256)
     if media is None or not media.thumbnail:
         abort(404)
     return _serve(media.thumbnail, "image/jpeg", "thumbnail.jpg", sha256 + "-t")
