@@ -402,6 +402,10 @@ def test_the_paused_banner_reads_on_a_desk_and_a_phone(browser, stack):
         with app.app_context():
             circuit.close_circuit()
             db.engine.dispose()
+        # each web worker may show the banner for up to 5 s more (its cached read):
+        # let that pass, so the next tests' screenshots show the state as it is
+        import time
+        time.sleep(5.5)
 
 
 def _phone_photo() -> bytes:
