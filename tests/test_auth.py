@@ -25,7 +25,7 @@ def test_login_then_logout(client, make_user):
     make_user("amy@example.com")
     response = login(client, "AMY@example.com ")
     assert response.status_code == 303
-    assert response.headers["Location"] == url("messages.history")
+    assert response.headers["Location"] == url("overview.index")
     assert client.get(url("messages.history")).status_code == 200
     response = post_form(client, url("auth.logout"), {}, form_page=url("messages.history"))
     assert response.status_code == 303
@@ -153,7 +153,7 @@ def test_next_never_leaves_the_site(client, make_user, target):
 
     response = login(client, "amy@example.com", next_url=quote(target, safe=""))
     assert response.status_code == 303
-    assert response.headers["Location"] == url("messages.history")
+    assert response.headers["Location"] == url("overview.index")
 
 
 def test_next_to_a_local_page_is_followed(client, make_user):

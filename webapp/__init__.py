@@ -108,18 +108,21 @@ def create_app(config: Mapping[str, str] | None = None) -> Flask:
     from .messages.callback_guard import confirm_v2_callback, forget_expired
     from .messages.dispatch import dispatch_message, probe_circuit, recover_stalled
     from .messages.reconcile import reconcile
+    from .messages.rollups import refresh as refresh_rollups
 
     tasks.init_app(app, tasks.Handlers(
         dispatch_message=dispatch_message, recover_stalled=recover_stalled,
         confirm_callback=confirm_v2_callback, forget_expired=forget_expired,
-        reconcile=reconcile, probe_circuit=probe_circuit))
+        reconcile=reconcile, probe_circuit=probe_circuit, refresh_rollups=refresh_rollups))
 
     from .auth import bp as auth_bp
     from .messages import bp as messages_bp
+    from .overview import bp as overview_bp
     from .webhooks import bp as webhooks_bp
 
     app.register_blueprint(auth_bp)
     app.register_blueprint(messages_bp)
+    app.register_blueprint(overview_bp)
     app.register_blueprint(webhooks_bp)
 
     from . import cli, errors

@@ -3,9 +3,11 @@ bounded ids in URLs, response headers, and safe redirects."""
 
 from __future__ import annotations
 
+from functools import wraps
 from urllib.parse import unquote, urlsplit
 
 from flask import Flask, abort, current_app, request
+from flask_login import current_user, login_required
 from werkzeug.routing import IntegerConverter
 
 # PostgreSQL's integer columns hold at most this; a larger id in a URL is a 404, not an
@@ -126,3 +128,15 @@ def safe_next(target: str | None) -> str | None:
             return target
         candidate = decoded
     return None
+
+
+def admin_required(view):
+    """Signed in, and an admin (403 otherwise)."""
+    @wraps(view)
+    @login_required
+    def wrapped(*args, **kwargs):
+        if not current_user.is_admin:
+            abort(403)
+        return view(*args, **kwargs)
+
+    return wrapped

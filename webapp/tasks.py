@@ -31,6 +31,7 @@ class Handlers:
     forget_expired: Callable[[], dict[str, int]]
     reconcile: Callable[[], dict[str, int]]
     probe_circuit: Callable[[], dict[str, int]]
+    refresh_rollups: Callable[[], dict[str, int]]
 
 
 @dataclass
@@ -88,6 +89,7 @@ def _sweep_forever(app: Flask, every_seconds: int, lease_seconds: int) -> None:
                 counts |= handlers.forget_expired()
                 counts |= handlers.probe_circuit()
                 counts |= handlers.reconcile()
+                counts |= handlers.refresh_rollups()
         except Exception:  # keep sweeping: a database blip must not end the thread
             log.exception("recovery sweep failed")
             continue

@@ -120,6 +120,7 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
         "TASK_QUEUE_URL": f"sqlite:///{tmp}/tasks.sqlite3",
         "MEDIA_PROBE": "on", "MEDIA_PROBE_ALLOW_HOSTS": media_host,
         "PLIVO_READ_TIMEOUT_SECONDS": "2", "LOG_LEVEL": "warning",
+        "QUEUE_SWEEP_SECONDS": "3",  # the overview's figures within seconds
     }
     try:
         with dashboard_processes(settings, tmp) as dashboard:

@@ -25,7 +25,7 @@ def log_in(page: Page, stack: Stack, email: str, password: str) -> None:
     page.get_by_label("Email").fill(email)
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Log in").click()
-    expect(page.get_by_role("heading", name="History")).to_be_visible()
+    expect(page.get_by_role("heading", name="Overview")).to_be_visible()
 
 
 def log_out(page: Page) -> None:
@@ -70,7 +70,7 @@ def staff_account(stack, browser):
     page.locator("#new_password").fill(ADMIN_PASSWORD)
     page.locator("#confirm").fill(ADMIN_PASSWORD)
     page.get_by_role("button", name="Change password").click()
-    expect(page.get_by_role("heading", name="History")).to_be_visible()
+    expect(page.get_by_role("heading", name="Overview")).to_be_visible()
     stack.admin_password = ADMIN_PASSWORD
     page.get_by_role("link", name="Staff accounts").click()
     page.get_by_label("Email").fill(STAFF_EMAIL)
@@ -201,7 +201,8 @@ def test_pages_have_no_serious_accessibility_violations(page: Page, stack, staff
     urls = [url("messages.history"), url("messages.compose"), url("auth.change_password"),
             url("auth.account"),
             url("auth.users"), url("auth.user_detail", user_id=1),
-            url("messages.history", status="failed"), "/no/such/page"]
+            url("messages.history", status="failed"), url("overview.index"),
+            url("overview.health"), "/no/such/page"]
     if detail:
         urls.append(detail)
     for path in urls:
@@ -306,7 +307,8 @@ def test_every_page_fits_every_width_and_the_status_shows_on_a_phone(browser, st
                  "accounts": url("auth.users"), "account": url("auth.user_detail", user_id=1),
                  "history-filtered": url("messages.history", status="failed"),
                  "not-sent": url("messages.detail", public_id=not_sent),
-                 "library": url("messages.library")}
+                 "library": url("messages.library"), "overview": url("overview.index"),
+                 "health": url("overview.health")}
         for name, path in pages.items():
             page.goto(stack.url + path)
             page.screenshot(path=str(SCREENS / f"{name}-{width_name}.png"), full_page=True)
@@ -488,3 +490,83 @@ def test_a_photo_attached_by_picker_and_by_drop_is_shrunk_sent_and_shown(browser
         assert scroll <= inner, (width_name, scroll, inner)
         check_accessibility(page)
         context.close()
+
+
+def seed_a_month(stack: Stack) -> None:
+    """A month of a team's messages, written straight to the database: delivered most
+    days, some failures with Plivo's error codes, costs; the workers' sweep counts them."""
+    import random
+    from datetime import timedelta
+
+    from webapp import create_app
+    from webapp.extensions import db
+
+    rng = random.Random(7)
+    app = create_app(stack.settings)
+    now = datetime.now(UTC)
+    with app.app_context():
+        for day in range(1, 29):
+            for _ in range(rng.randint(3, 12)):
+                created = now - timedelta(days=day, minutes=rng.randint(0, 600))
+                outcome = rng.choices(["delivered", "undelivered", "failed", "sent"],
+                                      [85, 6, 4, 5])[0]
+                db.session.add(make_message(
+                    created_by_id=1, created_at=created, status=outcome,
+                    error_code=rng.choice(["30", "50", "200"]) if outcome in (
+                        "undelivered", "failed") else None,
+                    total_amount="0.02000" if outcome != "sent" else None,
+                    final_at=created + timedelta(seconds=rng.choice([3, 8, 12, 40, 200]))
+                    if outcome == "delivered" else None))
+        db.session.commit()
+        db.engine.dispose()
+
+
+def test_the_overview_at_a_glance_on_a_desk_and_a_phone(browser, stack, staff_account):
+    """The admin opens the dashboard: tiles, the chart drawn by Chart.js (its figures one
+    click away as a table), failures with their meaning, the health panel; every figure a
+    link to the messages behind it; at desktop and phone widths, no sideways scrolling,
+    axe clean. Then a test message's round trip, live, from the health page."""
+    seed_a_month(stack)
+    for width_name in ("desktop", "phone"):
+        width, height = WIDTHS[width_name]
+        context = browser.new_context(viewport={"width": width, "height": height})
+        page = context.new_page()
+        log_in(page, stack, stack.admin_email, stack.admin_password)
+        sent_tile = page.locator(".tile", has_text="Messages sent").locator(".tile-figure")
+        for _ in range(60):  # the workers' sweep counts the seeded month (every 3 s here)
+            page.goto(stack.url + url("overview.index", period="30d"))
+            if int(sent_tile.inner_text().replace(",", "")) > 50:
+                break
+            page.wait_for_timeout(500)
+        expect(page.locator("#chart-outcomes")).to_be_visible()
+        expect(page.locator("#chart-latency")).to_be_visible()
+        assert page.evaluate("document.getElementById('per-day-table').open") is False
+        expect(page.locator("#errors-heading")).to_be_visible()
+        expect(page.get_by_text("spam detected")).to_be_visible()
+        expect(page.locator("#health-heading")).to_be_visible()
+        page.screenshot(path=str(SCREENS / f"overview-30d-{width_name}.png"), full_page=True)
+        scroll, inner = page.evaluate("[document.documentElement.scrollWidth, innerWidth]")
+        assert scroll <= inner, (width_name, scroll, inner)
+        check_accessibility(page)
+        page.locator("#per-day-table summary").click()  # the table alternative
+        expect(page.locator("#per-day-table tbody tr").first).to_be_visible()
+        check_accessibility(page)
+        # A figure opens the history filtered to exactly those messages.
+        failed = page.locator(".tile", has_text="Not delivered or failed").locator("a")
+        expected = int(failed.inner_text().replace(",", ""))
+        failed.click()
+        expect(page.get_by_role("heading", name="History")).to_be_visible()
+        expect(page.locator("#match-count")).to_contain_text(f"{expected:,} message")
+        context.close()
+
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    log_in(page, stack, stack.admin_email, stack.admin_password)
+    page.get_by_role("link", name="Health", exact=True).click()
+    page.get_by_label("Phone number (US or Canada)").fill("(415) 555-0123")
+    page.get_by_role("button", name="Send the test message").click()
+    expect(page.locator("#round-trip")).to_contain_text("Callback: delivered", timeout=20_000)
+    expect(page.locator("#round-trip")).to_contain_text("Accepted by Plivo")
+    page.screenshot(path=str(SCREENS / "test-message-desktop.png"), full_page=True)
+    check_accessibility(page)
+    context.close()

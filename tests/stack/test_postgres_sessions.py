@@ -32,6 +32,7 @@ from ..test_history import (
     check_row_shows_time_number_text_media_and_cost_escaped,
     check_text_search,
 )
+from ..test_overview import STEPS, check_rollups_equal_a_recount
 from ..test_statuses import callback_orders, check_callback_order, check_sql_and_python_agree
 
 pytestmark = pytest.mark.stack
@@ -386,3 +387,56 @@ def test_uploaded_files_are_stored_once_and_served_on_postgresql(make_app, own_p
     with app.app_context():
         db.session.remove()
         db.engine.dispose()
+
+
+# ---- the overview's rollups ---------------------------------------------------------------
+@pytest.fixture(scope="module")
+def rollup_app(own_postgres, tmp_path_factory) -> Iterator[Flask]:
+    app = webapp.create_app(base_env(tmp_path_factory.mktemp("pg-rollups"),
+                                     DATABASE_URL=own_postgres,
+                                     DISPLAY_TIMEZONE="America/Toronto"))
+    with app.app_context():
+        db.create_all()
+        for n in (1, 2, 3):
+            if db.session.get(User, n) is None:
+                db.session.add(User(id=n, email=f"rollups{n}@example.com", password_hash="x"))
+        db.session.commit()
+        db.session.execute(text("SELECT setval('users_id_seq', (SELECT max(id) FROM users))"))
+        db.session.commit()
+    yield app
+    with app.app_context():
+        db.engine.dispose()
+
+
+@settings(max_examples=20, deadline=None)
+@given(steps=STEPS)
+def test_the_rollups_equal_a_recount_on_postgresql(rollup_app, steps):
+    check_rollups_equal_a_recount(rollup_app, steps)
+
+
+def test_two_workers_sweeping_at_once_count_each_callback_once(rollup_app):
+    from webapp.messages import rollups
+    from webapp.models import CallbackHour
+
+    check_rollups_equal_a_recount(rollup_app, [("send", 1, 0, 1), ("refresh",)])
+    with rollup_app.app_context():
+        for n in range(40):
+            db.session.add(StatusEvent(plivo_uuid=f"sweep-{n}", status="sent", payload={},
+                                       signature_scheme="v3", accepted=True))
+        db.session.commit()
+        before = sum(db.session.scalars(select(CallbackHour.count)))
+    barrier = threading.Barrier(4)
+
+    def sweep():
+        with rollup_app.app_context():
+            barrier.wait()
+            rollups.refresh()
+            db.session.remove()
+
+    threads = [threading.Thread(target=sweep) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    with rollup_app.app_context():
+        assert sum(db.session.scalars(select(CallbackHour.count))) == before + 40

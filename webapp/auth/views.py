@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import logging
-from functools import wraps
 
 from flask import abort, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, login_user, logout_user
@@ -10,7 +9,7 @@ from ..config import current_settings
 from ..extensions import db, limiter, login_manager
 from ..logs import event
 from ..models import User
-from ..security import safe_next
+from ..security import admin_required, safe_next
 from . import bp, service, throttle
 from .forms import (
     ActionForm,
@@ -55,22 +54,11 @@ def require_own_password():
     return None
 
 
-def admin_required(view):
-    @wraps(view)
-    @login_required
-    def wrapped(*args, **kwargs):
-        if not current_user.is_admin:
-            abort(403)
-        return view(*args, **kwargs)
-
-    return wrapped
-
-
 @bp.route("/login", methods=["GET", "POST"])
 @limiter.limit("20 per minute", methods=["POST"])
 def login():
     if current_user.is_authenticated:
-        return redirect(url_for("messages.history"))
+        return redirect(url_for("overview.index"))
     form = LoginForm()
     if form.validate_on_submit():
         account = service.normalize_email(form.email.data)[:254]
@@ -87,7 +75,7 @@ def login():
             session.clear()  # a fresh session at login: nothing from before carries over
             login_user(user)
             event(log, "login succeeded", email=user.email, address=request.remote_addr)
-            target = safe_next(request.args.get("next")) or url_for("messages.history")
+            target = safe_next(request.args.get("next")) or url_for("overview.index")
             return redirect(target, 303)
         event(log, "login failed", logging.WARNING,
               email=service.normalize_email(form.email.data), address=request.remote_addr)
@@ -145,7 +133,7 @@ def change_password():
             # Every other session ends; this one continues under the new version.
             login_user(user)
             flash("Your password has changed. Other sessions have been logged out.", "success")
-            return redirect(url_for("messages.history"), 303)
+            return redirect(url_for("overview.index"), 303)
     return render_template("auth/change_password.html", form=form)
 
 

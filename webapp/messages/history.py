@@ -9,6 +9,7 @@ import re
 import time as clock
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from flask import current_app, has_app_context
 from sqlalchemy import (
@@ -39,6 +40,7 @@ _DENSE_KEY = "messages.dense_words"
 FIRST_DAY, LAST_DAY = date(2000, 1, 1), date(2099, 12, 31)
 MAX_ID = 2**31 - 1  # what an id column holds on PostgreSQL
 _ID = re.compile(r"[0-9]{1,10}")
+_ERROR_CODE = re.compile(r"[0-9]{1,16}")
 _m, _u = Message.__table__, User.__table__
 
 
@@ -51,14 +53,26 @@ class HistoryFilter:
     sent_by: int | None = None
     search: str = ""
     send: str = ""  # one compose submission, by its idempotency key
+    error_code: str = ""  # Plivo's error code, as the overview links to it
     zone: tzinfo = UTC  # the days of date_from and date_to are this zone's
     _memo: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_args(cls, args, zone: tzinfo = UTC) -> tuple[HistoryFilter, list[str]]:
         """Parse query-string filters; bad values are dropped and reported. Dates are days
-        in `zone`, the display time zone, as the table shows them."""
+        in `zone`, the display time zone, as the table shows them, or in the zone named
+        by `tz` (the overview's links: its days are the dashboard's, DISPLAY_TIMEZONE)."""
         errors: list[str] = []
+        tz_raw = (args.get("tz") or "").strip()
+        if tz_raw:
+            try:
+                zone = ZoneInfo(tz_raw[:64])
+            except (ZoneInfoNotFoundError, ValueError):
+                errors.append("Unknown time zone ignored: dates are in your own.")
+        error_raw = (args.get("error") or "").strip()
+        error_code = error_raw if _ERROR_CODE.fullmatch(error_raw) else ""
+        if error_raw and not error_code:
+            errors.append("Unknown error code ignored.")
         chosen = [s for s in args.getlist("status") if s in statuses.ALL]
         if len(chosen) != len(args.getlist("status")):
             errors.append("Unknown status ignored.")
@@ -104,6 +118,7 @@ class HistoryFilter:
             sent_by=sent_by,
             search=search_text,
             send=(args.get("send") or "").strip()[:64],
+            error_code=error_code,
         ), errors
 
     def apply(self, query: Select, with_text: bool = True) -> Select:
@@ -126,6 +141,8 @@ class HistoryFilter:
             query = query.where(self._text_condition())
         if self.send:
             query = query.where(_m.c.idempotency_key == self.send)
+        if self.error_code:
+            query = query.where(_m.c.error_code == self.error_code)
         return query
 
     def _text_condition(self):
@@ -184,11 +201,14 @@ class HistoryFilter:
             parts.append(f"Text: “{self.search}”")
         if self.send:
             parts.append("One send")
+        if self.error_code:
+            meaning = statuses.ERROR_CODES.get(self.error_code)
+            parts.append(f"Error {self.error_code}" + (f" ({meaning})" if meaning else ""))
         return parts
 
     def active(self) -> bool:
         return bool(self.statuses or self.date_from or self.date_to or self.recipient_digits
-                    or self.sent_by or self.search or self.send)
+                    or self.sent_by or self.search or self.send or self.error_code)
 
 
 def encode_cursor(created_at: datetime, ident: int) -> str:

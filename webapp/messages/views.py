@@ -37,12 +37,6 @@ def _user_key() -> str:
     return f"user:{getattr(current_user, 'id', 'anonymous')}"
 
 
-@bp.get("/")
-@login_required
-def index():
-    return redirect(url_for("messages.history"))
-
-
 def _max_upload_bytes() -> int:
     return current_settings().max_upload_mb * 1024 * 1024
 
@@ -227,7 +221,7 @@ def history_page():
                            next_cursor=next_cursor, query=query, senders=senders,
                            sender_emails={row.id: row.email for row in senders},
                            all_statuses=statuses.ALL, labels=statuses.LABELS,
-                           zone_name=getattr(zone, "key", str(zone)))
+                           zone_name=getattr(filters.zone, "key", str(filters.zone)))
 
 
 @bp.get("/messages/count", endpoint="count")

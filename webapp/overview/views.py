@@ -1,0 +1,97 @@
+"""The overview's pages: thin views over messages.overview and messages.health."""
+
+from __future__ import annotations
+
+import re
+
+from flask import abort, flash, redirect, render_template, request, url_for
+from flask_login import current_user, login_required
+
+from .. import statuses
+from ..config import current_settings
+from ..extensions import limiter
+from ..messages import health, history, overview
+from ..messages.forms import read_recipients
+from ..models import utcnow
+from ..security import admin_required
+from . import bp
+
+
+def _chart(data: overview.Overview) -> dict:
+    """What static/js/overview.js draws: per day, the outcomes (stacked) and the delivery
+    rate, each bar with the history link of its messages."""
+    return {
+        "labels": [f"{day.day:%-d %b}" for day in data.days],
+        "outcomes": [{"key": key, "label": label,
+                      "values": [day.figures.by_outcome[key] for day in data.days],
+                      "links": [url_for("messages.history", **day.figures.link_to(key))
+                                for day in data.days]}
+                     for key, label in overview.OUTCOME_LABELS.items()],
+        "rate": [None if day.figures.delivery_rate is None
+                 else round(100 * day.figures.delivery_rate, 1) for day in data.days],
+        "p50": [day.p50 if day.p50 and day.p50 > 0 else None for day in data.days],
+        "p95": [day.p95 if day.p95 and day.p95 > 0 else None for day in data.days],
+    }
+
+
+@bp.get("/", endpoint="index")
+@login_required
+def overview_page():
+    zone = current_settings().display_timezone
+    period, errors = overview.Period.from_args(request.args, utcnow().astimezone(zone).date())
+    for error in errors:
+        flash(error, "warning")
+    data = overview.build(period, zone, current_user.id, everyone=current_user.is_admin)
+    return render_template(
+        "overview/index.html", o=data, chart=_chart(data), periods=overview.PERIODS,
+        outcome_labels=overview.OUTCOME_LABELS, duration=overview.duration,
+        health=health.gather() if current_user.is_admin else None)
+
+
+@bp.get("/admin/health", endpoint="health")
+@admin_required
+def health_page():
+    return render_template("admin/health.html", health=health.gather(),
+                           statuses_labels=statuses.LABELS)
+
+
+def _admin_key() -> str:
+    return f"user:{getattr(current_user, 'id', 'anonymous')}"
+
+
+@bp.post("/admin/health/test", endpoint="send_test")
+@admin_required
+@limiter.limit("10 per minute", key_func=_admin_key)
+def send_test():
+    typed = request.form.get("number", "")[:40]
+    numbers = read_recipients(typed.strip())
+    if numbers.problems or len(numbers.numbers) != 1:
+        problem = (numbers.problems or ["Enter one US or Canadian number."])[0]
+        result = health.TestSend(error=re.sub(r"^Line \d+: ", "", problem))
+    else:
+        result = health.send_test(current_user, numbers.numbers[0])
+    if result.error:
+        return render_template("admin/health.html", health=health.gather(),
+                               statuses_labels=statuses.LABELS, test_error=result.error,
+                               test_number=request.form.get("number", "")[:40]), 400
+    return redirect(url_for("overview.test_round_trip", public_id=result.public_id), 303)
+
+
+def _round_trip(public_id: str) -> dict:
+    message = history.message_by_public_id(public_id) or abort(404)
+    if message.created_by_id != current_user.id:
+        abort(404)
+    return {"message": message, "final": statuses.is_final(message.status),
+            "steps": health.round_trip(message, history.timeline(message))}
+
+
+@bp.get("/admin/health/test/<public_id>", endpoint="test_round_trip")
+@admin_required
+def test_round_trip(public_id: str):
+    return render_template("admin/test_message.html", **_round_trip(public_id))
+
+
+@bp.get("/admin/health/test/<public_id>/live", endpoint="test_round_trip_live")
+@admin_required
+def test_round_trip_live(public_id: str):
+    return render_template("admin/_round_trip.html", **_round_trip(public_id))
