@@ -30,6 +30,7 @@ from .measurements import (
     measure_export,
     measure_history,
     measure_memory,
+    measure_overview,
     measure_search,
 )
 
@@ -57,6 +58,7 @@ def run(smoke: bool, only: set[str], databases: list[str]) -> list[Row]:
                     session = measure_history(dep, rows, seconds, history_rows)
                     measure_search(dep, rows, seconds / 2, session)
                     measure_export(dep, rows, session, history_rows)
+                    measure_overview(dep, rows, seconds / 2, history_rows)
                 if "callbacks" in only:
                     measure_callbacks(dep, rows, seconds, callback_messages)
                 if "memory" in only:

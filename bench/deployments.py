@@ -52,9 +52,9 @@ class Deployment(Dashboard):
         # reach it on loopback, as they would through the TLS proxy.
         super().start_simulator("--callback-delay", "0.05", "--deliver-to", self.url, *options)
 
-    def login(self, email: str) -> LoopbackSession:
-        self.flask("users", "create", email, "--password-stdin", stdin=PASSWORD + "\n",
-                   check=True)
+    def login(self, email: str, admin: bool = False) -> LoopbackSession:
+        self.flask("users", "create", email, "--password-stdin", *(["--admin"] if admin else []),
+                   stdin=PASSWORD + "\n", check=True)
         session = LoopbackSession()
         token = csrf_token_in(session.get(self.url + url("auth.login")).text)
         answer = session.post(self.url + url("auth.login"), allow_redirects=False,
@@ -160,9 +160,11 @@ def seed_messages(database_url: str, user_email: str, count: int, status: str = 
             " VALUES (:public_id, :uid, :key, '+14155550100', :recipient, :reversed, :text,"
             " '[]', :status, 0, 1, :plivo_uuid, :created_at, :created_at)"
         ).bindparams(bindparam("created_at", type_=UTCDateTime()))
+        # `varied`: spread over 90 days (the overview's longest usual view), else a
+        # second apart. Ten rows share each timestamp, as bursts of sends do.
+        spacing = 90 * 86_400 / max(1, count // 10) if varied else 1
         for i in range(count):
-            # Ten rows share each timestamp, as bursts of sends do.
-            moment = start + dt.timedelta(seconds=i // 10)
+            moment = start + dt.timedelta(seconds=(i // 10) * spacing)
             # 555-2000..555-9999: clear of the simulator's magic numbers.
             recipient = seeded_recipient(i) if varied else f"+1415555{2000 + i % 8000:04d}"
             batch.append({

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 WRK_REPORT = """
@@ -78,6 +79,22 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_until_idle(pids: list[int], quiet_seconds: float = 3.0, limit: float = 120.0) -> None:
+    """Until these processes have used almost no CPU for `quiet_seconds` (a queue worker's
+    sweep counting an import, say), so that it does not share the machine with a run."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        before = sum(cpu_seconds(pid) for pid in pids)
+        time.sleep(quiet_seconds)
+        if sum(cpu_seconds(pid) for pid in pids) - before < 0.1 * quiet_seconds:
+            return
 
 
 def wrk(url: str, seconds: float, connections: int, script: str, *args: str,

@@ -153,7 +153,6 @@ class Overview:
     staff: list[StaffLine]
     p50: int | None
     p95: int | None
-    refreshed_at: object
 
 
 def percentile(histogram: list[int], q: float) -> int | None:
@@ -230,8 +229,7 @@ def build(period: Period, zone: tzinfo, viewer_id: int, everyone: bool) -> Overv
             StaffLine(None, "Whole team", totals)]
     return Overview(period=period, zone=zone_name, totals=totals,
                     days=[days[day] for day in period.days], errors=errors, staff=staff,
-                    p50=percentile(histogram, 0.5), p95=percentile(histogram, 0.95),
-                    refreshed_at=rollups.refreshed_at())
+                    p50=percentile(histogram, 0.5), p95=percentile(histogram, 0.95))
 
 
 def duration(seconds: int | None) -> str:

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import re
+import threading
+import time
+from collections import OrderedDict
 
-from flask import abort, flash, redirect, render_template, request, url_for
+from flask import abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
+from markupsafe import Markup
 
 from .. import statuses
 from ..config import current_settings
 from ..extensions import limiter
-from ..messages import health, history, overview
+from ..messages import health, history, overview, rollups
 from ..messages.forms import read_recipients
 from ..models import utcnow
 from ..security import admin_required
@@ -34,6 +38,46 @@ def _chart(data: overview.Overview) -> dict:
     }
 
 
+# The figures change only when the workers' sweep recounts the rollups: each process
+# renders a period's figures once per sweep (keyed by rollup_state.refreshed_at) and
+# serves that until the next. The health panel is read at most every HEALTH_SECONDS.
+FIGURES_KEPT = 64
+HEALTH_SECONDS = 5.0
+_lock = threading.Lock()
+
+
+def _figures(period: overview.Period, zone, everyone: bool) -> tuple[Markup, object]:
+    refreshed_at = rollups.refreshed_at()
+    key = (period, rollups.zone_name(zone), everyone, None if everyone else current_user.id,
+           refreshed_at)
+    cache = current_app.extensions.setdefault("overview.figures", OrderedDict())
+    with _lock:
+        if key in cache:
+            cache.move_to_end(key)
+            return cache[key], refreshed_at
+    data = overview.build(period, zone, current_user.id, everyone=everyone)
+    # A rendered (autoescaped) template: already HTML.
+    html = Markup(render_template(  # noqa: S704
+        "overview/_figures.html", o=data, chart=_chart(data), everyone=everyone,
+        duration=overview.duration))
+    with _lock:
+        cache[key] = html
+        while len(cache) > FIGURES_KEPT:
+            cache.popitem(last=False)
+    return html, refreshed_at
+
+
+def _health_panel() -> health.Health:
+    with _lock:
+        kept = current_app.extensions.get("overview.health")
+        if kept and time.monotonic() - kept[0] < HEALTH_SECONDS:
+            return kept[1]
+    figures = health.gather()
+    with _lock:
+        current_app.extensions["overview.health"] = (time.monotonic(), figures)
+    return figures
+
+
 @bp.get("/", endpoint="index")
 @login_required
 def overview_page():
@@ -41,11 +85,11 @@ def overview_page():
     period, errors = overview.Period.from_args(request.args, utcnow().astimezone(zone).date())
     for error in errors:
         flash(error, "warning")
-    data = overview.build(period, zone, current_user.id, everyone=current_user.is_admin)
+    figures, refreshed_at = _figures(period, zone, everyone=current_user.is_admin)
     return render_template(
-        "overview/index.html", o=data, chart=_chart(data), periods=overview.PERIODS,
-        outcome_labels=overview.OUTCOME_LABELS, duration=overview.duration,
-        health=health.gather() if current_user.is_admin else None)
+        "overview/index.html", figures=figures, period=period, zone=rollups.zone_name(zone),
+        refreshed_at=refreshed_at, periods=overview.PERIODS,
+        health=_health_panel() if current_user.is_admin else None)
 
 
 @bp.get("/admin/health", endpoint="health")
