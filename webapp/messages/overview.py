@@ -114,8 +114,12 @@ class Figures:
         return self.cost_micros / self.priced / 1_000_000 if self.priced else None
 
     def link_to(self, outcome: str | None = None) -> dict:
+        """The history filter of these messages, or of one outcome of them ("ended":
+        delivered or not, the messages a delivery rate is of)."""
         if outcome is None:
             return self.link
+        if outcome == "ended":
+            return {**self.link, "status": [*OUTCOMES["delivered"], *OUTCOMES["failed"]]}
         return {**self.link, "status": list(OUTCOMES[outcome])}
 
 
