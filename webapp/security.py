@@ -140,3 +140,9 @@ def admin_required(view):
         return view(*args, **kwargs)
 
     return wrapped
+
+
+def user_key() -> str:
+    """A rate limit's key: the account id, not the login id, so that a new session does
+    not reset the count."""
+    return f"user:{getattr(current_user, 'id', 'anonymous')}"

@@ -18,7 +18,7 @@ from .. import statuses
 from ..config import current_settings
 from ..extensions import limiter
 from ..models import utcnow
-from ..security import body_limit
+from ..security import body_limit, user_key
 from . import bp, export, history, reconcile, rows, sending, uploads
 from .forms import ComposeForm
 
@@ -32,11 +32,6 @@ def _user_send_limit() -> str:
     return f"{current_settings().sends_per_minute_per_user} per minute"
 
 
-def _user_key() -> str:
-    # The account id, not the login id: a new session must not reset the count.
-    return f"user:{getattr(current_user, 'id', 'anonymous')}"
-
-
 def _max_upload_bytes() -> int:
     return current_settings().max_upload_mb * 1024 * 1024
 
@@ -44,7 +39,7 @@ def _max_upload_bytes() -> int:
 @bp.route("/messages/new", methods=["GET", "POST"])
 @body_limit(_max_upload_bytes)
 @login_required
-@limiter.limit(_user_send_limit, key_func=_user_key, methods=["POST"])
+@limiter.limit(_user_send_limit, key_func=user_key, methods=["POST"])
 def compose():
     settings = current_settings()
     form = ComposeForm(senders=settings.sender_numbers,
@@ -96,7 +91,7 @@ def compose():
 @bp.post("/media/upload", endpoint="upload_media")
 @body_limit(_max_upload_bytes)
 @login_required
-@limiter.limit("120 per minute", key_func=_user_key)
+@limiter.limit("120 per minute", key_func=user_key)
 def upload_media():
     """Compose's JavaScript sends each file here as soon as it is chosen, dropped or
     pasted (with a progress bar), and shows what came of it before Send: the card of
@@ -260,7 +255,7 @@ def detail(public_id: str):
 
 @bp.post("/messages/<public_id>/send-again", endpoint="send_again")
 @login_required
-@limiter.limit(_user_send_limit, key_func=_user_key)
+@limiter.limit(_user_send_limit, key_func=user_key)
 def send_again(public_id: str):
     message = history.message_by_public_id(public_id) or abort(404)
     if message.status != statuses.NOT_SENT:

@@ -17,7 +17,7 @@ from ..extensions import limiter
 from ..messages import health, history, overview, rollups
 from ..messages.forms import read_recipients
 from ..models import utcnow
-from ..security import admin_required
+from ..security import admin_required, user_key
 from . import bp
 
 
@@ -99,13 +99,9 @@ def health_page():
                            statuses_labels=statuses.LABELS)
 
 
-def _admin_key() -> str:
-    return f"user:{getattr(current_user, 'id', 'anonymous')}"
-
-
 @bp.post("/admin/health/test", endpoint="send_test")
 @admin_required
-@limiter.limit("10 per minute", key_func=_admin_key)
+@limiter.limit("10 per minute", key_func=user_key)
 def send_test():
     typed = request.form.get("number", "")[:40]
     numbers = read_recipients(typed.strip())
