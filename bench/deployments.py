@@ -102,6 +102,10 @@ def deployment(name: str, stack: ExitStack, database: str) -> Iterator[Deploymen
             finally:
                 dep.stop_all()
     finally:
+        # The processes' log outlives the run, for a failed row to be looked into.
+        log = tmp / "processes.log"
+        if log.exists():
+            shutil.copy(log, Path(tempfile.gettempdir()) / f"mms-bench-{name}-last.log")
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -175,9 +175,9 @@ def test_logs_carry_request_id_and_no_password(make_app, client, make_user, capf
     lines = [json.loads(line) for line in capfd.readouterr().err.splitlines()
              if line.startswith("{")]
     messages = {line["message"] for line in lines}
-    assert {"login failed", "login succeeded"} <= messages
-    failed = next(line for line in lines if line["message"] == "login failed")
-    assert failed["request_id"] != "-" and failed["email"] == "amy@example.com"
+    assert {"audit sign_in_failed", "audit sign_in"} <= messages
+    failed = next(line for line in lines if line["message"] == "audit sign_in_failed")
+    assert failed["request_id"] != "-" and failed["by"] == "amy@example.com"
     raw = json.dumps(lines)
     assert PASSWORD not in raw and "a wrong password here" not in raw
 

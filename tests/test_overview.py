@@ -402,3 +402,8 @@ def test_a_test_message_shows_its_round_trip_through_plivo(live, make_user):
     html = browser.get(page).text
     assert "Accepted by Plivo" in html and "Callback: queued" in html
     assert "hx-trigger" not in html  # final: the page stops asking
+    with live.app.app_context():  # recorded once, as the admin's, to the number typed
+        from webapp.models import AuditEvent
+        sent = db.session.execute(select(AuditEvent.actor_email, AuditEvent.target).where(
+            AuditEvent.action == "test_message_sent")).all()
+    assert sent == [("boss@example.com", "+14155550123")]

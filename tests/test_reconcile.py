@@ -7,6 +7,7 @@ import random
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import select
 
 from webapp.extensions import db
 from webapp.messages import dispatch, reconcile
@@ -303,6 +304,13 @@ def test_several_candidates_are_listed_for_a_person_to_choose(live, simulator, m
     row = message(live.app, unknown)
     assert row.plivo_uuid == uuids[1] and row.status != "unknown"
     assert not row.lookup_candidates
+    with live.app.app_context():  # the person's choice is recorded, once, the refusal not
+        from webapp.models import AuditEvent
+        matched = db.session.execute(select(AuditEvent.actor_id, AuditEvent.target,
+                                            AuditEvent.detail).where(
+            AuditEvent.action == "message_matched")).all()
+    assert [(m.actor_id, m.target, m.detail["plivo_uuid"]) for m in matched] == [
+        (user.id, row.public_id, uuids[1])]
 
 
 def test_the_message_list_s_refusal_is_read_from_the_response(live, simulator, make_user):

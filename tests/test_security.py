@@ -249,7 +249,7 @@ def test_a_newline_in_a_logged_value_cannot_forge_a_log_line(make_app, capfd):
     client.post(url("auth.login"), data={"csrf_token": token, "email": forged,
                                          "password": "wrong password!!"})
     logged = capfd.readouterr().err
-    assert "login failed" in logged
+    assert "audit sign_in_failed" in logged
     assert "\\n2026-12-01" in logged
     assert not any(line.lstrip().startswith("2026-12-01 00:00:00 INFO")
                    for line in logged.splitlines())

@@ -165,7 +165,7 @@ def create_app(config: Mapping[str, str] | None = None) -> Flask:
     @app.context_processor
     def inject_globals():
         return {"sandbox": settings.sandbox, "sandbox_numbers": sandbox_numbers,
-                "plivo_paused": _plivo_paused}
+                "plivo_paused": _plivo_paused, "idle_seconds": settings.session_idle_minutes * 60}
 
     def _plivo_paused():
         """The banner's facts while Plivo refuses the account (templates call it, so a

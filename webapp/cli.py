@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 import sys
+from datetime import timedelta
 from urllib.parse import urlsplit
 
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
 
+from . import audit
 from .auth import service as accounts
 from .auth.passwords import WeakPassword
+from .auth.sessions import forget_ended as forget_ended_sessions
 from .config import current_settings
+from .extensions import db
 from .messages.dispatch import recover_stalled
 from .messages.reconcile import due_count, reconcile
 from .messages.rollups import rebuild as rebuild_rollups
@@ -20,6 +25,7 @@ from .messages.rollups import rebuild as rebuild_rollups
 users = AppGroup("users", help="Manage staff accounts.")
 messages = AppGroup("messages", help="Maintenance of the message table.")
 stats = AppGroup("stats", help="The overview's figures (per-day rollups).")
+audit_group = AppGroup("audit", help="The audit log of staff actions.")
 
 
 def _fail(message: str) -> None:
@@ -208,6 +214,31 @@ def stats_rebuild() -> None:
                or "another worker was rebuilding at the same moment; its count stands")
 
 
+_AGE = re.compile(r"([0-9]{1,5})d")
+
+
+@audit_group.command("prune")
+@click.option("--older-than", "older_than", required=True, metavar="DAYSd",
+              help="Delete entries older than this many days, e.g. 400d (at least 30d).")
+def audit_prune(older_than: str) -> None:
+    """Delete audit entries older than a retention period (the log's only delete).
+
+    Also forgets signed-in sessions that ended more than 30 days ago (their sign-ins and
+    sign-outs stay in the audit log until pruned here)."""
+    parsed = _AGE.fullmatch(older_than.strip())
+    if parsed is None:
+        _fail("--older-than takes a number of days, e.g. 400d.")
+    days = int(parsed[1])
+    if days < 30:
+        _fail("--older-than must be at least 30d: recent entries are what an admin looks "
+              "into first.")
+    removed = audit.prune(timedelta(days=days))
+    forgotten = forget_ended_sessions()
+    db.session.commit()
+    click.echo(f"Deleted {removed:,} audit entries older than {days} days and "
+               f"{forgotten:,} sessions that ended long ago.")
+
+
 def init_app(app: Flask) -> None:
-    for command in (users, messages, stats, plivo_simulator, sandbox, worker):
+    for command in (users, messages, stats, audit_group, plivo_simulator, sandbox, worker):
         app.cli.add_command(command)

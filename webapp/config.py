@@ -76,6 +76,8 @@ class Settings:
     display_timezone: ZoneInfo = _UTC_ZONE
     plivo_connect_timeout_seconds: float = 3.0
     plivo_read_timeout_seconds: float = 10.0
+    session_idle_minutes: int = 30
+    require_two_factor: bool = False
 
     @property
     def production(self) -> bool:
@@ -304,6 +306,8 @@ def load_settings(env: Mapping[str, str] | None = None, instance_path: Path | No
         display_timezone=_timezone(env, "DISPLAY_TIMEZONE"),
         plivo_connect_timeout_seconds=_float(env, "PLIVO_CONNECT_TIMEOUT_SECONDS", 3.0, 0.1, 3.0),
         plivo_read_timeout_seconds=_float(env, "PLIVO_READ_TIMEOUT_SECONDS", 10.0, 0.1, 10.0),
+        session_idle_minutes=_int(env, "SESSION_IDLE_MINUTES", 30, 2, 720),
+        require_two_factor=_flag(env, "REQUIRE_TWO_FACTOR", False),
     )
 
 

@@ -189,8 +189,49 @@
     });
   }
 
+  // Idle sign-out: a warning before the session ends for want of activity, a button to
+  // stay, and typing or clicking counting as activity (at most one request a minute).
+  // Without JavaScript the session still ends on time; the sign-in page says why.
+  function idleWarning() {
+    var body = document.body;
+    var idle = parseInt(body.dataset.idleSeconds, 10);
+    var banner = document.getElementById("idle-warning");
+    if (!idle || !banner) return;
+    var token = body.dataset.csrf;
+    // The server writes its "last seen" at most once a minute: count from a minute earlier.
+    var seen = Date.now() - 60000;
+    var warnFor = Math.min(120, idle / 4) * 1000;
+    var left = banner.querySelector("[data-idle-left]");
+    function keepAlive() {
+      seen = Date.now();
+      banner.hidden = true;
+      fetch(body.dataset.keepAlive, {method: "POST", credentials: "same-origin",
+        headers: {"X-CSRFToken": token, "Content-Type": "application/x-www-form-urlencoded"},
+        body: "csrf_token=" + encodeURIComponent(token)}).then(function (response) {
+        if (response.status === 401 || response.redirected) window.location.reload();
+      });
+    }
+    ["keydown", "pointerdown"].forEach(function (kind) {
+      document.addEventListener(kind, function (event) {
+        if (event.target.closest && event.target.closest("#idle-warning")) return;
+        if (Date.now() - seen > 60000) keepAlive();
+      }, {passive: true});
+    });
+    banner.querySelector("[data-stay]").addEventListener("click", keepAlive);
+    setInterval(function () {
+      var remaining = idle * 1000 - (Date.now() - seen);
+      if (remaining <= 0) { window.location.reload(); return; }
+      if (remaining <= warnFor) {
+        var seconds = Math.ceil(remaining / 1000);
+        left.textContent = seconds > 60 ? Math.ceil(seconds / 60) + " minutes" : seconds + " seconds";
+        banner.hidden = false;
+      }
+    }, 1000);
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     closeMenusOnEscape();
+    idleWarning();
     counter();
     mediaRows();
     attachFiles();

@@ -24,6 +24,11 @@ from webapp.models import Message, StatusEvent, User
 from ..conftest import PASSWORD, base_env, login
 from ..helpers import make_message, url
 from ..services import postgres_server, restart_postgres
+from ..test_accountability import (
+    check_a_code_works_once,
+    check_export_is_recorded,
+    check_sign_out_everywhere_else,
+)
 from ..test_history import (
     check_export_cells_and_times,
     check_export_ends_with_every_row_once,
@@ -440,3 +445,19 @@ def test_two_workers_sweeping_at_once_count_each_callback_once(rollup_app):
         thread.join()
     with rollup_app.app_context():
         assert sum(db.session.scalars(select(CallbackHour.count))) == before + 40
+
+
+@pytest.mark.parametrize("check", [check_a_code_works_once, check_sign_out_everywhere_else,
+                                   check_export_is_recorded])
+def test_accountability_on_postgresql(make_app, own_postgres, check):
+    """Two-factor codes spent by a conditional UPDATE, sessions ended at once, and an
+    export's row count from COPY, on PostgreSQL."""
+    app = make_app(DATABASE_URL=own_postgres)
+    with app.app_context():
+        db.drop_all()
+        db.create_all()
+    try:
+        check(app)
+    finally:
+        with app.app_context():
+            db.engine.dispose()

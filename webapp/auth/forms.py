@@ -1,5 +1,5 @@
 from flask_wtf import FlaskForm
-from wtforms import EmailField, PasswordField, SelectChoice, SelectField, SubmitField
+from wtforms import EmailField, PasswordField, SelectChoice, SelectField, StringField, SubmitField
 from wtforms.validators import DataRequired, EqualTo, Length, ValidationError
 
 from .passwords import MAX_LENGTH, WeakPassword, check_policy
@@ -69,3 +69,24 @@ class TimeZoneForm(FlaskForm):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.time_zone.choices = time_zone_choices()
+
+
+class CodeForm(FlaskForm):
+    """The 6-digit code from an authenticator app, or a recovery code."""
+
+    code = StringField("Code", validators=[DataRequired(message="Type the code."),
+                                           Length(max=32, message="That is not a code.")])
+    submit = SubmitField("Continue")
+
+
+class DisableTwoFactorForm(FlaskForm):
+    password = PasswordField("Your password", validators=[DataRequired(),
+                                                          Length(max=MAX_LENGTH)])
+    submit = SubmitField("Turn two-factor off")
+
+
+class RequireTwoFactorForm(FlaskForm):
+    required = SelectField("Two-factor sign-in", choices=[
+        SelectChoice("off", "Each person chooses"),
+        SelectChoice("on", "Required for everyone")])
+    submit = SubmitField("Save")

@@ -2,75 +2,48 @@
 
 from __future__ import annotations
 
-import logging
-import re
-from dataclasses import dataclass
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import func, select, update
 
+from .. import audit
 from ..config import current_settings
 from ..extensions import db
-from ..logs import event
 from ..models import User, utcnow
+from . import sessions
 from .passwords import burn_equal_time, check_policy, hash_password, verify_password
-
-log = logging.getLogger(__name__)
+from .sessions import SignedInUser
 
 
 class AccountError(ValueError):
     """A user-management request breaks a rule; the message says which."""
 
 
-@dataclass(frozen=True, slots=True)
-class SignedInUser:
-    """Who a request comes from: `current_user` on every logged-in request.
-
-    Read by one small Core query per request rather than as an ORM `User` (half the
-    cost, and every page pays it). A view that changes the account loads the row
-    with `record()`.
-    """
-
-    id: int
-    email: str
-    role: str
-    session_version: int
-    must_change_password: bool = False
-    time_zone: str | None = None
-
-    is_authenticated = True
-    is_active = True  # the loader refuses deactivated accounts
-    is_anonymous = False
-
-    @property
-    def is_admin(self) -> bool:
-        return self.role == "admin"
-
-    def get_id(self) -> str:
-        return f"{self.id}:{self.session_version}"
-
-    def record(self) -> User:
-        return db.session.get_one(User, self.id)
+Actor = User | SignedInUser  # who an admin action is recorded as
 
 
-Actor = User | SignedInUser  # who an admin action is logged as
-_SESSION_ID = re.compile(r"([0-9]{1,18}):([0-9]{1,18})")
-_users = User.__table__
-_SIGNED_IN = select(_users.c.id, _users.c.email, _users.c.role, _users.c.session_version,
-                    _users.c.must_change_password, _users.c.time_zone).where(
-    _users.c.id == bindparam("id"), _users.c.session_version == bindparam("version"),
-    _users.c.is_active.is_(True))
+def signed_in_user(token: str) -> SignedInUser | None:
+    """The active person whose session this cookie's token names, or None once that
+    session is over (signed out, timed out, ended elsewhere, account deactivated)."""
+    return sessions.lookup(token)
 
 
-def signed_in_user(session_id: str) -> SignedInUser | None:
-    """The active user a session's "id:version" names, or None once that version is
-    over (logout everywhere, password change, deactivation) or the value is malformed."""
-    parsed = _SESSION_ID.fullmatch(session_id)
-    if parsed is None:
-        return None
-    row = db.session.connection().execute(
-        _SIGNED_IN, {"id": int(parsed[1]), "version": int(parsed[2])}).first()
-    return SignedInUser(*row) if row else None
+def sign_in(user: User, second_factor: str | None = None) -> SignedInUser:
+    """Start a session for someone who proved who they are; recorded in the audit log
+    with the second factor they used, if any. The caller passes the result to login_user."""
+    token = sessions.start(user.id)
+    user.last_login_at = utcnow()
+    audit.record("sign_in", user.email, actor=user,
+                 **({"second_factor": second_factor} if second_factor else {}))
+    signed_in = sessions.signed_in(user.id, token)
+    db.session.commit()
+    return signed_in
+
+
+def sign_out(person: SignedInUser) -> None:
+    sessions.end(person.session_id)
+    audit.record("sign_out", person.email, actor=person)
+    db.session.commit()
 
 
 def normalize_email(email: str) -> str:
@@ -90,8 +63,6 @@ def authenticate(email: str, password: str) -> User | None:
         return None
     if not verify_password(password, user.password_hash) or not user.is_active:
         return None
-    user.last_login_at = utcnow()
-    db.session.commit()
     return user
 
 
@@ -108,25 +79,39 @@ def create_user(email: str, password: str, role: str = "staff", actor: Actor | N
     user = User(email=email, role=role, must_change_password=must_change_password,
                 password_hash=hash_password(password, current_settings().bcrypt_rounds))
     db.session.add(user)
+    audit.record("account_created", email, actor=actor, role=role)
     db.session.commit()
-    event(log, "user created", email=email, role=role, by=actor.email if actor else "cli")
     return user
 
 
-def set_password(user: User, new_password: str, actor: Actor | None = None) -> None:
-    """Set a password and end every session the user has."""
+def set_password(user: User, new_password: str, actor: Actor | None = None,
+                 keep_session_id: int | None = None) -> int:
+    """Set a password and end every session the user has but `keep_session_id` (the one
+    they changed it from); how many ended."""
     check_policy(new_password, user.email)
     user.password_hash = hash_password(new_password, current_settings().bcrypt_rounds)
-    user.session_version += 1
     user.must_change_password = False
+    ended = sessions.end_others(user.id, keep_session_id, "password changed")
+    own = actor is not None and actor.id == user.id
+    audit.record("password_changed" if own else "password_reset", user.email, actor=actor,
+                 sessions_ended=ended)
     db.session.commit()
-    event(log, "password set", email=user.email, by=actor.email if actor else "cli")
+    return ended
 
 
-def change_own_password(user: User, current_password: str, new_password: str) -> None:
+def change_own_password(person: SignedInUser, current_password: str,
+                        new_password: str) -> SignedInUser:
+    """Change one's own password: every session ends, this browser's too, and this
+    browser continues in a new one (the caller logs it in): a copy of the old cookie,
+    wherever it went, opens nothing."""
+    user = person.record()
     if not verify_password(current_password, user.password_hash):
         raise AccountError("Your current password is not right.")
-    set_password(user, new_password, actor=user)
+    set_password(user, new_password, actor=person)
+    token = sessions.start(user.id)
+    renewed = sessions.signed_in(user.id, token)
+    db.session.commit()
+    return renewed
 
 
 def set_time_zone(user: User, name: str | None) -> None:
@@ -140,9 +125,15 @@ def set_time_zone(user: User, name: str | None) -> None:
     db.session.commit()
 
 
-def end_all_sessions(user: User) -> None:
-    user.session_version += 1
+def end_sessions(user: User, actor: Actor | None, keep_session_id: int | None = None) -> int:
+    """End this person's sessions (all of them, or all but the one they are using: "sign
+    out everywhere else"); how many ended."""
+    ended = sessions.end_others(user.id, keep_session_id, "ended by admin" if (
+        actor is not None and actor.id != user.id) else "signed out elsewhere")
+    audit.record("sessions_ended", user.email, actor=actor, count=ended,
+                 kept_this_one=keep_session_id is not None)
     db.session.commit()
+    return ended
 
 
 _LAST_ADMIN = "This is the last active admin; make someone else an admin first."
@@ -169,22 +160,19 @@ def _change_unless_last_admin(user: User, **values) -> None:
     if result.rowcount != 1:
         db.session.rollback()
         raise AccountError(_LAST_ADMIN)
-    db.session.commit()
 
 
 def set_active(user: User, active: bool, actor: Actor | None = None) -> None:
     if user.is_active == active:
         return
     if not active and user.is_admin:
-        _change_unless_last_admin(user, is_active=False,
-                                  session_version=User.session_version + 1)
+        _change_unless_last_admin(user, is_active=False)
     else:
         user.is_active = active
-        if not active:
-            user.session_version += 1
-        db.session.commit()
-    event(log, "user activated" if active else "user deactivated", email=user.email,
-          by=actor.email if actor else "cli")
+    ended = 0 if active else sessions.end_others(user.id, None, "deactivated")
+    audit.record("account_reactivated" if active else "account_deactivated", user.email,
+                 actor=actor, **({} if active else {"sessions_ended": ended}))
+    db.session.commit()
 
 
 def set_role(user: User, role: str, actor: Actor | None = None) -> None:
@@ -192,12 +180,13 @@ def set_role(user: User, role: str, actor: Actor | None = None) -> None:
         raise AccountError(f"Role must be one of: {', '.join(User.ROLES)}.")
     if user.role == role:
         return
+    before = user.role
     if user.is_admin and user.is_active:
         _change_unless_last_admin(user, role=role)
     else:
         user.role = role
-        db.session.commit()
-    event(log, "role changed", email=user.email, role=role, by=actor.email if actor else "cli")
+    audit.record("role_changed", user.email, actor=actor, role=role, was=before)
+    db.session.commit()
 
 
 def list_users() -> list[User]:

@@ -47,10 +47,13 @@ def _epoch(account: str) -> str:
     return str(limiter.storage.get(f"login-epoch/{account}"))
 
 
-def _limits(account: str, source: str) -> list[tuple[RateLimitItem, tuple[str, ...]]]:
+def _limits(account: str, source: str, step: str) -> list[tuple[RateLimitItem, tuple[str, ...]]]:
+    # The password and the two-factor code are counted apart ("login", "code"), each
+    # with both limits: a guessed password does not let the code be guessed freely.
     epoch = _epoch(account)
-    return [(FROM_ONE_ADDRESS, ("login", account, epoch, source)),
-            (FROM_ANYWHERE, ("login-account", account, epoch))]
+    prefix = "login" if step == "password" else f"login-{step}"
+    return [(FROM_ONE_ADDRESS, (prefix, account, epoch, source)),
+            (FROM_ANYWHERE, (f"{prefix}-account", account, epoch))]
 
 
 def _wait(item: RateLimitItem, identifiers: tuple[str, ...]) -> int:
@@ -58,27 +61,29 @@ def _wait(item: RateLimitItem, identifiers: tuple[str, ...]) -> int:
     return max(1, math.ceil(reset_at - time.time()))
 
 
-def reserve(account: str, source: str) -> Refusal | None:
-    """Count this attempt for `account` (a normalised email) from `source`; a Refusal when
-    it is over a limit (the attempt then stays counted)."""
+def reserve(account: str, source: str, step: str = "password") -> Refusal | None:
+    """Count this attempt for `account` (a normalised email) from `source` at `step`
+    ("password" or "code"); a Refusal when it is over a limit (the attempt then stays
+    counted)."""
     strategy = _strategy()
-    for item, identifiers in _limits(account, source):
+    what = "sign-ins" if step == "password" else "codes"
+    for item, identifiers in _limits(account, source, step):
         if not strategy.hit(item, *identifiers):
             wait = _wait(item, identifiers)
             minutes = math.ceil(wait / 60)
             if item is FROM_ONE_ADDRESS:
-                text = ("Too many failed sign-ins to this account from your address. "
+                text = (f"Too many failed {what} for this account from your address. "
                         f"Try again in {minutes} minutes.")
             else:
-                text = ("This account is locked after too many failed sign-ins from several "
+                text = (f"This account is locked after too many failed {what} from several "
                         f"places. Try again in {minutes} minutes, or ask an admin to unlock it.")
             return Refusal(text, wait)
     return None
 
 
-def give_back(account: str, source: str) -> None:
+def give_back(account: str, source: str, step: str = "password") -> None:
     """The attempt succeeded: it does not count."""
-    for item, identifiers in _limits(account, source):
+    for item, identifiers in _limits(account, source, step):
         key = item.key_for(*identifiers)
         if limiter.storage.get(key) > 0:
             limiter.storage.incr(key, item.get_expiry(), amount=-1)

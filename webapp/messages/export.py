@@ -13,7 +13,6 @@ import codecs
 import csv
 import io
 import json
-import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, tzinfo
 
@@ -41,15 +40,13 @@ from sqlalchemy.engine import Dialect
 from .. import statuses
 from ..extensions import db
 from ..models import Message, User, utcnow
+from ..spreadsheet import FORMULA_PREFIXES, neutralize
+from ..spreadsheet import PHONE_NUMBER as _PHONE_NUMBER
 from .history import NEWEST_FIRST, HistoryFilter
 
 CSV_COLUMNS = ("created_at_utc", "created_at_local", "message_id", "sent_by", "from", "to", "status",
                "status_code", "error_code", "error_reason", "text", "media_count", "media",
                "units", "total_amount", "plivo_uuid", "sent_at_utc", "final_at_utc")
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
-# A phone number in E.164 cannot run as a formula: it stays as it is, so a spreadsheet
-# shows +14155550100 rather than '+14155550100. Anything else starting "+" is neutralised.
-_PHONE_NUMBER = re.compile(r"\+[0-9]{1,15}")
 BATCH = 500
 
 _m, _u = Message.__table__, User.__table__
@@ -89,19 +86,6 @@ _EXPORT_TEXT = select(
 _AFTER = (tuple_(_m.c.created_at, _m.c.id)
           < tuple_(bindparam("order_key", type_=_StoredOrder()),
                    bindparam("ident", type_=Integer())))
-_FORMULA_FIRST = frozenset(FORMULA_PREFIXES)
-
-
-def neutralize(value: object) -> str:
-    """A cell a spreadsheet will not run as a formula (OWASP CSV injection)."""
-    if value is None:
-        return ""
-    text = value if type(value) is str else str(value)
-    if text[:1] in _FORMULA_FIRST and not _PHONE_NUMBER.fullmatch(text):
-        return "'" + text
-    return text
-
-
 def _media(items: list[dict] | None) -> str:
     """The media of a message, one per line: its address, "file NAME" for a file staff
     uploaded, or "media id ID"."""
@@ -162,21 +146,28 @@ class _Times:
         return parts
 
 
+class Tally:
+    """How many rows an export has written so far (for the audit log)."""
+
+    rows = 0
+
+
 def export_rows(filters: HistoryFilter, no_receipt_after: timedelta, zone: tzinfo = UTC,
-                batch: int = BATCH) -> Iterator[str]:
+                batch: int = BATCH, tally: Tally | None = None) -> Iterator[str]:
     """CSV text, newest first, the header first. The status reads as on screen (its code in
     the next column)."""
     buffer = io.StringIO()
     csv.writer(buffer).writerow(CSV_COLUMNS)
     yield buffer.getvalue()
+    tally = tally or Tally()
     if db.session.connection().dialect.name == "postgresql":
-        yield from copy_rows(filters, no_receipt_after, zone)
+        yield from copy_rows(filters, no_receipt_after, zone, tally=tally)
     else:
-        yield from batched_rows(filters, no_receipt_after, zone, batch)
+        yield from batched_rows(filters, no_receipt_after, zone, batch, tally)
 
 
 def batched_rows(filters: HistoryFilter, no_receipt_after: timedelta, zone: tzinfo = UTC,
-                 batch: int = BATCH) -> Iterator[str]:
+                 batch: int = BATCH, tally: Tally | None = None) -> Iterator[str]:
     """The rows (no header) in keyset batches of plain tuples, so memory stays flat."""
     sqlite = db.session.connection().dialect.name == "sqlite"
     columns = _EXPORT_TEXT if sqlite else _EXPORT
@@ -215,6 +206,8 @@ def batched_rows(filters: HistoryFilter, no_receipt_after: timedelta, zone: tzin
                 units, total_amount, cell(plivo_uuid), utc(sent_at),
                 utc(final_at)))
         writer.writerows(lines)
+        if tally is not None:
+            tally.rows += len(lines)
         yield buffer.getvalue()
         position = {"order_key": rows[-1].order_key, "ident": rows[-1].id}
 
@@ -284,7 +277,7 @@ def _pg_select(no_receipt_after: timedelta):
 
 
 def copy_rows(filters: HistoryFilter, no_receipt_after: timedelta, zone: tzinfo = UTC,
-              size: int = 1 << 16) -> Iterator[str]:
+              size: int = 1 << 16, tally: Tally | None = None) -> Iterator[str]:
     """The rows (no header) from one COPY, in pieces of about `size` characters (COPY
     sends a row at a time; a write to the socket per row would cost more than the row).
     Its own transaction (a GET request reads in autocommit), so the session's TimeZone
@@ -317,5 +310,7 @@ def copy_rows(filters: HistoryFilter, no_receipt_after: timedelta, zone: tzinfo 
                             yield decoder.decode(pending)
                             pending.clear()
                 yield decoder.decode(pending, final=True)
+                if tally is not None:
+                    tally.rows += max(cursor.rowcount, 0)  # COPY's own count
     if not name:
-        yield from batched_rows(filters, no_receipt_after, zone)
+        yield from batched_rows(filters, no_receipt_after, zone, tally=tally)

@@ -207,7 +207,8 @@ def send_test(user, number: str) -> TestSend:
     result = sending.submit(user, sending.Draft(
         sender=settings.sender_numbers[0], recipients=[number],
         text=f"Test message from the MMS dashboard, sent by {user.email}.",
-        media=[{"upload": media.sha256}], idempotency_key=key))
+        media=[{"upload": media.sha256}], idempotency_key=key,
+        audit_action="test_message_sent"))
     if result.errors:
         return TestSend(error=result.errors[0])
     message = sending.messages_for_key(user, key)[0]

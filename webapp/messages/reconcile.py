@@ -32,8 +32,8 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select, update
 
+from .. import audit, statuses
 from .. import plivo_gateway as gateway
-from .. import statuses
 from ..config import current_settings
 from ..extensions import db
 from ..logs import event
@@ -264,5 +264,8 @@ def adopt_candidate(message: Message, plivo_uuid: str) -> bool:
         chosen = next(c for c in message.lookup_candidates if c.get("uuid") == plivo_uuid)
         answer = gateway.PlivoMessage(uuid=plivo_uuid, state=chosen.get("state") or "",
                                       error_code=None)
+    audit.record("message_matched", message.public_id, plivo_uuid=plivo_uuid,
+                 plivo_says=answer.state)
     adopt(message, answer)
+    db.session.commit()
     return True

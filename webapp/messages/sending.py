@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 
+from .. import audit
 from ..auth.service import Actor
 from ..config import current_settings
 from ..extensions import db
@@ -37,6 +38,9 @@ class Draft:
     text: str
     media: list[dict]
     idempotency_key: str
+    # What the audit log calls this send (audit.ACTIONS) and what it adds to the entry.
+    audit_action: str = "messages_sent"
+    audit_detail: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,10 @@ def create_messages(user: Actor, draft: Draft) -> tuple[list[Message], bool]:
             uploads.count_uses(uploaded, len(rows))
         # Read before the commit expires them: no reload SELECT per message.
         created = [(message.id, message.public_id) for message in rows]
+        # In the same transaction: no send without its entry, no entry without the send.
+        audit.record(draft.audit_action, _audience(draft.recipients), actor=user,
+                     recipients=len(rows), media=len(draft.media), key=draft.idempotency_key,
+                     **dict(draft.audit_detail))
         db.session.commit()
     except IntegrityError:
         # This key was sent before, or another request with it won the race.
@@ -121,6 +129,12 @@ def create_messages(user: Actor, draft: Draft) -> tuple[list[Message], bool]:
         except Exception:  # queue down: the row stays pending; the recovery sweep queues it later
             log.exception("could not queue message %s", public_id)
     return rows, True
+
+
+def _audience(recipients: list[str]) -> str:
+    if len(recipients) == 1:
+        return recipients[0]
+    return f"{len(recipients):,} recipients"
 
 
 REPEAT_WINDOW = timedelta(minutes=10)
@@ -190,5 +204,6 @@ def send_again(user: Actor, original: Message) -> Message:
         return earlier
     rows, _created = create_messages(user, Draft(
         sender=original.sender, recipients=[original.recipient], text=original.text,
-        media=list(original.media or []), idempotency_key=key))
+        media=list(original.media or []), idempotency_key=key,
+        audit_action="message_sent_again", audit_detail=(("original", original.public_id),)))
     return rows[0]

@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
+from .. import audit
 from .. import plivo_gateway as gateway
 from ..auth.service import Actor
 from ..extensions import db
@@ -372,9 +373,10 @@ def delete(digest: str) -> bool:
     media = find(digest)
     if media is None or waiting_uses(digest):
         return False
+    audit.record("media_deleted", media.original_name or digest[:12], sha256=digest,
+                 size=media.size, content_type=media.content_type)
     db.session.delete(media)
     db.session.commit()
-    event(log, "media deleted", sha256=digest[:12])
     return True
 
 

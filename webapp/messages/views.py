@@ -14,7 +14,8 @@ from flask import (
 )
 from flask_login import current_user, login_required
 
-from .. import statuses
+from .. import audit, statuses
+from ..auth.sessions import passive
 from ..config import current_settings
 from ..extensions import limiter
 from ..models import utcnow
@@ -182,6 +183,7 @@ def sent(key: str):
 
 
 @bp.get("/messages/sent/<key>/live")
+@passive
 @login_required
 def sent_live(key: str):
     """The summary and rows of one send: one poll refreshes both; 286 (htmx stops
@@ -233,6 +235,7 @@ def match_count():
 
 
 @bp.get("/messages/rows", endpoint="rows")
+@passive
 @login_required
 def rows_poll():
     """The history rows named by `id` (one poll for a whole table), in that order.
@@ -285,6 +288,18 @@ def export_csv():
     zone = rows.display_zone()
     filters, _errors = history.HistoryFilter.from_args(request.args, zone)
     stamp = utcnow().strftime("%Y%m%d-%H%M%S")
-    lines = export.export_rows(filters, rows.no_receipt_after(), zone)
-    return Response(stream_with_context(lines), mimetype="text/csv",
+    tally = export.Tally()
+    lines = export.export_rows(filters, rows.no_receipt_after(), zone, tally=tally)
+    asked = {key: value for key, value in request.args.items() if value} or "none"
+
+    def recorded():
+        finished = False
+        try:
+            yield from lines
+            finished = True
+        finally:  # also when the download is cut off: the rows that went are counted
+            audit.record_now("history_exported", "message history", filter=asked,
+                             rows=tally.rows, complete=finished)
+
+    return Response(stream_with_context(recorded()), mimetype="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="messages-{stamp}.csv"'})

@@ -7,14 +7,25 @@ import threading
 import time
 from collections import OrderedDict
 
-from flask import abort, current_app, flash, redirect, render_template, request, url_for
+from flask import (
+    Response,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    stream_with_context,
+    url_for,
+)
 from flask_login import current_user, login_required
 from markupsafe import Markup
 
-from .. import statuses
+from .. import audit, statuses
+from ..auth.sessions import passive
 from ..config import current_settings
 from ..extensions import limiter
-from ..messages import health, history, overview, rollups
+from ..messages import health, history, overview, rollups, rows
 from ..messages.forms import read_recipients
 from ..models import utcnow
 from ..security import admin_required, user_key
@@ -132,6 +143,37 @@ def test_round_trip(public_id: str):
 
 
 @bp.get("/admin/health/test/<public_id>/live", endpoint="test_round_trip_live")
+@passive
 @admin_required
 def test_round_trip_live(public_id: str):
     return render_template("admin/_round_trip.html", **_round_trip(public_id))
+
+
+@bp.get("/admin/audit")
+@admin_required
+def audit_log():
+    zone = rows.display_zone()
+    filters, errors = audit.AuditFilter.from_args(request.args, zone)
+    entries, after = audit.page(filters, audit.parse_cursor(request.args.get("before")))
+    query = {key: value for key, value in request.args.items()
+             if key in ("who", "what", "from", "to") and value}
+    return render_template("admin/audit.html", entries=entries, errors=errors, query=query,
+                           next_cursor=audit.cursor_text(after), actions=audit.actions(),
+                           labels=audit.ACTIONS, describe=audit.describe,
+                           paged="before" in request.args,
+                           zone_name=getattr(zone, "key", str(zone))), (400 if errors else 200)
+
+
+@bp.get("/admin/audit.csv")
+@admin_required
+def audit_export():
+    filters, errors = audit.AuditFilter.from_args(request.args, rows.display_zone())
+    if errors:
+        abort(400, " ".join(errors))
+    audit.record_now("audit_exported", "audit log",
+                     filter={k: v for k, v in request.args.items()
+                             if k in ("who", "what", "from", "to") and v} or "none")
+    stamp = utcnow().strftime("%Y%m%d-%H%M%S")
+    return Response(stream_with_context(audit.export_rows(filters)), mimetype="text/csv",
+                    headers={"Content-Disposition":
+                             f'attachment; filename="audit-{stamp}.csv"'})
