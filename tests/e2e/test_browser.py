@@ -646,3 +646,28 @@ def test_two_factor_enrolment_and_sign_in_with_the_app_s_code(browser, stack, st
     page.screenshot(path=str(SCREENS / "audit-dana-desktop.png"), full_page=True)
     check_accessibility(page)
     context.close()
+
+
+def test_the_idle_warning_offers_to_stay_signed_in(browser, stack, staff_account):
+    """Playwright's clock runs the page's timers ahead: two minutes before the idle
+    limit (30 minutes here) the banner shows, and 'Stay signed in' tells the server."""
+    width, height = WIDTHS["phone"]
+    context = browser.new_context(viewport={"width": width, "height": height})
+    page = context.new_page()
+    page.clock.install()
+    log_in(page, stack, staff_account, STAFF_PASSWORD)
+    page.goto(stack.url + url("messages.compose"))
+    banner = page.locator("#idle-warning")
+    expect(banner).to_be_hidden()
+    page.clock.fast_forward("26:00")
+    expect(banner).to_be_hidden()
+    page.clock.fast_forward("01:30")
+    expect(banner).to_be_visible()
+    expect(banner).to_contain_text("You will be signed out in")
+    page.screenshot(path=str(SCREENS / "idle-warning-phone.png"), full_page=False)
+    check_accessibility(page)
+    with page.expect_response(lambda r: r.url.endswith(url("auth.keep_alive"))) as answer:
+        banner.get_by_role("button", name="Stay signed in").click()
+    assert answer.value.status == 204
+    expect(banner).to_be_hidden()
+    context.close()
