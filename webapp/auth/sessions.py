@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -116,7 +117,8 @@ def lookup(token: str, touch: bool = True) -> SignedInUser | None:
     (it is then marked ended, with the reason, for the sign-in page to say why)."""
     if not token or len(token) > 100:
         return None
-    row = db.session.connection().execute(_LOOKUP, {"token_hash": _hash(token)}).first()
+    token_hash = _hash(token)
+    row = db.session.connection().execute(_LOOKUP, {"token_hash": token_hash}).first()
     if row is None:
         return None
     now = utcnow()
@@ -130,12 +132,31 @@ def lookup(token: str, touch: bool = True) -> SignedInUser | None:
         if has_request_context():
             request.environ["webapp.session_ended"] = reason
         return None
-    if touch and now - row.last_seen_at >= TOUCH_EVERY and not _passive_request():
+    if touch and now - row.last_seen_at >= TOUCH_EVERY and not _passive_request() and (
+            _first_to_touch(token_hash, now)):
         db.session.connection().execute(
             update(_s).where(_s.c.id == row.session_id).values(last_seen_at=now))
         db.session.commit()
     return SignedInUser(row.id, row.email, row.role, row.must_change_password, row.time_zone,
                         bool(row.factor), row.required == "on", row.session_id, token)
+
+
+# When this process last wrote each session's last_seen_at: the requests of one page
+# arriving together (or a load test's) write it once, not once each, which on SQLite
+# would queue every one of them behind the database's single writer.
+_touched: dict[str, datetime] = {}  # by token hash
+_touched_lock = threading.Lock()
+
+
+def _first_to_touch(token_hash: str, now: datetime) -> bool:
+    with _touched_lock:
+        last = _touched.get(token_hash)
+        if last is not None and timedelta(0) <= now - last < TOUCH_EVERY:
+            return False
+        if len(_touched) >= 10_000:
+            _touched.clear()
+        _touched[token_hash] = now
+        return True
 
 
 def passive(view):
