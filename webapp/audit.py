@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
@@ -60,6 +61,7 @@ ACTIONS = {
     "media_deleted": "Picture or file deleted",
 }
 
+_WHOLE_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 _events = AuditEvent.__table__
 _users = User.__table__
 PAGE = 50
@@ -152,7 +154,7 @@ class AuditFilter:
     def apply(self, statement):
         if self.actor:
             term = self.actor.strip().casefold()
-            if "@" in term and not term.startswith("@"):
+            if _WHOLE_EMAIL.fullmatch(term):
                 statement = statement.where(_events.c.actor_email == term)
             else:
                 statement = statement.where(_events.c.actor_email.contains(term, autoescape=True))
