@@ -19,7 +19,6 @@ from datetime import datetime, timedelta
 
 from flask import current_app, has_request_context, request
 from sqlalchemy import and_, bindparam, exists, insert, select, update
-from ua_parser import parse as parse_user_agent
 
 from .. import audit
 from ..config import current_settings
@@ -213,7 +212,9 @@ class SessionView:
 def browser_label(user_agent: str | None) -> str:
     if not user_agent:
         return "Unknown browser"
-    parsed = parse_user_agent(user_agent)
+    from ua_parser import parse  # only the sessions pages need it (memory budget)
+
+    parsed = parse(user_agent)
     agent = parsed.user_agent
     system = parsed.os
     name = agent.family if agent and agent.family != "Other" else "Unknown browser"

@@ -15,8 +15,6 @@ import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 
-import pyotp
-import segno
 from sqlalchemy import delete, select, update
 
 from .. import audit
@@ -67,16 +65,26 @@ def begin(user: User) -> Enrolment:
         raise TwoFactorError("Two-factor sign-in is already on.")
     pending = factor_for(user.id, confirmed=False)
     if pending is None:
-        pending = SecondFactor(user_id=user.id, kind=TOTP, secret=pyotp.random_base32())
+        from pyotp import random_base32
+
+        pending = SecondFactor(user_id=user.id, kind=TOTP, secret=random_base32())
         db.session.add(pending)
         db.session.commit()
     return enrolment(user.email, pending.secret)
 
 
 def enrolment(email: str, secret: str) -> Enrolment:
-    uri = pyotp.TOTP(secret).provisioning_uri(name=email, issuer_name=ISSUER)
+    import segno  # only here: each process is held to a memory budget (bench/RESULTS.md)
+
+    uri = _totp(secret).provisioning_uri(name=email, issuer_name=ISSUER)
     qr = segno.make(uri, error="m")
     return Enrolment(secret, uri, qr.svg_data_uri(scale=5, border=2, title="QR code"))
+
+
+def _totp(secret: str):
+    from pyotp import TOTP  # imported on first use, with the pages that need it
+
+    return TOTP(secret)
 
 
 def _matching_step(secret: str, code: str, at: datetime) -> int | None:
@@ -85,7 +93,7 @@ def _matching_step(secret: str, code: str, at: datetime) -> int | None:
     code = "".join(str(unicodedata.decimal(ch)) for ch in code if ch.isdecimal())
     if len(code) != 6:
         return None
-    totp = pyotp.TOTP(secret)
+    totp = _totp(secret)
     step = totp.timecode(at)
     for candidate in (step, step - 1, step + 1):
         if secrets.compare_digest(totp.generate_otp(candidate), code):

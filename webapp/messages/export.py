@@ -236,8 +236,13 @@ def _pg_cell(value):
     """neutralize() in SQL; '' becomes NULL, which COPY writes as an empty cell (it writes
     an empty string as "")."""
     value = cast(value, Text)
+    # The phone-number exception without a regular expression (every sender and recipient
+    # starts with "+", and a regex per cell was half the export's SQL time): "+" then 1 to
+    # 15 ASCII digits and nothing else.
+    phone = and_(func.ascii(value) == ord("+"), func.length(value).between(2, 16),
+                 func.btrim(func.substr(value, 2), "0123456789") == "")
     formula = and_(func.ascii(value).in_([ord(prefix) for prefix in FORMULA_PREFIXES]),
-                   value.op("!~", is_comparison=True)(f"^{_PHONE_NUMBER.pattern}$"))
+                   ~phone)
     return func.nullif(case((formula, literal("'", Text) + value), else_=value), "")
 
 
