@@ -281,7 +281,7 @@ def check_export_ends_with_every_row_once(app, user_id: int) -> None:
         for chunk in export_rows(HistoryFilter(sent_by=user_id), timedelta(hours=1), batch=3):
             chunks.append(chunk)
             assert len(chunks) < 50, "the export does not end"
-    exported = list(csv.DictReader(io.StringIO("".join(chunks))))
+    exported = list(csv.DictReader(io.StringIO(b"".join(chunks).decode())))
     assert sorted(row["message_id"] for row in exported) == [f"seed{i:03d}" for i in range(23)]
     times = [row["created_at_utc"] for row in exported]
     assert times == sorted(times, reverse=True)  # still newest first
@@ -373,7 +373,7 @@ def exported(app, zone: str, **args: str) -> dict[str, dict[str, str]]:
     with app.test_request_context("/messages/export.csv", query_string=args):
         filters, errors = HistoryFilter.from_args(request_args(), ZoneInfo(zone))
         assert not errors
-        text_ = "".join(export_rows(filters, timedelta(hours=1), ZoneInfo(zone)))
+        text_ = b"".join(export_rows(filters, timedelta(hours=1), ZoneInfo(zone))).decode()
     return {row["message_id"]: row for row in csv.DictReader(io.StringIO(text_))}
 
 

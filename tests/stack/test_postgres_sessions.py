@@ -138,9 +138,9 @@ def test_the_export_formats_every_cell_in_sql_as_python_does(make_app, own_postg
                 filters, _ = HistoryFilter.from_args(request.args, zone)
                 if isinstance(zone, ZoneInfo):  # COPY, not the fallback
                     monkeypatch.setattr(export, "batched_rows", None)
-                by_copy = "".join(export.copy_rows(filters, timedelta(hours=1), zone))
+                by_copy = b"".join(export.copy_rows(filters, timedelta(hours=1), zone)).decode()
                 monkeypatch.undo()
-                batched = "".join(batched_rows(filters, timedelta(hours=1), zone))
+                batched = b"".join(batched_rows(filters, timedelta(hours=1), zone)).decode()
             assert list(csv.reader(io.StringIO(by_copy))) == list(
                 csv.reader(io.StringIO(batched))), (zone, args)
             assert by_copy.count("\n") >= 1, (zone, args)

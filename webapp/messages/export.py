@@ -153,12 +153,13 @@ class Tally:
 
 
 def export_rows(filters: HistoryFilter, no_receipt_after: timedelta, zone: tzinfo = UTC,
-                batch: int = BATCH, tally: Tally | None = None) -> Iterator[str]:
-    """CSV text, newest first, the header first. The status reads as on screen (its code in
-    the next column)."""
+                batch: int = BATCH, tally: Tally | None = None) -> Iterator[bytes]:
+    """CSV as UTF-8 bytes, newest first, the header first (bytes: the response writes
+    them as they come, and COPY's need no decoding and encoding again). The status reads
+    as on screen (its code in the next column)."""
     buffer = io.StringIO()
     csv.writer(buffer).writerow(CSV_COLUMNS)
-    yield buffer.getvalue()
+    yield buffer.getvalue().encode()
     tally = tally or Tally()
     if db.session.connection().dialect.name == "postgresql":
         yield from copy_rows(filters, no_receipt_after, zone, tally=tally)
@@ -167,7 +168,7 @@ def export_rows(filters: HistoryFilter, no_receipt_after: timedelta, zone: tzinf
 
 
 def batched_rows(filters: HistoryFilter, no_receipt_after: timedelta, zone: tzinfo = UTC,
-                 batch: int = BATCH, tally: Tally | None = None) -> Iterator[str]:
+                 batch: int = BATCH, tally: Tally | None = None) -> Iterator[bytes]:
     """The rows (no header) in keyset batches of plain tuples, so memory stays flat."""
     sqlite = db.session.connection().dialect.name == "sqlite"
     columns = _EXPORT_TEXT if sqlite else _EXPORT
@@ -208,7 +209,7 @@ def batched_rows(filters: HistoryFilter, no_receipt_after: timedelta, zone: tzin
         writer.writerows(lines)
         if tally is not None:
             tally.rows += len(lines)
-        yield buffer.getvalue()
+        yield buffer.getvalue().encode()
         position = {"order_key": rows[-1].order_key, "ident": rows[-1].id}
 
 
@@ -282,7 +283,7 @@ def _pg_select(no_receipt_after: timedelta):
 
 
 def copy_rows(filters: HistoryFilter, no_receipt_after: timedelta, zone: tzinfo = UTC,
-              size: int = 1 << 16, tally: Tally | None = None) -> Iterator[str]:
+              size: int = 1 << 16, tally: Tally | None = None) -> Iterator[bytes]:
     """The rows (no header) from one COPY, in pieces of about `size` characters (COPY
     sends a row at a time; a write to the socket per row would cost more than the row).
     Its own transaction (a GET request reads in autocommit), so the session's TimeZone
@@ -306,15 +307,18 @@ def copy_rows(filters: HistoryFilter, no_receipt_after: timedelta, zone: tzinfo 
             except psycopg.DataError:
                 name = None
             else:
+                # UTF-8 (as every database this app creates) passes through as it
+                # comes; another client encoding is decoded and encoded again.
                 decoder = codecs.getincrementaldecoder(raw.info.encoding)()
+                utf8 = codecs.lookup(raw.info.encoding).name == "utf-8"
                 pending = bytearray()
                 with cursor.copy(f"COPY ({query}) TO STDOUT (FORMAT csv)") as copy:
                     for block in copy:
                         pending += block
                         if len(pending) >= size:
-                            yield decoder.decode(pending)
+                            yield bytes(pending) if utf8 else decoder.decode(pending).encode()
                             pending.clear()
-                yield decoder.decode(pending, final=True)
+                yield bytes(pending) if utf8 else decoder.decode(pending, final=True).encode()
                 if tally is not None:
                     tally.rows += max(cursor.rowcount, 0)  # COPY's own count
     if not name:
