@@ -183,6 +183,8 @@ def create_app(config: Mapping[str, str] | None = None) -> Flask:
 
 
 def _configure(app: Flask, settings: Settings) -> None:
+    from .auth import sessions
+
     app.extensions["settings"] = settings
     engine_options: dict = {}
     if settings.database_url.startswith("sqlite"):
@@ -200,7 +202,7 @@ def _configure(app: Flask, settings: Settings) -> None:
         REMEMBER_COOKIE_HTTPONLY=True,
         REMEMBER_COOKIE_SAMESITE="Lax",
         REMEMBER_COOKIE_SECURE=settings.production,
-        PERMANENT_SESSION_LIFETIME=60 * 60 * 12,
+        PERMANENT_SESSION_LIFETIME=sessions.ABSOLUTE,  # the cookie lives as long as its row
         MAX_CONTENT_LENGTH=256 * 1024,
         WTF_CSRF_TIME_LIMIT=60 * 60 * 8,
         RATELIMIT_STORAGE_URI=settings.ratelimit_storage_uri,

@@ -19,7 +19,7 @@ from datetime import UTC, date, datetime, time, timedelta, tzinfo
 
 from flask import g, has_request_context, request
 from flask_login import current_user
-from sqlalchemy import delete, insert, or_, select, tuple_
+from sqlalchemy import delete, insert, select, tuple_
 
 from .extensions import db
 from .logs import event
@@ -194,9 +194,8 @@ def page(filters: AuditFilter, before: tuple[datetime, int] | None = None,
     """A page of entries, newest first, and the cursor of the next page (None at the end)."""
     statement = filters.apply(select(_events)).order_by(*_NEWEST_FIRST).limit(size + 1)
     if before is not None:
-        statement = statement.where(or_(
-            _events.c.at < before[0],
-            tuple_(_events.c.at, _events.c.id) < tuple_(before[0], before[1])))
+        statement = statement.where(
+            tuple_(_events.c.at, _events.c.id) < tuple_(before[0], before[1]))
     rows = db.session.execute(statement).all()
     more = len(rows) > size
     rows = rows[:size]

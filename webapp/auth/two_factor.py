@@ -22,6 +22,7 @@ from ..config import current_settings
 from ..extensions import db
 from ..models import RecoveryCode, SecondFactor, TeamSetting, User, utcnow
 from . import sessions
+from .passwords import verify_password
 
 ISSUER = "MMS dashboard"
 TOTP = "totp"
@@ -31,10 +32,6 @@ _RECOVERY_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i to misre
 
 class TwoFactorError(ValueError):
     """A code or request the second factor refuses; the message says why."""
-
-
-def _now() -> datetime:
-    return utcnow()
 
 
 def factor_for(user_id: int, confirmed: bool | None = True) -> SecondFactor | None:
@@ -107,10 +104,10 @@ def confirm(user: User, code: str) -> list[str]:
     pending = factor_for(user.id, confirmed=False)
     if pending is None:
         raise TwoFactorError("Start again: scan the QR code first.")
-    step = _matching_step(pending.secret, code, _now())
+    step = _matching_step(pending.secret, code, utcnow())
     if step is None:
         raise TwoFactorError("That code is not right. Type the 6 digits your app shows now.")
-    pending.confirmed_at = _now()
+    pending.confirmed_at = utcnow()
     pending.last_used_step = step
     codes = _new_recovery_codes(user.id)
     audit.record("two_factor_enrolled", user.email, kind=TOTP)
@@ -156,7 +153,7 @@ def verify(user_id: int, code: str) -> str | None:
     factor = factor_for(user_id)
     if factor is None:
         return None
-    step = _matching_step(factor.secret, code, _now())
+    step = _matching_step(factor.secret, code, utcnow())
     if step is not None:
         # Accepted only if no code of this step or a later one was accepted before.
         spent = db.session.execute(
@@ -171,7 +168,7 @@ def verify(user_id: int, code: str) -> str | None:
         update(RecoveryCode).where(RecoveryCode.user_id == user_id,
                                    RecoveryCode.code_hash == _hash(normal),
                                    RecoveryCode.used_at.is_(None))
-        .values(used_at=_now()).execution_options(synchronize_session=False))
+        .values(used_at=utcnow()).execution_options(synchronize_session=False))
     return "recovery" if used.rowcount == 1 else None
 
 
@@ -180,9 +177,11 @@ def _remove(user_id: int) -> None:
     db.session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user_id))
 
 
-def disable(user: User, keep_session_id: int | None) -> None:
-    """The person turns their own second factor off (with their password checked by the
-    view). Not allowed while the team requires it."""
+def disable(user: User, password: str, keep_session_id: int | None) -> None:
+    """The person turns their own second factor off, their password confirming it; their
+    other sessions end. Not allowed while the team requires it."""
+    if not verify_password(password, user.password_hash):
+        raise TwoFactorError("Your password is not right: two-factor sign-in stays on.")
     if required():
         raise TwoFactorError("Two-factor sign-in is required for everyone here; it cannot "
                              "be turned off. You can renew your recovery codes instead.")
@@ -218,7 +217,7 @@ def set_required(on: bool, actor) -> None:
         setting = TeamSetting(name=sessions.REQUIRE_TWO_FACTOR)
         db.session.add(setting)
     setting.value = value
-    setting.changed_at = _now()
+    setting.changed_at = utcnow()
     setting.changed_by_id = actor.id
     audit.record("setting_changed", "require two-factor", value=value)
     db.session.commit()

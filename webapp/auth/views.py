@@ -24,7 +24,7 @@ from .forms import (
     RoleForm,
     TimeZoneForm,
 )
-from .passwords import WeakPassword, verify_password
+from .passwords import WeakPassword
 from .sessions import SignedInUser
 
 login_manager.login_view = "auth.login"
@@ -222,11 +222,17 @@ def two_factor():
                                left=two_factor_service.recovery_codes_left(person.id),
                                disable_form=DisableTwoFactorForm(), action_form=ActionForm(),
                                required=two_factor_service.required())
-    pending = two_factor_service.factor_for(person.id, confirmed=False)
+    return _enrolment_page(two_factor_service.factor_for(person.id, confirmed=False),
+                           CodeForm())
+
+
+def _enrolment_page(pending, code_form: CodeForm, status: int = 200):
+    """Set up two-factor: the start button, or the QR code of `pending` and its code form."""
+    person = current_user
     enrolment = two_factor_service.enrolment(person.email, pending.secret) if pending else None
     return render_template("auth/two_factor.html", on=False, enrolment=enrolment,
-                           code_form=CodeForm(), action_form=ActionForm(),
-                           required=person.must_enrol)
+                           code_form=code_form, action_form=ActionForm(),
+                           required=person.must_enrol), status
 
 
 @bp.post("/account/two-factor/start")
@@ -256,10 +262,7 @@ def two_factor_confirm():
             form.code.errors.append(str(exc))
         else:
             return render_template("auth/recovery_codes.html", codes=codes, fresh=True)
-    enrolment = two_factor_service.enrolment(person.email, pending.secret)
-    return render_template("auth/two_factor.html", on=False, enrolment=enrolment,
-                           code_form=form, action_form=ActionForm(),
-                           required=person.must_enrol), 400
+    return _enrolment_page(pending, form, 400)
 
 
 @bp.post("/account/two-factor/recovery-codes")
@@ -280,17 +283,14 @@ def renew_recovery_codes():
 def disable_two_factor():
     form = DisableTwoFactorForm()
     if form.validate_on_submit():
-        user = current_user.record()
-        if not verify_password(form.password.data, user.password_hash):
-            flash("Your password is not right: two-factor sign-in stays on.", "error")
+        try:
+            two_factor_service.disable(current_user.record(), form.password.data,
+                                       current_user.session_id)
+        except two_factor_service.TwoFactorError as exc:
+            flash(str(exc), "error")
         else:
-            try:
-                two_factor_service.disable(user, current_user.session_id)
-            except two_factor_service.TwoFactorError as exc:
-                flash(str(exc), "error")
-            else:
-                flash("Two-factor sign-in is off, and your other sessions are signed out.",
-                      "success")
+            flash("Two-factor sign-in is off, and your other sessions are signed out.",
+                  "success")
     return redirect(url_for("auth.two_factor"), 303)
 
 

@@ -37,7 +37,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Dialect
 
-from .. import statuses
+from .. import audit, statuses
 from ..extensions import db
 from ..models import Message, User, utcnow
 from ..spreadsheet import FORMULA_PREFIXES, neutralize
@@ -150,6 +150,20 @@ class Tally:
     """How many rows an export has written so far (for the audit log)."""
 
     rows = 0
+
+
+def recorded_export(filters: HistoryFilter, no_receipt_after: timedelta, zone: tzinfo,
+                    asked: dict | str) -> Iterator[bytes]:
+    """export_rows(), then one audit entry with the filter `asked` and the rows that went,
+    also when the download is cut off (then marked incomplete)."""
+    tally = Tally()
+    finished = False
+    try:
+        yield from export_rows(filters, no_receipt_after, zone, tally=tally)
+        finished = True
+    finally:
+        audit.record_now("history_exported", "message history", filter=asked,
+                         rows=tally.rows, complete=finished)
 
 
 def export_rows(filters: HistoryFilter, no_receipt_after: timedelta, zone: tzinfo = UTC,

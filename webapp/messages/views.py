@@ -14,7 +14,7 @@ from flask import (
 )
 from flask_login import current_user, login_required
 
-from .. import audit, statuses
+from .. import statuses
 from ..auth.sessions import passive
 from ..config import current_settings
 from ..extensions import limiter
@@ -288,18 +288,7 @@ def export_csv():
     zone = rows.display_zone()
     filters, _errors = history.HistoryFilter.from_args(request.args, zone)
     stamp = utcnow().strftime("%Y%m%d-%H%M%S")
-    tally = export.Tally()
-    lines = export.export_rows(filters, rows.no_receipt_after(), zone, tally=tally)
     asked = {key: value for key, value in request.args.items() if value} or "none"
-
-    def recorded():
-        finished = False
-        try:
-            yield from lines
-            finished = True
-        finally:  # also when the download is cut off: the rows that went are counted
-            audit.record_now("history_exported", "message history", filter=asked,
-                             rows=tally.rows, complete=finished)
-
-    return Response(stream_with_context(recorded()), mimetype="text/csv",
+    lines = export.recorded_export(filters, rows.no_receipt_after(), zone, asked)
+    return Response(stream_with_context(lines), mimetype="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="messages-{stamp}.csv"'})
