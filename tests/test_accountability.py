@@ -600,6 +600,11 @@ EXEMPT = {
     "auth.two_factor_start": "nothing is on until the first code confirms it",
     "messages.upload_media": "a file stored for a message; sending and deleting are recorded",
     "webhooks.plivo_status": "Plivo, not a person; every callback is in the status ledger",
+    "batches.new_batch": "reads a list into a draft; nothing is sent before the confirm",
+    "batches.batch_column": "a draft's number column; nothing is sent",
+    "batches.retry_batch": "a new draft from a batch; its confirm is recorded",
+    "batches.copy_batch": "a new draft from a batch; its confirm is recorded",
+    "batches.batch_left_out": "the person's own list's rows, with why they were left out",
 }
 AUDITED = {
     "auth.login": "sign_in",
@@ -626,8 +631,19 @@ AUDITED = {
     "overview.send_test": "test_message_sent",  # driven in test_overview (the simulator)
     "messages.export": "history_exported",
     "overview.audit_export": "audit_exported",
+    # driven in test_batches
+    "batches.confirm_batch": "batch_sent",
+    "batches.pause_batch": "batch_paused",
+    "batches.resume_batch": "batch_resumed",
+    "batches.approve_batch": "batch_approved",
+    "batches.cancel_batch": "batch_cancelled",
+    "batches.batch_report": "batch_exported",
+    "batches.remove_opt_out": "opt_out_removed",
+    "batches.export_opt_outs": "opt_outs_exported",
+    "batches.batch_limits": "batch_limits_changed",
 }
-EXPORTS = {"messages.export", "overview.audit_export"}
+EXPORTS = {"messages.export", "overview.audit_export", "batches.batch_report",
+           "batches.export_opt_outs", "batches.batch_left_out"}
 
 
 def test_every_route_is_accounted_for(app):

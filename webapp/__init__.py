@@ -105,6 +105,7 @@ def create_app(config: Mapping[str, str] | None = None) -> Flask:
     login_manager.init_app(app)
 
     from . import tasks
+    from .messages.batches import dispatch_lane, restart_lanes
     from .messages.callback_guard import confirm_v2_callback, forget_expired
     from .messages.dispatch import dispatch_message, probe_circuit, recover_stalled
     from .messages.reconcile import reconcile
@@ -113,15 +114,18 @@ def create_app(config: Mapping[str, str] | None = None) -> Flask:
     tasks.init_app(app, tasks.Handlers(
         dispatch_message=dispatch_message, recover_stalled=recover_stalled,
         confirm_callback=confirm_v2_callback, forget_expired=forget_expired,
-        reconcile=reconcile, probe_circuit=probe_circuit, refresh_rollups=refresh_rollups))
+        reconcile=reconcile, probe_circuit=probe_circuit, refresh_rollups=refresh_rollups,
+        dispatch_batch=dispatch_lane, restart_batches=restart_lanes))
 
     from .auth import bp as auth_bp
     from .messages import bp as messages_bp
+    from .messages.batch_views import bp as batches_bp
     from .overview import bp as overview_bp
     from .webhooks import bp as webhooks_bp
 
     app.register_blueprint(auth_bp)
     app.register_blueprint(messages_bp)
+    app.register_blueprint(batches_bp)
     app.register_blueprint(overview_bp)
     app.register_blueprint(webhooks_bp)
 

@@ -59,6 +59,15 @@ ACTIONS = {
     "history_exported": "History exported",
     "audit_exported": "Audit log exported",
     "media_deleted": "Picture or file deleted",
+    "batch_sent": "Sent to a list",
+    "batch_approved": "List send approved",
+    "batch_paused": "List send paused",
+    "batch_resumed": "List send resumed",
+    "batch_cancelled": "List send cancelled",
+    "batch_exported": "List send report exported",
+    "batch_limits_changed": "List send approval limits changed",
+    "opt_out_removed": "Number removed from the opt-out list",
+    "opt_outs_exported": "Opt-out list exported",
 }
 
 _WHOLE_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")

@@ -78,6 +78,8 @@ class Settings:
     plivo_read_timeout_seconds: float = 10.0
     session_idle_minutes: int = 30
     require_two_factor: bool = False
+    max_batch_recipients: int = 10_000
+    mms_price_estimate_usd: float = 0.02
 
     @property
     def production(self) -> bool:
@@ -308,6 +310,8 @@ def load_settings(env: Mapping[str, str] | None = None, instance_path: Path | No
         plivo_read_timeout_seconds=_float(env, "PLIVO_READ_TIMEOUT_SECONDS", 10.0, 0.1, 10.0),
         session_idle_minutes=_int(env, "SESSION_IDLE_MINUTES", 30, 2, 720),
         require_two_factor=_flag(env, "REQUIRE_TWO_FACTOR", False),
+        max_batch_recipients=_int(env, "MAX_BATCH_RECIPIENTS", 10_000, 1, 100_000),
+        mms_price_estimate_usd=_float(env, "MMS_PRICE_ESTIMATE_USD", 0.02, 0.0, 10.0),
     )
 
 

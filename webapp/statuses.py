@@ -1,6 +1,7 @@
 """The message state machine: ranks, final states, plain-language labels.
 
-pending (ours) -> queued -> sent -> one final state. `unknown` (ours) means the
+pending (ours) -> queued -> sent -> one final state. `cancelled` (ours): a batch's
+message that was cancelled before it was handed to Plivo. `unknown` (ours) means the
 request may have reached Plivo but no answer came back; `error` (ours) means
 Plivo refused the request; `not_sent` (ours) means an unknown message Plivo's message
 list shows it never received. See DESIGN.md and PLIVO.md section 3.3.
@@ -20,6 +21,7 @@ FAILED = "failed"
 REJECTED = "rejected"
 ERROR = "error"
 NOT_SENT = "not_sent"  # ours: was unknown; Plivo's message list shows it never arrived
+CANCELLED = "cancelled"  # ours: its batch was cancelled before it was handed to Plivo
 
 RANKS: dict[str, int] = {
     PENDING: 0,
@@ -32,6 +34,7 @@ RANKS: dict[str, int] = {
     REJECTED: 4,
     ERROR: 4,
     NOT_SENT: 4,
+    CANCELLED: 4,
 }
 FINAL_RANK = 4
 FINAL = frozenset(s for s, rank in RANKS.items() if rank == FINAL_RANK)
@@ -53,6 +56,7 @@ LABELS = {
     REJECTED: "Rejected by carrier",
     ERROR: "Refused by Plivo",
     NOT_SENT: "Not sent — Plivo never received it",
+    CANCELLED: "Cancelled — never sent",
 }
 SENT_NO_RECEIPT_LABEL = "Sent — carrier gives no receipts"
 
@@ -60,7 +64,7 @@ SENT_NO_RECEIPT_LABEL = "Sent — carrier gives no receipts"
 TONES = {
     PENDING: "neutral", UNKNOWN: "warn", QUEUED: "neutral", SENT: "info",
     DELIVERED: "good", UNDELIVERED: "bad", FAILED: "bad", REJECTED: "bad", ERROR: "bad",
-    NOT_SENT: "bad",
+    NOT_SENT: "bad", CANCELLED: "neutral",
 }
 
 # PLIVO.md section 5. Codes not listed are shown as "Unknown (code N)".

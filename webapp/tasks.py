@@ -32,6 +32,9 @@ class Handlers:
     reconcile: Callable[[], dict[str, int]]
     probe_circuit: Callable[[], dict[str, int]]
     refresh_rollups: Callable[[], dict[str, int]]
+    # A send to many: one lane of a batch takes its next messages (messages.batches).
+    dispatch_batch: Callable[[int, int], None]
+    restart_batches: Callable[[], dict[str, int]]
 
 
 @dataclass
@@ -39,6 +42,7 @@ class TaskQueue:
     huey: Huey
     dispatch: TaskWrapper
     confirm: TaskWrapper
+    batch: TaskWrapper
     handlers: Handlers
 
 
@@ -66,12 +70,23 @@ def init_app(app: Flask, handlers: Handlers) -> None:
         with app.app_context():
             handlers.confirm_callback(payload)
 
+    @huey.task(name="dispatch_batch")
+    def batch(batch_id: int, lane: int) -> None:
+        with app.app_context():
+            handlers.dispatch_batch(batch_id, lane)
+
     app.extensions["task_queue"] = TaskQueue(huey=huey, dispatch=dispatch, confirm=confirm,
-                                             handlers=handlers)
+                                             batch=batch, handlers=handlers)
 
 
 def enqueue_dispatch(message_id: int) -> None:
     current_app.extensions["task_queue"].dispatch(message_id)
+
+
+def enqueue_batch_lane(batch_id: int, lane: int) -> None:
+    """One lane of a batch's dispatch: it sends a slice of the batch, then queues itself
+    again behind whatever was queued meanwhile (single sends go first)."""
+    current_app.extensions["task_queue"].batch(batch_id, lane)
 
 
 def enqueue_confirmation(callback_payload: dict[str, str]) -> None:
@@ -86,6 +101,7 @@ def _sweep_forever(app: Flask, every_seconds: int, lease_seconds: int) -> None:
         try:
             with app.app_context():
                 counts = handlers.recover_stalled(lease_seconds)
+                counts |= handlers.restart_batches()
                 counts |= handlers.forget_expired()
                 counts |= handlers.probe_circuit()
                 counts |= handlers.reconcile()

@@ -23,7 +23,7 @@ from ..config import current_settings
 from ..extensions import db
 from ..logs import event
 from ..models import Message, StatusEvent, WebhookNonce, utcnow
-from . import callback_sql
+from . import callback_sql, opt_outs
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -147,6 +147,8 @@ def record_status_callback(callback: Callback, payload: dict[str, str],
     written = callback_sql.write_callback(params, ledger, bound)
     if not written.nonce_new:
         return nonce_outcome(nonce, body_sha256)
+    if written.inserted and (callback.error_code or "").lstrip("0") == opt_outs.OPTED_OUT_CODE:
+        _note_opt_out(callback.plivo_uuid, payload)
     if not written.inserted:
         if written.updated:  # an identical callback, posted twice at once, was recorded early
             event(log, "status applied; its ledger row came from a concurrent duplicate",
@@ -164,6 +166,20 @@ def record_status_callback(callback: Callback, payload: dict[str, str],
         return CallbackOutcome.RECORDED
     retry_on_conflict(lambda: adopt_early_events(message))
     return CallbackOutcome.APPLIED
+
+
+def _note_opt_out(plivo_uuid: str, payload: Mapping[str, str]) -> None:
+    """Plivo says the person replied STOP: their number joins the opt-out list."""
+    message = db.session.execute(select(Message.recipient, Message.sender, Message.public_id)
+                                 .where(Message.plivo_uuid == plivo_uuid)).first()
+    digits = "".join(ch for ch in payload.get("To") or "" if ch.isdigit())[:15]
+    number = message.recipient if message else (f"+{digits}" if digits else None)
+    if number is None:
+        return
+    opt_outs.note(number, message.sender if message else payload.get("From"),
+                  message.public_id if message else None)
+    db.session.commit()
+    event(log, "number opted out (Plivo error 200)", logging.WARNING, number=number)
 
 
 def nonce_outcome(nonce: str, body_sha256: str | None) -> CallbackOutcome:

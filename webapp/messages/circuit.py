@@ -94,8 +94,10 @@ def close_circuit(now: datetime | None = None) -> int:
     _forget_banner()
     if not closed:
         return 0
+    # A batch's lanes find its messages again (batches.restart_lanes, on the next sweep).
     waiting = list(db.session.scalars(select(Message.id).where(
-        Message.status == statuses.PENDING, Message.attempts == 0).order_by(Message.id)))
+        Message.status == statuses.PENDING, Message.attempts == 0,
+        Message.batch_id.is_(None)).order_by(Message.id)))
     for message_id in waiting:
         enqueue_dispatch(message_id)
     event(log, "Plivo accepts the account again: sending resumed", logging.WARNING,
@@ -116,9 +118,10 @@ def claim_probe(now: datetime | None = None) -> bool:
 
 
 def next_waiting() -> int | None:
-    """The message a probe sends: the oldest one waiting."""
+    """The message a probe sends: the oldest single send waiting (a batch's may be paused
+    or awaiting approval)."""
     return db.session.scalar(select(Message.id).where(
-        Message.status == statuses.PENDING, Message.attempts == 0)
+        Message.status == statuses.PENDING, Message.attempts == 0, Message.batch_id.is_(None))
         .order_by(Message.id).limit(1))
 
 

@@ -56,6 +56,8 @@ class DispatchLimiter:
         self._lookup_item = RateLimitItemPerSecond(max(1, per_5s * lookup_share // 100), 5)
         self._list_item = RateLimitItemPerMinute(LIST_PER_MINUTE)
         self._in_flight = threading.BoundedSemaphore(max_in_flight)
+        self._count_lock = threading.Lock()
+        self._singles_waiting = 0
 
     def lookup_slot(self, sleep: Callable[[float], None] = time.sleep):
         """Room for one Message API lookup: within its share, and within the window
@@ -78,29 +80,55 @@ class DispatchLimiter:
                 break
         yield
 
+    def _single_done(self) -> None:
+        with self._count_lock:
+            self._singles_waiting -= 1
+
     @contextmanager
     def slot(self, sleep: Callable[[float], None] = time.sleep,
-             prepare: Callable[[], None] | None = None):
+             prepare: Callable[[], None] | None = None, background: bool = False):
         """Wait until the window has room, run `prepare`, take the room, send.
 
         The room is counted only after `prepare` (the database claim), so the
         time between counting a request and Plivo receiving it is the HTTP
         request alone. Counted before a claim that took 200 ms under load, 301
         requests reached the simulator within 5 s at a budget of 290 (commit 503fa32).
+
+        `background`: a batch's message, which lets every single send waiting in this
+        process take the room first (fair sharing: a 10,000 batch never delays one
+        message a person sends by more than the window's own wait). Across processes
+        (Redis) the lanes' re-queueing still lets singles in within a slice.
         """
-        with self._in_flight:
-            while not self._window.test(self._item, "plivo-send"):
-                self._sleep_until_room(sleep)
-            if prepare is not None:
-                prepare()
-            while not self._window.hit(self._item, "plivo-send"):  # another worker took it
-                self._sleep_until_room(sleep)
-            yield
+        waiting = not background  # a single send, counted until it has its room
+        if waiting:
+            with self._count_lock:
+                self._singles_waiting += 1
+        try:
+            with self._in_flight:
+                while True:
+                    # A batch's message lets every single send of this process that waits
+                    # for room go first, and wakes a little after them when room frees.
+                    while background and self._singles_waiting:
+                        sleep(0.005)
+                    if self._window.test(self._item, "plivo-send"):
+                        break
+                    self._sleep_until_room(sleep, later=0.02 if background else 0.0)
+                if prepare is not None:
+                    prepare()
+                while not self._window.hit(self._item, "plivo-send"):  # another worker took it
+                    self._sleep_until_room(sleep)
+                if waiting:
+                    waiting = False
+                    self._single_done()
+                yield
+        finally:
+            if waiting:
+                self._single_done()
 
     def _sleep_until_room(self, sleep: Callable[[float], None], item=None,
-                          key: str = "plivo-send") -> None:
+                          key: str = "plivo-send", later: float = 0.0) -> None:
         reset_at, _ = self._window.get_window_stats(item or self._item, key)
-        sleep(min(max(0.01, reset_at - time.time()), 5.0))
+        sleep(min(max(0.01, reset_at - time.time()), 5.0) + later)
 
 
 _limiter_lock = threading.Lock()
@@ -157,7 +185,7 @@ def _claim(message_id: int) -> bool:
 
 
 def dispatch_message(message_id: int, policy: RetryPolicy | None = None,
-                     probe: bool = False) -> None:
+                     probe: bool = False, background: bool = False) -> None:
     """Send one pending message through Plivo and record the outcome.
 
     Retries only where Plivo cannot have acted (connect errors, 429, 5xx).
@@ -213,7 +241,7 @@ def dispatch_message(message_id: int, policy: RetryPolicy | None = None,
     def attempt() -> str:
         nonlocal tries
         tries += 1
-        with limiter.slot(policy.sleep, prepare=claim_or_count):
+        with limiter.slot(policy.sleep, prepare=claim_or_count, background=background):
             return gateway.send_mms(config, **request)
 
     def note_retry(state: RetryCallState) -> None:
@@ -319,8 +347,10 @@ def recover_stalled(lease_seconds: int) -> dict[str, int]:
     cutoff = utcnow() - timedelta(seconds=lease_seconds)
     counts = {"requeued": 0, "adopted": 0, "unknown": 0}
     # While Plivo refuses the account they wait: closing the circuit queues them.
+    # A batch's messages are its lanes' to send (batches.restart_lanes), in their order.
     never_tried = [] if circuit.is_open() else list(db.session.scalars(select(Message.id).where(
-        Message.status == statuses.PENDING, Message.attempts == 0, Message.created_at < cutoff)))
+        Message.status == statuses.PENDING, Message.attempts == 0, Message.created_at < cutoff,
+        Message.batch_id.is_(None))))
     for message_id in never_tried:
         enqueue_dispatch(message_id)
     counts["requeued"] = len(never_tried)

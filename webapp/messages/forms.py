@@ -7,17 +7,19 @@ from urllib.parse import urlsplit
 
 import phonenumbers
 from flask_wtf import FlaskForm
-from flask_wtf.file import MultipleFileField
+from flask_wtf.file import FileField, MultipleFileField
 from wtforms import Field, HiddenField, SelectChoice, SelectField, SubmitField, TextAreaField
 from wtforms.validators import DataRequired, Regexp, ValidationError
 from wtforms.widgets import TextInput
+
+from ..phones import e164
+from .batch_file import MAX_TEXT
 
 MAX_RECIPIENTS = 25
 # Checked before any number is parsed (parsing is the costly part): a field of 22,200
 # numbers once cost 5-7 s of CPU. Twice the cap leaves room for duplicates and spacing.
 MAX_RECIPIENTS_FIELD_CHARS = 40 * MAX_RECIPIENTS * 2
 MAX_RECIPIENT_ITEMS = MAX_RECIPIENTS * 2
-MAX_TEXT = 1600
 MAX_MEDIA = 10
 # Plivo media ids as its Media API returns them (a UUID).
 MEDIA_ID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
@@ -45,34 +47,6 @@ class RecipientList:
         if self.problems:
             parts.append(f"{len(self.problems)} invalid")
         return " · ".join(parts)
-
-
-_WHY_NOT_POSSIBLE = {
-    phonenumbers.ValidationResult.TOO_SHORT: "is too short",
-    phonenumbers.ValidationResult.TOO_LONG: "is too long",
-    phonenumbers.ValidationResult.INVALID_LENGTH: "has the wrong number of digits",
-    phonenumbers.ValidationResult.INVALID_COUNTRY_CODE: "has an unknown country code",
-}
-
-
-def _number(item: str, sender: str | None) -> str:
-    """One entry as E.164, or ValueError saying why not (without the line)."""
-    if len(item) > 40:
-        raise ValueError(f"“{item[:40]}…” is not a phone number")
-    try:
-        parsed = phonenumbers.parse(item, "US")
-    except phonenumbers.NumberParseException:
-        raise ValueError(f"“{item}” is not a phone number") from None
-    if not phonenumbers.is_valid_number(parsed):
-        why = _WHY_NOT_POSSIBLE.get(phonenumbers.is_possible_number_with_reason(parsed))
-        raise ValueError(f"“{item}” {why}" if why else f"“{item}” is not a valid phone number")
-    if phonenumbers.region_code_for_number(parsed) not in ("US", "CA"):
-        raise ValueError(f"“{item}” is not a US or Canadian number (MMS can only be sent to "
-                         "US and Canadian numbers)")
-    e164 = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
-    if e164 == sender:
-        raise ValueError(f"“{item}” is the sending number; it cannot message itself")
-    return e164
 
 
 def _entries(raw: str) -> list[tuple[int, list[str], bool]]:
@@ -115,7 +89,7 @@ def read_recipients(raw: str, sender: str | None = None) -> RecipientList:
                 if sum(c.isdigit() for c in cell) < 7:
                     continue  # "Customer 0", "Oak Street": not meant as a number
                 try:
-                    found.append(_number(cell, sender))
+                    found.append(e164(cell, sender))
                 except ValueError as exc:
                     reasons.append(str(exc))
             if not found:
@@ -124,15 +98,15 @@ def read_recipients(raw: str, sender: str | None = None) -> RecipientList:
         else:
             for cell in cells:
                 try:
-                    found.append(_number(cell, sender))
+                    found.append(e164(cell, sender))
                 except ValueError as exc:
                     result.problems.append(f"Line {line_number}: {exc}")
-        for e164 in found:
-            if e164 in seen:
+        for number in found:
+            if number in seen:
                 result.duplicates += 1
             else:
-                seen.add(e164)
-                result.numbers.append(e164)
+                seen.add(number)
+                result.numbers.append(number)
     return result
 
 
@@ -182,20 +156,17 @@ class MultiStringField(Field):
         return ""
 
 
-class ComposeForm(FlaskForm):
+class MessageForm(FlaskForm):
+    """What every send has: the sending number, the text, and the pictures or clips (by
+    address, by Plivo media id, or files uploaded from this computer)."""
+
     sender = SelectField("From", validators=[DataRequired()])
-    recipients = TextAreaField(
-        "To", validators=[DataRequired(message="Enter at least one phone number.")],
-        description=f"Up to {MAX_RECIPIENTS} US or Canadian numbers, separated by commas or "
-                    "new lines, or rows pasted from a spreadsheet.")
     text = TextAreaField("Message", description=f"Optional, up to {MAX_TEXT} characters.")
     media = MultiStringField("Pictures or clips", default=list)
     # Files chosen on this submission (the view prepares and stores them first), and
     # the sha256 of files stored on an earlier one, carried in hidden fields.
     files = MultipleFileField("Attach files from this computer or phone")
     uploaded = MultiStringField(default=list)
-    idempotency_key = HiddenField(validators=[DataRequired(), Regexp(r"^[A-Za-z0-9_-]{16,64}$")])
-    submit = SubmitField("Send")
 
     def __init__(self, *args, senders: tuple[str, ...] = (),
                  test_hosts: frozenset[str] = frozenset(), **kwargs):
@@ -203,42 +174,13 @@ class ComposeForm(FlaskForm):
         self.test_hosts = test_hosts
         self.sender.choices = [SelectChoice(n, phonenumbers.format_number(
             phonenumbers.parse(n), phonenumbers.PhoneNumberFormat.NATIONAL)) for n in senders]
-        if not self.idempotency_key.data:
-            self.idempotency_key.data = secrets.token_urlsafe(24)
-        self.parsed_recipients: list[str] = []
-        self.recipient_summary = ""
         self.parsed_media: list[dict[str, str]] = []
         self.parsed_uploads: list[str] = []
         self.media_row_errors: dict[int, str] = {}  # row place: its own error
 
-    def validate_recipients(self, field_):
-        try:
-            found = read_recipients(field_.data, self.sender.data)
-        except ValueError as exc:
-            raise ValidationError(str(exc)) from exc
-        self.recipient_summary = found.summary() if (found.problems or found.duplicates) else ""
-        problems = [f"{p}." for p in found.problems]
-        if not problems and not found.numbers:
-            problems = ["Enter at least one phone number."]
-        if len(found.numbers) > MAX_RECIPIENTS:
-            problems.append(f"Send to at most {MAX_RECIPIENTS} numbers at once "
-                            f"({len(found.numbers)} given).")
-        if problems:
-            field_.errors.extend(problems[:-1])  # every one at once, each on its own
-            raise ValidationError(problems[-1])
-        self.parsed_recipients = found.numbers
-
-    def fill_from(self, draft, show_number) -> None:
-        """Start from `draft` (sending.copy_of): its recipients as people write them
-        (`show_number`), text, sender if still ours, and media rows and files."""
-        if draft.recipients:
-            self.recipients.data = "\n".join(show_number(r) for r in draft.recipients)
-        self.text.data = draft.text
-        if draft.sender in {choice.value for choice in self.sender.choices}:
-            self.sender.data = draft.sender
-        self.media.data = [m.get("url") or m.get("media_id") for m in draft.media
-                           if m.get("url") or m.get("media_id")]
-        self.uploaded.data = [m["upload"] for m in draft.media if "upload" in m]
+    @property
+    def all_media(self) -> list[dict]:
+        return self.parsed_media + [{"upload": sha} for sha in self.parsed_uploads]
 
     def attach(self, shas: list[str], removed: list[str]) -> None:
         """Files stored on this submission join those carried from earlier ones, less
@@ -302,3 +244,64 @@ class ComposeForm(FlaskForm):
                                   "above." if len(errors) > 1 else
                                   "This item needs fixing: see it above.")
         self.parsed_media = parsed
+
+
+class ComposeForm(MessageForm):
+    recipients = TextAreaField(
+        "To", validators=[DataRequired(message="Enter at least one phone number.")],
+        description=f"Up to {MAX_RECIPIENTS} US or Canadian numbers, separated by commas or "
+                    "new lines, or rows pasted from a spreadsheet.")
+    idempotency_key = HiddenField(validators=[DataRequired(), Regexp(r"^[A-Za-z0-9_-]{16,64}$")])
+    submit = SubmitField("Send")
+
+    def __init__(self, *args, opted_out=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not self.idempotency_key.data:
+            self.idempotency_key.data = secrets.token_urlsafe(24)
+        self.parsed_recipients: list[str] = []
+        self.recipient_summary = ""
+        # Which of some numbers replied STOP (opt_outs.among, given by the view).
+        self.opted_out = opted_out or (lambda numbers: set())
+
+    def validate_recipients(self, field_):
+        try:
+            found = read_recipients(field_.data, self.sender.data)
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from exc
+        self.recipient_summary = found.summary() if (found.problems or found.duplicates) else ""
+        problems = [f"{p}." for p in found.problems]
+        if not problems and not found.numbers:
+            problems = ["Enter at least one phone number."]
+        if len(found.numbers) > MAX_RECIPIENTS:
+            problems.append(f"Send to at most {MAX_RECIPIENTS} numbers at once "
+                            f"({len(found.numbers)} given). For more, use “Send to a list”: "
+                            "it takes thousands, from a file or pasted rows.")
+        for number in sorted(self.opted_out(found.numbers)):
+            problems.append(f"{number} replied STOP to our messages: nothing can be sent to "
+                            "it until they text START and an admin takes it off the opt-out "
+                            "list.")
+        if problems:
+            field_.errors.extend(problems[:-1])  # every one at once, each on its own
+            raise ValidationError(problems[-1])
+        self.parsed_recipients = found.numbers
+
+    def fill_from(self, draft, show_number) -> None:
+        """Start from `draft` (sending.copy_of): its recipients as people write them
+        (`show_number`), text, sender if still ours, and media rows and files."""
+        if draft.recipients:
+            self.recipients.data = "\n".join(show_number(r) for r in draft.recipients)
+        self.text.data = draft.text
+        if draft.sender in {choice.value for choice in self.sender.choices}:
+            self.sender.data = draft.sender
+        self.media.data = [m.get("url") or m.get("media_id") for m in draft.media
+                           if m.get("url") or m.get("media_id")]
+        self.uploaded.data = [m["upload"] for m in draft.media if "upload" in m]
+
+
+class BatchForm(MessageForm):
+    """A send to many: the list comes as a CSV file or pasted rows (read by the view with
+    batch_file, which says what is wrong with a list as a whole)."""
+
+    list_file = FileField("Upload a CSV file")
+    pasted = TextAreaField("Or paste rows from a spreadsheet")
+    submit = SubmitField("Check the list")

@@ -91,6 +91,8 @@ class Figures:
     cost_micros: int = 0
 
     def add(self, status: str, messages: int, priced: int, cost: int) -> None:
+        if status == statuses.CANCELLED:  # never sent: not an outcome of sending
+            return
         self.by_outcome[_OUTCOME_OF.get(status, "awaiting")] += messages
         self.priced += priced
         self.cost_micros += cost

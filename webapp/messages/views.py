@@ -20,7 +20,7 @@ from ..config import current_settings
 from ..extensions import limiter
 from ..models import utcnow
 from ..security import body_limit, user_key
-from . import bp, export, history, reconcile, rows, sending, uploads
+from . import bp, export, history, opt_outs, reconcile, rows, sending, uploads
 from .forms import ComposeForm
 
 for name, helper in rows.TEMPLATE_GLOBALS.items():
@@ -44,7 +44,7 @@ def _max_upload_bytes() -> int:
 def compose():
     settings = current_settings()
     form = ComposeForm(senders=settings.sender_numbers,
-                       test_hosts=settings.media_probe_allow_hosts)
+                       test_hosts=settings.media_probe_allow_hosts, opted_out=opt_outs.among)
     file_errors: list[str] = []
     if request.method == "GET":  # "Copy to a new message", "Use in a new message"
         draft = sending.copy_of(current_user, request.args.get("copy"),

@@ -1,0 +1,487 @@
+"""Sending to a list: reading lists (every bad file gets a clear answer), the preview, the
+confirm, approval, pause/resume/cancel, the opt-out list, the report, retries, and a
+batch sent through the live dashboard to the simulator."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import threading
+import time
+
+import pytest
+from sqlalchemy import func, select
+
+from webapp import statuses
+from webapp.extensions import db
+from webapp.messages import batch_file, batches, dispatch, opt_outs
+from webapp.messages.batch_file import ListError
+from webapp.models import Batch, BatchDraft, Message, OptOut
+
+from .conftest import PASSWORD, csrf_token, login, post_form, wait_for
+from .helpers import url
+from .test_accountability import entries
+
+MEDIA = "https://example.com/picture.jpg"
+TOKEN_RE = re.compile(r"/batches/drafts/([A-Za-z0-9_-]+)")
+
+
+def read(data: bytes, max_rows: int = 10_000) -> batch_file.Table:
+    return batch_file.read_upload(io.BytesIO(data), max_rows)
+
+
+def numbers(n: int, start: int = 101) -> list[str]:
+    return [f"(415) 555-{start + i:04d}" for i in range(n)]
+
+
+# ---- reading lists -------------------------------------------------------------------------
+def test_a_header_names_the_number_column_and_keeps_the_others():
+    table = read(b"Name,Mobile Number,Shop\nAna,(415) 555-0101,Oak Street\nBen,604 555 0199,\n")
+    assert table.columns == ["Name", "Mobile Number", "Shop"]
+    assert table.number_column == 1
+    assert table.rows == [(2, ["Ana", "(415) 555-0101", "Oak Street"]),
+                          (3, ["Ben", "604 555 0199"])]
+
+
+@pytest.mark.parametrize("data", [
+    "\ufeffname,phone\nAna,4155550101\n".encode(),  # Excel's "CSV UTF-8": a BOM
+    b"name;phone\nAna;4155550101\n",  # a semicolon locale
+    b"name\tphone\nAna\t4155550101\n",  # tabs
+    "name,phone\nAna,4155550101\n".encode("utf-16"),
+])
+def test_boms_separators_and_encodings(data):
+    table = read(data)
+    assert table.columns == ["name", "phone"] and table.rows[0][1] == ["Ana", "4155550101"]
+
+
+def test_windows_1252_is_read_as_such():
+    table = read("name,phone\nZoë Müller,4155550101\n".encode("cp1252"))
+    assert table.rows[0][1][0] == "Zoë Müller"
+
+
+def test_quoted_newlines_stay_in_their_cell_and_rows_count_as_a_spreadsheet_shows():
+    table = read(b'name,phone,note\n"Ana\nSmith",4155550101,"a, b"\nBen,4155550102,x\n')
+    assert table.rows[0] == (2, ["Ana\nSmith", "4155550101", "a, b"])
+    assert table.rows[1][0] == 3
+
+
+def test_rows_without_a_header_name_and_phone():
+    table = batch_file.read_pasted("Ana\t(415) 555-0101\nBen\t(415) 555-0102", 100)
+    assert table.header is None and table.columns == ["name", "phone"]
+    assert len(table.rows) == 2
+
+
+def test_a_header_with_unknown_names_finds_the_numbers_by_content():
+    table = read(b"who,contact\nAna,4155550101\nBen,4155550102\n")
+    assert table.number_column == 1 and table.columns == ["who", "contact"]
+
+
+@pytest.mark.parametrize("data, words", [
+    (b"", "empty"),
+    (b"   \n\n", "empty"),
+    (b"PK\x03\x04\x14\x00\x06\x00" + b"\x00" * 50, "Excel workbook"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "not a CSV file"),
+    (b"\x7fELF\x02\x01\x01\x00\x00\x00", "not a CSV file"),
+    (b'name,phone\n"Ana' + b"x" * 70_000 + b'",4155550101\n', "not valid CSV"),
+    (b"a," * 40 + b"\n", "columns"),
+])
+def test_files_that_are_not_lists_are_refused_in_plain_words(data, words):
+    with pytest.raises(ListError, match=words):
+        read(data)
+
+
+def test_too_many_rows_stops_reading_early():
+    big = io.BytesIO(b"phone\n" + b"4155550101\n" * 50_000)
+    with pytest.raises(ListError, match="more than 10,000 rows"):
+        batch_file.read_upload(big, 10_000)
+    assert big.tell() < 300_000  # stopped near row 10,001, not at the end of the file
+
+
+def test_placeholders_are_filled_and_missing_values_are_row_errors():
+    table = batch_file.read_pasted("First name,phone\nAna,4155550101\n,4155550102\n"
+                                   "Cy,4155550101\nDee,123\n", 100)
+    text = "Hi ((first name)), ((FirstName))! ((shop))"
+    result = batch_file.check(table, text, "+14155550100", 1600)
+    assert [r.number for r in result.recipients] == ["+14155550101"]
+    assert result.duplicates == 1
+    assert [(row, reason[:18]) for row, _v, reason in result.invalid] == [
+        (3, "no value for ((fir"), (5, "“123” is too short")]
+    assert result.missing_columns == ["shop"]
+    assert batch_file.render(text, batch_file.values_by_key(result.recipients[0].fields)) == \
+        "Hi Ana, Ana! ((shop))"
+
+
+def test_a_message_too_long_once_filled_is_a_row_error():
+    table = batch_file.read_pasted("name,phone\n" + "x" * 401 + ",4155550101\nAl,4155550102\n", 10)
+    result = batch_file.check(table, "((name))" * 4, "+14155550100", 1600)
+    assert [r.row for r in result.recipients] == [3]
+    assert "over 1,600 characters" in result.invalid[0][2]
+
+
+# ---- through the pages ---------------------------------------------------------------------
+def upload(client, data: bytes | None = None, pasted: str = "", text: str = "Hi ((name))",
+           filename: str = "customers.csv"):
+    token = csrf_token(client, url("batches.new_batch"))
+    form = {"csrf_token": token, "sender": "+14155550100", "text": text, "media": MEDIA,
+            "pasted": pasted}
+    if data is not None:
+        form["list_file"] = (io.BytesIO(data), filename)
+    return client.post(url("batches.new_batch"), data=form,
+                       content_type="multipart/form-data")
+
+
+def draft_token(answer) -> str:
+    assert answer.status_code == 303, answer.get_data(as_text=True)[:2000]
+    return TOKEN_RE.search(answer.headers["Location"]).group(1)
+
+
+def confirm(client, token: str):
+    page = url("batches.batch_draft", token=token)
+    return post_form(client, url("batches.confirm_batch", token=token), {}, form_page=page)
+
+
+def counts(app) -> tuple[int, int]:
+    with app.app_context():
+        return (db.session.scalar(select(func.count()).select_from(Message)),
+                db.session.scalar(select(func.count()).select_from(Batch)))
+
+
+def test_preview_says_what_will_happen_before_anything_is_recorded(app, client, login_as):
+    login_as("staff")
+    rows = ["name,phone"] + [f"Person {i},{n}" for i, n in enumerate(numbers(20))]
+    rows += ["Dup,(415) 555-0101", "Bad,12345", "=HYPERLINK(\"x\"),(415) 555-0150"]
+    token = draft_token(upload(client, "\n".join(rows).encode()))
+    assert counts(app) == (0, 0)  # a draft is not a send
+    page = client.get(url("batches.batch_draft", token=token)).get_data(as_text=True)
+    assert "21 numbers will be sent to" in page
+    assert "1 duplicate removed" in page and "1 invalid" in page
+    assert "Hi Person 0" in page and "Hi Person 2" in page and "Hi Person 3" not in page
+    assert "About $0.42" in page and "configured price" in page
+    left_out = client.get(url("batches.batch_left_out", token=token))
+    assert left_out.status_code == 200
+    assert list(csv.reader(io.StringIO(left_out.get_data(as_text=True).lstrip("\ufeff")))) == [
+        ["row", "value", "reason"], ["23", "12345", "“12345” is too short"]]
+
+
+def test_confirm_records_the_batch_once_with_its_audit_entry(app, client, login_as):
+    user = login_as("staff")
+    rows = ["name,phone"] + [f"P{i},{n}" for i, n in enumerate(numbers(30))]
+    token = draft_token(upload(client, "\n".join(rows).encode()))
+    first = confirm(client, token)
+    assert first.status_code == 303 and "/batches/" in first.headers["Location"]
+    again = client.post(url("batches.confirm_batch", token=token),
+                        data={"csrf_token": csrf_token(client, url("batches.batches"))})
+    assert again.status_code == 303 and again.headers["Location"] == first.headers["Location"]
+    assert counts(app) == (30, 1)
+    with app.app_context():
+        batch = db.session.scalar(select(Batch))
+        texts = set(db.session.scalars(select(Message.text)))
+        fields = db.session.scalar(select(Message.fields).where(Message.recipient == "+14155550101"))
+        assert batch.status == batches.SENDING and batch.total == 30
+        assert db.session.get(BatchDraft, token) is None
+    assert "Hi P0" in texts and "Hi P29" in texts and fields == {"name": "P0"}
+    [sent] = entries(app, "batch_sent")
+    assert sent.actor_id == user.id and sent.detail["recipients"] == 30
+    page = client.get(first.headers["Location"]).get_data(as_text=True)
+    assert "Waiting to send" in page and "30" in page
+
+
+def test_a_draft_belongs_to_its_person(app, client, login_as, make_user):
+    login_as("staff")
+    token = draft_token(upload(client, pasted="4155550101", text="Hello"))
+    make_user("other@example.com")
+    other = app.test_client()
+    login(other, "other@example.com")
+    assert other.get(url("batches.batch_draft", token=token)).status_code == 404
+    assert confirm(other, token).status_code == 303
+    assert counts(app) == (0, 0)
+
+
+def test_changing_the_number_column(app, client, login_as):
+    login_as("staff")
+    token = draft_token(upload(client, b"a,b\n4155550101,4155550102\n4155550103,hello\n",
+                               text="x"))
+    page = url("batches.batch_draft", token=token)
+    assert "2 numbers will be sent to" in client.get(page).get_data(as_text=True)
+    post_form(client, url("batches.batch_column", token=token), {"column": "1"}, form_page=page)
+    assert "1 number will be sent to" in client.get(page).get_data(as_text=True)
+    for bad in ("7", "-1", "x" * 50, ""):
+        answer = post_form(client, url("batches.batch_column", token=token), {"column": bad},
+                           form_page=page)
+        assert answer.status_code == 303
+
+
+@pytest.mark.parametrize("data, pasted, words", [
+    (None, "", "Choose a CSV file with your list, or paste its rows."),
+    (b"", "", "The file is empty"),
+    (b"\x00\x01\x02binary", "", "not a CSV file"),
+    # 50,000 rows, kept under the test client's 500 KB spool (a bigger body becomes a temp
+    # file the test client never closes)
+    (b"phone\n" + b"1\n" * 50_000, "", "more than 10,000 rows"),
+])
+def test_bad_lists_get_a_clear_answer_and_record_nothing(app, client, login_as, data, pasted,
+                                                         words):
+    login_as("staff")
+    answer = upload(client, data, pasted)
+    assert answer.status_code == 400
+    assert words in answer.get_data(as_text=True)
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(BatchDraft)) == 0
+    assert counts(app) == (0, 0)
+
+
+def test_a_list_with_no_one_to_send_to_cannot_be_confirmed(app, client, login_as):
+    login_as("staff")
+    token = draft_token(upload(client, pasted="name,phone\nAna,123\n"))
+    page = client.get(url("batches.batch_draft", token=token)).get_data(as_text=True)
+    assert "No one on this list can be sent to" in page and 'id="confirm"' not in page
+    confirm(client, token)
+    assert counts(app) == (0, 0)
+
+
+def test_a_placeholder_with_no_column_is_refused(app, client, login_as):
+    login_as("staff")
+    token = draft_token(upload(client, pasted="name,phone\nAna,4155550101\n",
+                               text="Hi ((nickname))"))
+    page = client.get(url("batches.batch_draft", token=token)).get_data(as_text=True)
+    assert "The list has no column for ((nickname))" in page
+    confirm(client, token)
+    assert counts(app) == (0, 0)
+
+
+# ---- approval, pause, resume, cancel ---------------------------------------------------------
+def test_over_the_ceiling_a_batch_waits_for_an_admin(app, client, login_as, make_user):
+    make_user("boss@example.com", "admin")
+    boss = app.test_client()
+    login(boss, "boss@example.com")
+    limits = url("batches.opt_outs")
+    for bad in ({"recipients": "-3"}, {"cost": "abc"}, {"cost": "NaN"}):
+        post_form(boss, url("batches.batch_limits"), bad, form_page=limits)
+    assert entries(app, "batch_limits_changed") == []
+    post_form(boss, url("batches.batch_limits"), {"recipients": "5", "cost": ""},
+              form_page=limits)
+    assert len(entries(app, "batch_limits_changed")) == 1
+    login_as("staff")
+    token = draft_token(upload(client, pasted="\n".join(numbers(6)), text="Hello"))
+    assert "wait for an admin" in client.get(
+        url("batches.batch_draft", token=token)).get_data(as_text=True)
+    where = confirm(client, token).headers["Location"]
+    public_id = where.rsplit("/", 1)[-1]
+    with app.app_context():
+        assert db.session.scalar(select(Batch.status)) == batches.AWAITING
+    # staff cannot approve; the admin can, once
+    assert post_form(client, url("batches.approve_batch", public_id=public_id), {},
+                     form_page=url("batches.batches")).status_code == 403
+    post_form(boss, url("batches.approve_batch", public_id=public_id), {}, form_page=limits)
+    post_form(boss, url("batches.approve_batch", public_id=public_id), {}, form_page=limits)
+    with app.app_context():
+        batch = db.session.scalar(select(Batch))
+        assert batch.status == batches.SENDING and batch.approved_by.email == "boss@example.com"
+    assert len(entries(app, "batch_approved")) == 1
+
+
+def test_pause_resume_and_cancel_are_recorded_and_cancel_counts_exactly(app, client, login_as):
+    login_as("staff")
+    token = draft_token(upload(client, pasted="\n".join(numbers(10)), text="Hello"))
+    public_id = confirm(client, token).headers["Location"].rsplit("/", 1)[-1]
+    page = url("batches.batch", public_id=public_id)
+    with app.app_context():  # three were handed to Plivo already
+        ids = list(db.session.scalars(select(Message.id).order_by(Message.id).limit(3)))
+        for message_id in ids:
+            assert dispatch._claim(message_id)
+    post_form(client, url("batches.pause_batch", public_id=public_id), {}, form_page=page)
+    post_form(client, url("batches.resume_batch", public_id=public_id), {}, form_page=page)
+    answer = post_form(client, url("batches.cancel_batch", public_id=public_id), {},
+                       form_page=page, follow_redirects=True)
+    assert "Cancelled: 7 not sent; 3 had already been handed to Plivo." in \
+        answer.get_data(as_text=True)
+    with app.app_context():
+        by_status = dict(db.session.execute(select(Message.status, func.count())
+                                            .group_by(Message.status)).all())
+        assert by_status == {statuses.CANCELLED: 7, statuses.PENDING: 3}
+    assert [e.action for e in entries(app) if e.action.startswith("batch_")] == [
+        "batch_sent", "batch_paused", "batch_resumed", "batch_cancelled"]
+    assert entries(app, "batch_cancelled")[0].detail["cancelled"] == 7
+
+
+def test_another_staff_member_cannot_stop_a_batch(app, client, login_as, make_user):
+    login_as("staff")
+    public_id = confirm(client, draft_token(upload(client, pasted="4155550101", text="Hello"))
+                        ).headers["Location"].rsplit("/", 1)[-1]
+    make_user("other@example.com")
+    other = app.test_client()
+    login(other, "other@example.com")
+    for endpoint in ("batches.pause_batch", "batches.cancel_batch"):
+        answer = post_form(other, url(endpoint, public_id=public_id), {},
+                           form_page=url("batches.batches"))
+        assert answer.status_code == 403
+
+
+def test_a_paused_batch_sends_nothing_and_a_lane_stops(app, client, login_as):
+    login_as("staff")
+    public_id = confirm(client, draft_token(upload(client, pasted="\n".join(numbers(4)), text="Hello"))
+                        ).headers["Location"].rsplit("/", 1)[-1]
+    page = url("batches.batch", public_id=public_id)
+    post_form(client, url("batches.pause_batch", public_id=public_id), {}, form_page=page)
+    with app.app_context():
+        batch_id = db.session.scalar(select(Batch.id))
+        batches.dispatch_lane(batch_id, 0)  # returns at once: nothing is claimed
+        assert db.session.scalar(select(func.sum(Message.attempts))) == 0
+
+
+# ---- opt-outs ------------------------------------------------------------------------------
+def test_opted_out_numbers_are_left_out_refused_and_removable(app, client, login_as, make_user):
+    from .test_sending import compose
+
+    with app.app_context():
+        opt_outs.note("+14155550101", "+14155550100", None)
+        db.session.commit()
+    login_as("staff")
+    token = draft_token(upload(client, pasted="\n".join(numbers(3)), text="Hello"))
+    page = client.get(url("batches.batch_draft", token=token)).get_data(as_text=True)
+    assert "2 numbers will be sent to" in page and "1 opted out" in page
+    answer, _key = compose(client, "+14155550101")
+    assert answer.status_code == 400
+    assert "replied STOP" in answer.get_data(as_text=True)
+    assert staff_forbidden(client)
+    make_user("boss@example.com", "admin")
+    boss = app.test_client()
+    login(boss, "boss@example.com")
+    listing = boss.get(url("batches.opt_outs")).get_data(as_text=True)
+    assert "(415) 555-0101" in listing
+    export = boss.get(url("batches.export_opt_outs"))
+    assert "+14155550101" in export.get_data(as_text=True)
+    post_form(boss, url("batches.remove_opt_out"), {"number": "+14155550101"},
+              form_page=url("batches.opt_outs"))
+    post_form(boss, url("batches.remove_opt_out"), {"number": "+14155550101"},
+              form_page=url("batches.opt_outs"))
+    assert len(entries(app, "opt_out_removed")) == 1
+    assert len(entries(app, "opt_outs_exported")) == 1
+    assert compose(client, "+14155550101")[0].status_code == 303
+
+
+def staff_forbidden(client) -> bool:
+    return client.get(url("batches.opt_outs")).status_code == 403
+
+
+# ---- report, retry, copy -------------------------------------------------------------------
+def _finished_batch(app, client):
+    rows = "name,phone\n=cmd|' /C calc'!A0,4155550101\nBo,4155550102\nCy,4155550103\n" \
+           "Di,4155550104\n"
+    public_id = confirm(client, draft_token(upload(client, pasted=rows))
+                        ).headers["Location"].rsplit("/", 1)[-1]
+    outcomes = {"+14155550101": (statuses.FAILED, "80"), "+14155550102": (statuses.FAILED, "200"),
+                "+14155550103": (statuses.UNKNOWN, None), "+14155550104": (statuses.DELIVERED, None)}
+    with app.app_context():
+        for message in db.session.scalars(select(Message)):
+            message.status, message.error_code = outcomes[message.recipient]
+            message.error_reason = statuses.explain_error_code(message.error_code)
+            message.total_amount = "0.02000"
+        db.session.commit()
+    return public_id
+
+
+def test_report_keeps_the_list_columns_and_neutralises_formulas(app, client, login_as):
+    login_as("staff")
+    public_id = _finished_batch(app, client)
+    answer = client.get(url("batches.batch_report", public_id=public_id))
+    assert answer.mimetype == "text/csv"
+    rows = list(csv.reader(io.StringIO(answer.get_data(as_text=True).lstrip("\ufeff"))))
+    assert rows[0][:4] == ["phone", "name", "status", "error"]
+    assert rows[1][:2] == ["+14155550101", "'=cmd|' /C calc'!A0"]
+    assert len(rows) == 5 and len(entries(app, "batch_exported")) == 1
+    page = client.get(url("batches.batch", public_id=public_id)).get_data(as_text=True)
+    assert "Retry the 1 that may succeed now" in page and "$0.08" in page
+
+
+def test_retry_takes_only_failures_a_retry_may_fix(app, client, login_as):
+    login_as("staff")
+    public_id = _finished_batch(app, client)
+    page = url("batches.batch", public_id=public_id)
+    retry = post_form(client, url("batches.retry_batch", public_id=public_id), {},
+                      form_page=page)
+    token = draft_token(retry)
+    preview = client.get(url("batches.batch_draft", token=token)).get_data(as_text=True)
+    assert "1 number will be sent to" in preview and "(415) 555-0101" in preview
+    copy = post_form(client, url("batches.copy_batch", public_id=public_id), {},
+                     form_page=page)
+    preview = client.get(url("batches.batch_draft", token=draft_token(copy))).get_data(as_text=True)
+    assert "4 numbers will be sent to" in preview
+
+
+# ---- the opt-out list fills itself from Plivo's callbacks ------------------------------------
+def test_error_200_in_a_callback_adds_the_number(app, make_user):
+    from webapp.messages.callbacks import parse_callback, record_status_callback
+
+    from .helpers import save_message
+
+    user = make_user()
+    save_message(app, status="sent", plivo_uuid="u-200", recipient="+16045550199",
+                 created_by_id=user.id)
+    payload = {"MessageUUID": "u-200", "Status": "failed", "ErrorCode": "200", "Sequence": "3",
+               "To": "16045550199", "From": "14155550100"}
+    with app.app_context():
+        record_status_callback(parse_callback(payload), payload, "v3")
+        assert db.session.scalar(select(OptOut.number)) == "+16045550199"
+
+
+# ---- fair sharing ----------------------------------------------------------------------------
+def test_a_single_send_takes_the_window_before_waiting_batch_messages():
+    limiter = dispatch.DispatchLimiter("memory://", per_5s=2, max_in_flight=10)
+    order: list[str] = []
+    with limiter.slot(), limiter.slot():  # the window is full for 5 s
+        pass
+
+    def take(name: str, background: bool) -> None:
+        with limiter.slot(background=background):
+            order.append(name)
+
+    batch = [threading.Thread(target=take, args=(f"batch{i}", True), daemon=True)
+             for i in range(2)]
+    for thread in batch:
+        thread.start()
+    time.sleep(0.2)  # both batch messages wait for the window first
+    single = threading.Thread(target=take, args=("single", False))
+    single.start()
+    single.join(15)
+    assert order[0] == "single", order
+
+
+# ---- end to end: the live dashboard and the simulator ----------------------------------------
+@pytest.mark.integration
+def test_a_list_is_sent_through_plivo_and_a_single_send_goes_meanwhile(live, simulator,
+                                                                      make_user):
+    import requests
+
+    sim, _url = simulator
+    make_user("amy@example.com")
+    browser = requests.Session()
+    base = live.url
+    token = csrf_token_from(browser.get(base + url("auth.login")).text)
+    browser.post(base + url("auth.login"), data={"csrf_token": token, "email": "amy@example.com",
+                                                 "password": PASSWORD})
+    form_page = browser.get(base + url("batches.new_batch")).text
+    rows = "name,phone\n" + "\n".join(f"P{i},{n}" for i, n in enumerate(numbers(40)))
+    answer = browser.post(base + url("batches.new_batch"), allow_redirects=False, data={
+        "csrf_token": csrf_token_from(form_page), "sender": "+14155550100",
+        "text": "Hello ((name))", "media": MEDIA, "pasted": rows})
+    preview = base + answer.headers["Location"]
+    page = browser.get(preview).text
+    done = browser.post(preview + "/confirm", data={"csrf_token": csrf_token_from(page)},
+                        allow_redirects=False)
+    batch_page = base + done.headers["Location"]
+    with live.app.app_context():
+        wait_for(lambda: db.session.scalar(select(func.count()).select_from(Message).where(
+            Message.status == statuses.DELIVERED)) == 40 or db.session.rollback(), timeout=30)
+        assert db.session.scalar(select(Batch.status)) == batches.FINISHED
+    texts = {r["text"] for r in sim.requests if "text" in r}
+    assert "Hello P0" in texts and "Hello P39" in texts
+    shown = browser.get(batch_page).text
+    assert 'id="count-delivered">40<' in shown
+
+
+def csrf_token_from(html: str) -> str:
+    from .helpers import csrf_token_in
+
+    return csrf_token_in(html)
