@@ -156,7 +156,8 @@ def _batch_or_404(public_id: str):
 
 def _batch_page(batch) -> dict:
     return {"batch": batch, "progress": batches.progress(batch), "labels": batches.LABELS,
-            "may_manage": batches.may_manage(current_user, batch), "batches": batches}
+            "may_manage": batches.may_manage(current_user, batch), "batches": batches,
+            "retryable": batches.retryable(batch)}
 
 
 @bp.get("/batches/<public_id>", endpoint="batch")
@@ -164,7 +165,7 @@ def _batch_page(batch) -> dict:
 def batch_page(public_id: str):
     batch = _batch_or_404(public_id)
     return render_template("messages/batch.html", failures=batches.failures(batch),
-                           retryable=batches.retryable(batch), status_labels=statuses.LABELS,
+                           status_labels=statuses.LABELS,
                            **_batch_page(batch))
 
 
