@@ -26,6 +26,7 @@ from .chaos import measure_chaos, prepare, simulator_options
 from .deployments import deployment
 from .measurements import (
     Row,
+    measure_batches,
     measure_callbacks,
     measure_compose_with_slow_plivo,
     measure_dispatch,
@@ -38,7 +39,7 @@ from .measurements import (
 
 ROOT = Path(__file__).resolve().parent.parent
 
-PARTS = ("history", "callbacks", "memory", "compose", "dispatch", "chaos")
+PARTS = ("history", "callbacks", "memory", "compose", "dispatch", "batch", "chaos")
 SECONDS = 20  # each side of a ratio, in all; compose's run
 
 
@@ -48,6 +49,7 @@ def run(smoke: bool, only: set[str], databases: list[str]) -> list[Row]:
     history_rows = 20_000 if smoke else 1_000_000
     callback_messages = 500 if smoke else 10_000
     dispatch_count = 100 if smoke else 1_000
+    batch_count = 300 if smoke else 10_000
     memory_seconds = 6 if smoke else 120
     rows: list[Row] = []
     for database in databases:
@@ -80,6 +82,13 @@ def run(smoke: bool, only: set[str], databases: list[str]) -> list[Row]:
                 for _ in range(2 if database == "postgresql" else 1):
                     dep.start_worker(threads=10)
                 measure_dispatch(dep, rows, dispatch_count)
+        if "batch" in only:
+            with ExitStack() as stack, deployment(database, stack, database) as dep:
+                dep.start_simulator("--rate-per-5s", "300")
+                dep.start_web()
+                for _ in range(2 if database == "postgresql" else 1):
+                    dep.start_worker(threads=10)
+                measure_batches(dep, rows, batch_count, seconds / 2)
         if "chaos" in only:
             with ExitStack() as stack, deployment(database, stack, database) as dep:
                 prepare(dep)

@@ -17,7 +17,7 @@ from webapp import statuses
 from webapp.extensions import db
 from webapp.messages import batch_file, batches, dispatch, opt_outs
 from webapp.messages.batch_file import ListError
-from webapp.models import Batch, BatchDraft, Message, OptOut
+from webapp.models import Batch, BatchDraft, Message, OptOut, User
 
 from .conftest import PASSWORD, csrf_token, login, post_form, wait_for
 from .helpers import url
@@ -485,3 +485,65 @@ def csrf_token_from(html: str) -> str:
     from .helpers import csrf_token_in
 
     return csrf_token_in(html)
+
+
+# ---- shared with the PostgreSQL suite (tests/stack) -----------------------------------------
+def check_cancel_races_the_dispatch(app) -> None:
+    """Workers claim a batch's messages while its owner cancels: each message ends either
+    claimed or cancelled, never both, and the cancel's count is exact."""
+    from webapp.auth import service as accounts
+
+    client = app.test_client()
+    with app.app_context():
+        accounts.create_user("racer@example.com", PASSWORD, "staff")
+    login(client, "racer@example.com")
+    rows = "\n".join(f"(415) 555-{2000 + i:04d}" for i in range(300))
+    public_id = confirm(client, draft_token(upload(client, pasted=rows, text="Hello"))
+                        ).headers["Location"].rsplit("/", 1)[-1]
+    with app.app_context():
+        ids = list(db.session.scalars(select(Message.id).order_by(Message.id)))
+    claimed: list[int] = []
+    start = threading.Barrier(5)
+
+    def claim(part: list[int]) -> None:
+        with app.app_context():
+            start.wait()
+            claimed.extend(i for i in part if dispatch._claim(i))
+
+    threads = [threading.Thread(target=claim, args=(ids[k::4],)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    start.wait()
+    time.sleep(0.01)
+    with app.app_context():
+        batch = batches.batch_by_public_id(public_id)
+        owner = db.session.get(User, batch.created_by_id)
+        cancelled = batches.cancel(batch, owner)
+    for thread in threads:
+        thread.join()
+    with app.app_context():
+        by_status = dict(db.session.execute(select(Message.status, func.count())
+                                            .group_by(Message.status)).all())
+        attempted = db.session.scalar(select(func.count()).select_from(Message).where(
+            Message.attempts > 0))
+        both = db.session.scalar(select(func.count()).select_from(Message).where(
+            Message.attempts > 0, Message.status == statuses.CANCELLED))
+    assert both == 0
+    assert attempted == len(claimed) and cancelled == by_status.get(statuses.CANCELLED, 0)
+    assert cancelled + len(claimed) == 300
+
+
+def check_opt_out_is_noted_once(app) -> None:
+    with app.app_context():
+        for _ in range(2):
+            opt_outs.note("+14155550199", "+14155550100", None)
+            db.session.commit()
+        assert opt_outs.among(["+14155550199", "+14155550198"]) == {"+14155550199"}
+
+
+def test_cancel_races_the_dispatch(app):
+    check_cancel_races_the_dispatch(app)
+
+
+def test_an_opt_out_is_noted_once(app):
+    check_opt_out_is_noted_once(app)

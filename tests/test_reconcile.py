@@ -145,7 +145,7 @@ def test_the_command_asks_plivo_about_every_overdue_message(live, simulator, mak
 
 def test_lookups_take_at_most_their_share_of_plivos_window():
     """At 280 requests per 5 s and a 10 % share, the 29th lookup in a window waits, and
-    each lookup is counted in the window sends use too."""
+    each lookup is counted in the window sends use too (here its second's share: 58)."""
     limiter = dispatch.DispatchLimiter("memory://", per_5s=280, max_in_flight=10,
                                        lookup_share=10)
 
@@ -167,7 +167,25 @@ def test_lookups_take_at_most_their_share_of_plivos_window():
                 sent += 1
     except Waited:
         pass
-    assert sent == 280 - 28  # the lookups took their room in the sending window
+    assert sent == 280 // 5 + 2 - 28  # the lookups took their room in the sending window
+
+
+def test_the_window_is_spread_over_its_five_seconds():
+    """No burst of the whole window at once: about a fifth of it in any second."""
+    limiter = dispatch.DispatchLimiter("memory://", per_5s=280, max_in_flight=10)
+
+    class Waited(Exception):
+        pass
+
+    def wait(_seconds: float) -> None:
+        raise Waited
+
+    sent = 0
+    with pytest.raises(Waited):
+        while True:
+            with limiter.slot(sleep=wait):
+                sent += 1
+    assert sent == 58
 
 
 def test_reconcile_settings_are_checked(tmp_path):

@@ -193,7 +193,7 @@ def estimate(count: int, now=None) -> Estimate:
         source = f"your average over the last 30 days ({int(priced):,} priced messages)"
     else:
         per = round(current_settings().mms_price_estimate_usd * 1_000_000)
-        source = "the configured price (no messages priced by Plivo in the last 30 days)"
+        source = "the configured price; no messages were priced by Plivo in the last 30 days"
     return Estimate(per, per * count, source)
 
 
