@@ -10,6 +10,8 @@ from flask import Flask, abort, current_app, request
 from flask_login import current_user, login_required
 from werkzeug.routing import IntegerConverter
 
+from .config import current_settings
+
 # PostgreSQL's integer columns hold at most this; a larger id in a URL is a 404, not an
 # overflow in the database driver.
 MAX_ID = 2**31 - 1
@@ -140,6 +142,16 @@ def admin_required(view):
         return view(*args, **kwargs)
 
     return wrapped
+
+
+def send_limit() -> str:
+    """A person's sends a minute (SENDS_PER_MINUTE_PER_USER), for @limiter.limit."""
+    return f"{current_settings().sends_per_minute_per_user} per minute"
+
+
+def max_upload_bytes() -> int:
+    """What a form with files may weigh (MAX_UPLOAD_MB), for @body_limit."""
+    return current_settings().max_upload_mb * 1024 * 1024
 
 
 def user_key() -> str:

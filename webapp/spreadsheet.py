@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
@@ -19,3 +21,10 @@ def neutralize(value: object) -> str:
     if text[:1] in _FORMULA_FIRST and not PHONE_NUMBER.fullmatch(text):
         return "'" + text
     return text
+
+
+def csv_line(cells) -> str:
+    """One CSV row of `cells`, each neutralized."""
+    out = io.StringIO()
+    csv.writer(out).writerow([neutralize(cell) for cell in cells])
+    return out.getvalue()

@@ -453,21 +453,18 @@ def test_two_workers_sweeping_at_once_count_each_callback_once(rollup_app):
 def test_accountability_on_postgresql(make_app, own_postgres, check):
     """Two-factor codes spent by a conditional UPDATE, sessions ended at once, and an
     export's row count from COPY, on PostgreSQL."""
-    app = make_app(DATABASE_URL=own_postgres)
-    with app.app_context():
-        db.drop_all()
-        db.create_all()
-    try:
-        check(app)
-    finally:
-        with app.app_context():
-            db.engine.dispose()
+    run_on_empty_postgres(make_app, own_postgres, check)
 
 
 @pytest.mark.parametrize("check", [check_cancel_races_the_dispatch, check_opt_out_is_noted_once])
 def test_batches_on_postgresql(make_app, own_postgres, check):
     """A list send's cancel against workers claiming its messages (row locks decide), and
     the opt-out list's insert-if-absent, on PostgreSQL."""
+    run_on_empty_postgres(make_app, own_postgres, check)
+
+
+def run_on_empty_postgres(make_app, own_postgres, check) -> None:
+    """`check(app)` on an app whose PostgreSQL database was emptied and created anew."""
     app = make_app(DATABASE_URL=own_postgres)
     with app.app_context():
         db.drop_all()

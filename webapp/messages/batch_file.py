@@ -227,7 +227,6 @@ class Check:
     duplicates: int = 0
     opted_out: list[tuple[int, str]] = field(default_factory=list)  # row, number
     missing_columns: list[str] = field(default_factory=list)  # placeholders with no column
-    too_long: int = 0
 
 
 def check(table: Table, text: str, sender: str, max_text: int) -> Check:
@@ -265,7 +264,6 @@ def check(table: Table, text: str, sender: str, max_text: int) -> Check:
         if used and len(render(text, {key(k): v for k, v in fields.items()})) > max_text:
             result.invalid.append((row, raw, f"the message for this row is over {max_text:,} "
                                              "characters once filled in"))
-            result.too_long += 1
             continue
         result.recipients.append(Recipient(row, number, fields))
     return result

@@ -23,7 +23,7 @@ from ..auth.sessions import passive
 from ..config import current_settings
 from ..extensions import limiter
 from ..models import utcnow
-from ..security import admin_required, body_limit, user_key
+from ..security import admin_required, body_limit, max_upload_bytes, send_limit, user_key
 from . import batch_file, batches, opt_outs, rows, uploads
 from .batch_file import ListError
 from .forms import BatchForm
@@ -32,23 +32,15 @@ from .forms import BatchForm
 bp = Blueprint("batches", __name__)
 
 
-def _send_limit() -> str:
-    return f"{current_settings().sends_per_minute_per_user} per minute"
-
-
-def _max_body() -> int:
-    return current_settings().max_upload_mb * 1024 * 1024
-
-
 def _csv(lines, name: str) -> Response:
     return Response(stream_with_context(lines), mimetype="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
 @bp.route("/batches/new", methods=["GET", "POST"], endpoint="new_batch")
-@body_limit(_max_body)
+@body_limit(max_upload_bytes)
 @login_required
-@limiter.limit(_send_limit, key_func=user_key, methods=["POST"])
+@limiter.limit(send_limit, key_func=user_key, methods=["POST"])
 def new_batch():
     """The list (a CSV file or pasted rows), the text with ((placeholders)), the
     pictures: read and checked into a draft, then the preview. Nothing is sent here."""
@@ -124,12 +116,12 @@ def batch_left_out(token: str):
     list: nothing anyone else sent)."""
     draft, table = _draft_or_404(token)
     seen = batches.preview(current_user, draft, table)
-    return _csv(batches.problems_csv(table, seen.check), "left-out.csv")
+    return _csv(batches.problems_csv(seen.check), "left-out.csv")
 
 
 @bp.post("/batches/drafts/<token>/confirm", endpoint="confirm_batch")
 @login_required
-@limiter.limit(_send_limit, key_func=user_key)
+@limiter.limit(send_limit, key_func=user_key)
 def confirm_batch(token: str):
     batch, errors = batches.confirm(current_user, token)
     if batch is None:
@@ -238,7 +230,7 @@ def _again(public_id: str, only_retryable: bool):
 
 @bp.post("/batches/<public_id>/retry", endpoint="retry_batch")
 @login_required
-@limiter.limit(_send_limit, key_func=user_key)
+@limiter.limit(send_limit, key_func=user_key)
 def retry_batch(public_id: str):
     """"Retry the failed ones": a new draft of the final failures a retry may fix."""
     return _again(public_id, only_retryable=True)
@@ -246,7 +238,7 @@ def retry_batch(public_id: str):
 
 @bp.post("/batches/<public_id>/copy", endpoint="copy_batch")
 @login_required
-@limiter.limit(_send_limit, key_func=user_key)
+@limiter.limit(send_limit, key_func=user_key)
 def copy_batch(public_id: str):
     """"Copy to a new list send": a new draft of every recipient, to check and confirm."""
     return _again(public_id, only_retryable=False)

@@ -16,8 +16,6 @@ of what had gone is exact.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import secrets
@@ -46,12 +44,11 @@ from ..models import (
     reversed_digits,
     utcnow,
 )
-from ..spreadsheet import neutralize
+from ..spreadsheet import csv_line
 from ..tasks import enqueue_batch_lane
-from . import batch_file, circuit, opt_outs, uploads
+from . import batch_file, circuit, opt_outs, sending, uploads
 from .batch_file import MAX_TEXT, Check, ListError, Table
 from .dispatch import dispatch_message
-from .media import check_media
 
 log = logging.getLogger(__name__)
 
@@ -248,16 +245,12 @@ def preview(user: Actor, draft: BatchDraft, table: Table) -> Preview:
     return found
 
 
-def problems_csv(table: Table, result: Check) -> Iterator[str]:
+def problems_csv(result: Check) -> Iterator[str]:
     """The rows left out, with their row number and reason, as CSV (formula-safe)."""
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["row", "value", "reason"])
-    left_out = [(row, value, reason) for row, value, reason in result.invalid]
-    left_out += [(row, number, "opted out (replied STOP)") for row, number in result.opted_out]
-    for row, value, reason in sorted(left_out):
-        writer.writerow([row, neutralize(value), neutralize(reason)])
-    yield "\ufeff" + out.getvalue()
+    left_out = [*result.invalid,
+                *((row, number, "opted out (replied STOP)") for row, number in result.opted_out)]
+    yield "\ufeff" + csv_line(["row", "value", "reason"])
+    yield "".join(csv_line(line) for line in sorted(left_out))
 
 
 # ---- confirm -------------------------------------------------------------------------------
@@ -279,7 +272,7 @@ def confirm(user: Actor, token: str) -> tuple[Batch | None, list[str]]:
     seen = preview(user, draft, table)
     if seen.errors:
         return None, seen.errors
-    media, errors = _checked_media(draft.media)
+    media, _warnings, errors = sending.prepare_media(draft.media)
     if errors:
         return None, errors
     now = utcnow()
@@ -320,18 +313,6 @@ def confirm(user: Actor, token: str) -> tuple[Batch | None, list[str]]:
     if status == SENDING:
         start_lanes(batch_id)
     return batch, []
-
-
-def _checked_media(items: list[dict]) -> tuple[list[dict], list[str]]:
-    stored = uploads.find_many([m["upload"] for m in items if "upload" in m])
-    if any("upload" in m and m["upload"] not in stored for m in items):
-        return [], ["An attached file is no longer stored; start again and attach it."]
-    items = [uploads.item_for(stored[m["upload"]]) if "upload" in m else m for m in items]
-    settings = current_settings()
-    media, _warnings, errors = check_media(
-        items, enabled=settings.media_probe, allow_hosts=settings.media_probe_allow_hosts,
-        timeout=settings.probe_timeout_seconds)
-    return media, errors
 
 
 # ---- dispatch ------------------------------------------------------------------------------
@@ -581,7 +562,7 @@ def report_rows(batch: Batch) -> Iterator[bytes]:
     """The batch as CSV, one row per recipient with the list's own columns, streamed in
     keyset batches; every cell formula-safe."""
     head = ["phone", *batch.columns, "status", "error", "cost_usd", "sent_at_utc", "message"]
-    yield ("\ufeff" + _csv_line(head)).encode()
+    yield ("\ufeff" + csv_line(head)).encode()
     after = 0
     while True:
         chunk = db.session.execute(
@@ -595,7 +576,7 @@ def report_rows(batch: Batch) -> Iterator[bytes]:
         lines = []
         for row in chunk:
             fields = row.fields or {}
-            lines.append(_csv_line([
+            lines.append(csv_line([
                 row.recipient, *(fields.get(c, "") for c in batch.columns),
                 statuses.LABELS.get(row.status, row.status), row.error_reason or "",
                 "" if row.total_amount is None else str(row.total_amount),
@@ -603,12 +584,6 @@ def report_rows(batch: Batch) -> Iterator[bytes]:
                 row.public_id]))
         yield "".join(lines).encode()
         after = chunk[-1].id
-
-
-def _csv_line(cells: list) -> str:
-    out = io.StringIO()
-    csv.writer(out).writerow([neutralize(c) for c in cells])
-    return out.getvalue()
 
 
 def recorded_report(batch: Batch, actor: Actor) -> Iterator[bytes]:

@@ -5,8 +5,6 @@ until an admin removes it (the person texted START)."""
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Iterable, Iterator
 
 from sqlalchemy import delete, func, select
@@ -15,7 +13,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from .. import audit
 from ..extensions import db
 from ..models import OptOut, utcnow
-from ..spreadsheet import neutralize
+from ..spreadsheet import csv_line
 
 OPTED_OUT_CODE = "200"
 _opt_outs = OptOut.__table__
@@ -65,15 +63,8 @@ def remove(number: str, actor) -> bool:
 def recorded_export(actor) -> Iterator[bytes]:
     """The whole list as CSV (formula-safe), with its audit entry written first."""
     audit.record_now("opt_outs_exported", "opt-out list", actor=actor)
-    yield "\ufeff".encode()
-    for row in export_rows():
-        out = io.StringIO()
-        csv.writer(out).writerow(row)
-        yield out.getvalue().encode()
-
-
-def export_rows() -> Iterator[list[str]]:
-    yield ["number", "opted_out_at_utc", "sending_number", "message"]
+    yield ("\ufeff" + csv_line(["number", "opted_out_at_utc", "sending_number", "message"])
+           ).encode()
     for row in db.session.execute(select(_opt_outs).order_by(_opt_outs.c.created_at)):
-        yield [neutralize(row.number), row.created_at.strftime("%Y-%m-%d %H:%M:%S"),
-               neutralize(row.sender or ""), neutralize(row.message_public_id or "")]
+        yield csv_line([row.number, row.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                        row.sender or "", row.message_public_id or ""]).encode()

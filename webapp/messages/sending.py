@@ -75,21 +75,24 @@ def submit(user: Actor, draft: Draft) -> Submission:
     """
     if key_used(user, draft.idempotency_key):
         return Submission(errors=[], warnings=[])
-    stored = uploads.find_many([m["upload"] for m in draft.media if "upload" in m])
-    missing = [m for m in draft.media if "upload" in m and m["upload"] not in stored]
-    if missing:
-        return Submission(errors=["An attached file is no longer stored; attach it again."],
-                          warnings=[])
-    draft = dataclasses.replace(draft, media=[
-        uploads.item_for(stored[m["upload"]]) if "upload" in m else m for m in draft.media])
-    settings = current_settings()
-    media, warnings, errors = check_media(
-        draft.media, enabled=settings.media_probe, allow_hosts=settings.media_probe_allow_hosts,
-        timeout=settings.probe_timeout_seconds)
+    media, warnings, errors = prepare_media(draft.media)
     if errors:
         return Submission(errors=errors, warnings=[])
     create_messages(user, dataclasses.replace(draft, media=media))
     return Submission(errors=[], warnings=warnings)
+
+
+def prepare_media(items: list[dict]) -> tuple[list[dict], list[str], list[str]]:
+    """The media of a send as its messages record them: stored files by what they are,
+    addresses probed (check_media). (media, warnings, errors); errors: record nothing."""
+    stored = uploads.find_many([m["upload"] for m in items if "upload" in m])
+    if any("upload" in m and m["upload"] not in stored for m in items):
+        return [], [], ["An attached file is no longer stored; attach it again."]
+    settings = current_settings()
+    return check_media(
+        [uploads.item_for(stored[m["upload"]]) if "upload" in m else m for m in items],
+        enabled=settings.media_probe, allow_hosts=settings.media_probe_allow_hosts,
+        timeout=settings.probe_timeout_seconds)
 
 
 def create_messages(user: Actor, draft: Draft) -> tuple[list[Message], bool]:

@@ -19,7 +19,7 @@ from ..auth.sessions import passive
 from ..config import current_settings
 from ..extensions import limiter
 from ..models import utcnow
-from ..security import body_limit, user_key
+from ..security import body_limit, max_upload_bytes, send_limit, user_key
 from . import bp, export, history, opt_outs, reconcile, rows, sending, uploads
 from .forms import ComposeForm
 
@@ -29,18 +29,10 @@ for name, helper in rows.TEMPLATE_FILTERS.items():
     bp.add_app_template_filter(helper, name)
 
 
-def _user_send_limit() -> str:
-    return f"{current_settings().sends_per_minute_per_user} per minute"
-
-
-def _max_upload_bytes() -> int:
-    return current_settings().max_upload_mb * 1024 * 1024
-
-
 @bp.route("/messages/new", methods=["GET", "POST"])
-@body_limit(_max_upload_bytes)
+@body_limit(max_upload_bytes)
 @login_required
-@limiter.limit(_user_send_limit, key_func=user_key, methods=["POST"])
+@limiter.limit(send_limit, key_func=user_key, methods=["POST"])
 def compose():
     settings = current_settings()
     form = ComposeForm(senders=settings.sender_numbers,
@@ -90,7 +82,7 @@ def compose():
 
 
 @bp.post("/media/upload", endpoint="upload_media")
-@body_limit(_max_upload_bytes)
+@body_limit(max_upload_bytes)
 @login_required
 @limiter.limit("120 per minute", key_func=user_key)
 def upload_media():
@@ -258,7 +250,7 @@ def detail(public_id: str):
 
 @bp.post("/messages/<public_id>/send-again", endpoint="send_again")
 @login_required
-@limiter.limit(_user_send_limit, key_func=user_key)
+@limiter.limit(send_limit, key_func=user_key)
 def send_again(public_id: str):
     message = history.message_by_public_id(public_id) or abort(404)
     if message.status != statuses.NOT_SENT:
