@@ -378,16 +378,32 @@ SEARCH_DDL = {
 }
 
 
+# PostgreSQL: a message's media, one per line, as export._media() writes them, for the
+# export's COPY. A function rather than the same subquery inline: a correlated subquery
+# in the select list cost the export a second per million rows even where it never ran
+# (no row of the million had media).
+MEDIA_LINES_FUNCTION = (
+    "CREATE FUNCTION messages_media_lines(media json) RETURNS text LANGUAGE sql IMMUTABLE "
+    "STRICT PARALLEL SAFE AS $$ SELECT string_agg(COALESCE(NULLIF(item.value ->> 'url', ''), "
+    "CASE WHEN item.value ->> 'upload' IS NOT NULL THEN 'file ' || COALESCE(item.value ->> "
+    "'name', '') ELSE 'media id ' || COALESCE(item.value ->> 'media_id', '') END), E'\\n' "
+    "ORDER BY item.ordinality) FROM json_array_elements(media) WITH ORDINALITY AS item $$")
+
+
 @event.listens_for(Message.__table__, "after_create")
 def _create_search_index(table, connection, **_kw) -> None:
     for statement in SEARCH_DDL.get(connection.dialect.name, []):
         connection.exec_driver_sql(statement)
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(MEDIA_LINES_FUNCTION)
 
 
 @event.listens_for(Message.__table__, "before_drop")
 def _drop_search_index(table, connection, **_kw) -> None:
     if connection.dialect.name == "sqlite":
         connection.exec_driver_sql("DROP TABLE IF EXISTS messages_fts")
+    else:
+        connection.exec_driver_sql("DROP FUNCTION IF EXISTS messages_media_lines(json)")
 
 
 class UserSession(db.Model):

@@ -233,15 +233,11 @@ _ISO_LOCAL = 'YYYY-MM-DD"T"HH24:MI:SSTZH:TZM'  # in the session's TimeZone, set 
 # The media of each row: the JSON is parsed only where there is some (a json value is
 # text, parsed again by every json function given it).
 _MEDIA_COUNT = literal_column(
-    "CASE WHEN left(messages.media::text, 1) = '[' THEN json_array_length(messages.media) "
-    "ELSE 0 END")
-_MEDIA_LINES = literal_column(
-    "CASE WHEN left(messages.media::text, 1) = '[' AND messages.media::text <> '[]' THEN ("
-    "SELECT string_agg(COALESCE(NULLIF(item.value ->> 'url', ''), CASE WHEN item.value ->> "
-    "'upload' IS NOT NULL THEN 'file ' || COALESCE(item.value ->> 'name', '') ELSE "
-    "'media id ' || COALESCE(item.value ->> 'media_id', '') END), E'\\n' "
-    "ORDER BY item.ordinality) "
-    "FROM json_array_elements(messages.media) WITH ORDINALITY AS item) END")
+    "CASE WHEN messages.media::text = '[]' THEN 0 WHEN left(messages.media::text, 1) = '[' "
+    "THEN json_array_length(messages.media) ELSE 0 END")
+_MEDIA_LINES = literal_column(  # models.MEDIA_LINES_FUNCTION
+    "CASE WHEN left(messages.media::text, 1) = '[' AND messages.media::text <> '[]' "
+    "THEN messages_media_lines(messages.media) END")
 # neutralize() for a value too dear to write twice: a quote before a formula's first
 # character, unless the whole value is a phone number.
 _NEUTRAL_PATTERN = f"^(?=[-=+@\t\r])(?!{_PHONE_NUMBER.pattern}$)"
