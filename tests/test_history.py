@@ -687,6 +687,58 @@ def test_text_search_over_many_matches_walks_the_dates_and_pages_through_all(
     assert seen == list(reversed(common))  # one timestamp: newest id first
 
 
+def test_a_common_word_with_other_filters_pages_exactly_whatever_came_before(
+        app, client, login_as, seed, monkeypatch):
+    """The common-word path keeps its statements per shape of filters and remembers how
+    much of a window matched: the next search of the same shape with other values (a
+    status, a person, a day, a number) must still find exactly its own rows, newest
+    first, each once, however ids and times interleave; and the count agrees."""
+    import random
+    from datetime import timedelta
+
+    from webapp.messages import history
+    add, amy, bob = seed
+    chooser = random.Random(18)
+    expected: list[tuple] = []  # (created_at, order, public_id, status, user, recipient, text)
+    for order in range(90):
+        moment = STAMP - timedelta(minutes=chooser.randrange(0, 4 * 24 * 60))
+        fields = {"status": chooser.choice(["delivered", "failed", "undelivered"]),
+                  "user": chooser.choice([amy, bob]),
+                  "recipient": chooser.choice(["+16045550199", "+14155550142"]),
+                  "text": chooser.choice(["weekly newsletter", "newsletter again", "other"])}
+        [public_id] = add(1, created_at=moment, **fields)
+        expected.append((moment, order, public_id, fields))
+    expected.sort(key=lambda row: (row[0], row[1]), reverse=True)
+    login_as("staff", "viewer@example.com")
+    monkeypatch.setattr(history, "SPARSE", 3)
+    monkeypatch.setattr(history, "PAGE_SIZE", 4)
+    monkeypatch.setattr(history, "WINDOW", 2)
+    day = (STAMP - timedelta(days=1)).date()
+    for args, wanted in [
+        ({"status": "failed"}, lambda f, _m: f["status"] == "failed"),
+        ({"status": "delivered"}, lambda f, _m: f["status"] == "delivered"),
+        ({"status": "failed", "sent_by": str(amy.id)},
+         lambda f, _m: f["status"] == "failed" and f["user"] is amy),
+        ({"status": "undelivered", "sent_by": str(bob.id)},
+         lambda f, _m: f["status"] == "undelivered" and f["user"] is bob),
+        ({"recipient": "0199", "from": day.isoformat()},
+         lambda f, m: f["recipient"].endswith("0199") and m.date() >= day),
+        ({"recipient": "0142", "from": day.isoformat()},
+         lambda f, m: f["recipient"].endswith("0142") and m.date() >= day),
+        ({"status": "failed"}, lambda f, _m: f["status"] == "failed"),  # remembered share
+    ]:
+        want = [public_id for moment, _order, public_id, fields in expected
+                if "newsletter" in fields["text"] and wanted(fields, moment)]
+        seen, link = [], url("messages.history", q="newsletter", **args)
+        while link:
+            html = client.get(link).get_data(as_text=True)
+            seen += page_ids(html)
+            link = next_link(html)
+        assert seen == want, args
+        counted = client.get(url("messages.count", q="newsletter", **args)).text
+        assert f"{len(want)} message" in counted, (args, counted)
+
+
 def test_search_index_follows_inserts_updates_and_deletes(app, client, login_as, seed):
     add, _amy, _bob = seed
     [changed] = add(1, text="original words")

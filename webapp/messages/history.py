@@ -35,6 +35,9 @@ PAGE_SIZE = 50
 SPARSE = 2_000
 DENSE_FOR = 300.0
 _DENSE_KEY = "messages.dense_words"
+# For each common word and other filters: the share of the first window's rows that
+# matched, so that the next such page reads a window that share fills (a quarter more).
+_YIELD_KEY = "messages.window_yields"
 # The dates a filter may name. Messages cannot predate the dashboard, and a date near
 # datetime's end of range would overflow when the day after it is computed.
 FIRST_DAY, LAST_DAY = date(2000, 1, 1), date(2099, 12, 31)
@@ -121,28 +124,53 @@ class HistoryFilter:
             error_code=error_code,
         ), errors
 
+    def values(self) -> dict:
+        """The filters' values by the names of their bind parameters in apply(): a
+        statement built once for filters of one shape runs with another's values."""
+        values: dict = {}
+        if self.statuses:
+            values["f_statuses"] = list(self.statuses)
+        if self.date_from:
+            values["f_from"] = datetime.combine(self.date_from, time(), self.zone)
+        if self.date_to:
+            # The next day's midnight in the zone (a day may last 23 or 25 hours).
+            values["f_to"] = datetime.combine(self.date_to + timedelta(days=1), time(),
+                                              self.zone)
+        if (bounds := search.recipient_bounds(self.recipient_digits)) is not None:
+            values["rcpt_lo"], values["rcpt_hi"] = bounds
+        if self.sent_by:
+            values["f_sent_by"] = self.sent_by
+        if self.send:
+            values["f_send"] = self.send
+        if self.error_code:
+            values["f_error_code"] = self.error_code
+        return values
+
     def apply(self, query: Select, with_text: bool = True) -> Select:
         """The query narrowed to the matching messages, every condition one an index
         answers (search.py). A common word on SQLite is the exception: see dense_text()."""
-        if self.statuses:
-            query = query.where(_m.c.status.in_(self.statuses))
-        if self.date_from:
-            start = datetime.combine(self.date_from, time(), self.zone)
-            query = query.where(_m.c.created_at >= start)
-        if self.date_to:
-            # The next day's midnight in the zone (a day may last 23 or 25 hours).
-            end = datetime.combine(self.date_to + timedelta(days=1), time(), self.zone)
-            query = query.where(_m.c.created_at < end)
-        if (recipient := search.recipient_condition(self.recipient_digits)) is not None:
-            query = query.where(recipient)
-        if self.sent_by:
-            query = query.where(_m.c.created_by_id == self.sent_by)
+        values = self.values()
+
+        def value(name: str, column):
+            return bindparam(name, values[name], type_=column.type)
+
+        if "f_statuses" in values:
+            query = query.where(_m.c.status.in_(
+                bindparam("f_statuses", values["f_statuses"], expanding=True)))
+        if "f_from" in values:
+            query = query.where(_m.c.created_at >= value("f_from", _m.c.created_at))
+        if "f_to" in values:
+            query = query.where(_m.c.created_at < value("f_to", _m.c.created_at))
+        if "rcpt_lo" in values:
+            query = query.where(search.recipient_condition(self.recipient_digits))
+        if "f_sent_by" in values:
+            query = query.where(_m.c.created_by_id == value("f_sent_by", _m.c.created_by_id))
         if self.search and with_text:
             query = query.where(self._text_condition())
-        if self.send:
-            query = query.where(_m.c.idempotency_key == self.send)
-        if self.error_code:
-            query = query.where(_m.c.error_code == self.error_code)
+        if "f_send" in values:
+            query = query.where(_m.c.idempotency_key == value("f_send", _m.c.idempotency_key))
+        if "f_error_code" in values:
+            query = query.where(_m.c.error_code == value("f_error_code", _m.c.error_code))
         return query
 
     def _text_condition(self):
@@ -262,6 +290,7 @@ BEFORE_CURSOR = (tuple_(_m.c.created_at, _m.c.id)
 _FIRST_PAGE = _TABLE.order_by(*NEWEST_FIRST).limit(PAGE_SIZE + 1)
 _PAGE_BEFORE = _TABLE.where(BEFORE_CURSOR).order_by(*NEWEST_FIRST).limit(PAGE_SIZE + 1)
 _SENDERS = select(_u.c.id, _u.c.email).order_by(_u.c.email)
+_IDS = select(_m.c.id)
 
 
 def _cursor_params(position: tuple[datetime, int] | None) -> dict | None:
@@ -284,19 +313,53 @@ def page(filters: HistoryFilter, cursor: str | None) -> tuple[list, str | None]:
     return rows[:PAGE_SIZE], next_cursor
 
 
-# A common word's windows: the newest WINDOW rows (of the other filters) first, then as
-# many as the matches seen so far say the rest needs (a quarter more for luck; eight
+# A common word's windows: the newest WINDOW rows (of the other filters) first, or as
+# many as the share of a window that matched last time says a page needs (a quarter
+# more for luck); then as many as the matches seen so far say the rest needs (eight
 # times the last if none matched, at most sixteen times), until enough match. Measured
-# in-process over a million rows: a word in 1 row of 4 with a status in 1 of 20, 1.2 ms;
-# a word in 1 of 8, 0.8 ms; a phrase in 1 of 80, 3.7 ms (windows of 1,000 growing
-# fourfold: 1.6, 1.1 and 3.7 ms).
+# in-process over the benchmark's million rows, one page: a word in 1 row of 4 with a
+# status in 1 of 20 and a date, 0.8 ms (2.0 ms before the statements were kept and the
+# window sized by the share); a word in 1 of 4 alone, 0.6 ms; a phrase in 1 of 80,
+# 1.0 ms; no filter, 0.26 ms.
 WINDOW = 500
-_AT_OR_AFTER_EDGE = (tuple_(_m.c.created_at, _m.c.id)
-                     >= tuple_(bindparam("edge_moment", type_=UTCDateTime()),
-                               bindparam("edge_ident", type_=Integer())))
-_IN_FTS_RANGE = _m.c.id.in_(
-    select(literal_column("rowid")).select_from(text("messages_fts")).where(text(
-        "messages_fts MATCH :fts AND rowid BETWEEN :low AND :high")))
+_FTS_IDS = select(literal_column("rowid")).select_from(text("messages_fts")).where(
+    text("messages_fts MATCH :fts"))
+_WINDOW_STATEMENTS: dict = {}
+
+
+def _window_statements(filters: HistoryFilter, query: Select, after_cursor: bool):
+    """A common word's three statements, built once for each query and shape of filters
+    (building them cost more than running them): the window's matching rows, newest
+    first (its id range asked of FTS5, its oldest row the edge); the window's id range,
+    size and edge; how many of its rows match. Parameters: the filters' values(), the
+    cursor's, `fts`, `window` and `wanted`."""
+    key = (query, tuple(sorted(filters.values())), after_cursor)
+    if (statements := _WINDOW_STATEMENTS.get(key)) is not None:
+        return statements
+    keys = filters.apply(select(_m.c.created_at, _m.c.id), with_text=False)
+    if after_cursor:
+        keys = keys.where(BEFORE_CURSOR)
+    keys = keys.order_by(*NEWEST_FIRST).limit(bindparam("window", type_=Integer())).cte()
+    oldest = select(keys.c.created_at, keys.c.id).order_by(
+        keys.c.created_at, keys.c.id).limit(1).subquery()
+    matching_ids = _FTS_IDS.where(literal_column("rowid").between(
+        select(func.min(keys.c.id)).scalar_subquery(),
+        select(func.max(keys.c.id)).scalar_subquery()))
+    at_or_after_edge = tuple_(_m.c.created_at, _m.c.id) >= select(
+        oldest.c.created_at, oldest.c.id).scalar_subquery()
+    rows = filters.apply(query, with_text=False).where(_m.c.id.in_(matching_ids),
+                                                       at_or_after_edge)
+    if after_cursor:
+        rows = rows.where(BEFORE_CURSOR)
+    rows = rows.order_by(*NEWEST_FIRST).limit(bindparam("wanted", type_=Integer()))
+    span = select(func.min(keys.c.id), func.max(keys.c.id), func.count(),
+                  select(oldest.c.created_at).scalar_subquery(),
+                  select(oldest.c.id).scalar_subquery())
+    matches = select(func.count()).select_from(keys).where(keys.c.id.in_(matching_ids))
+    if len(_WINDOW_STATEMENTS) >= 256:
+        _WINDOW_STATEMENTS.clear()
+    statements = _WINDOW_STATEMENTS[key] = (rows, span, matches)
+    return statements
 
 
 def matching_rows(filters: HistoryFilter, query: Select, position: tuple[datetime, int] | None,
@@ -313,32 +376,39 @@ def matching_rows(filters: HistoryFilter, query: Select, position: tuple[datetim
             narrowed = narrowed.where(BEFORE_CURSOR)
         return _rows(narrowed.order_by(*NEWEST_FIRST).limit(limit), _cursor_params(position))
     found: list = []
+    values = filters.values()
+    yields = current_app.extensions.setdefault(_YIELD_KEY, {})
+    shape = (fts, *((name, tuple(v) if isinstance(v, list) else v)
+                    for name, v in sorted(values.items())))
     window = WINDOW
+    if (share := yields.get(shape)) is not None:
+        window = max(limit, min(int(limit * 1.25 / share), WINDOW * 16))
+    first = True
     while len(found) < limit:
         before = len(found)
-        keys = filters.apply(select(_m.c.created_at, _m.c.id), with_text=False)
-        if position:
-            keys = keys.where(BEFORE_CURSOR)
-        keys = keys.order_by(*NEWEST_FIRST).limit(window).cte()
-        oldest = select(keys.c.created_at, keys.c.id).order_by(
-            keys.c.created_at, keys.c.id).limit(1).subquery()
-        span = _rows(select(func.min(keys.c.id), func.max(keys.c.id), func.count(),
-                            select(oldest.c.created_at).scalar_subquery(),
-                            select(oldest.c.id).scalar_subquery()),
-                     _cursor_params(position))[0]
+        rows_in_window, span_of_window, matches_in_window = _window_statements(
+            filters, query, position is not None)
+        params = {**values, **(_cursor_params(position) or {}), "fts": fts,
+                  "window": window, "wanted": limit - len(found)}
+        found += _rows(rows_in_window, params)
+        learn = first and shape not in yields
+        first = False
+        if len(found) >= limit and not learn:
+            break
+        # How many rows the window held (fewer than asked: the last), and its edge.
+        span = _rows(span_of_window, params)[0]
         if not span[2]:
             break
-        edge = (span[3], span[4])
-        narrowed = filters.apply(query, with_text=False).where(_IN_FTS_RANGE)
-        if position:
-            narrowed = narrowed.where(BEFORE_CURSOR)
-        params = {**(_cursor_params(position) or {}), "fts": fts, "low": span[0],
-                  "high": span[1], "edge_moment": edge[0], "edge_ident": edge[1]}
-        found += _rows(narrowed.where(_AT_OR_AFTER_EDGE).order_by(*NEWEST_FIRST)
-                       .limit(limit - len(found)), params)
+        if learn:
+            # How many of this window's rows match (the page read only as many as it
+            # needed): the next such page starts with a window that share fills.
+            matches = _rows(matches_in_window, params)[0][0]
+            if len(yields) >= 1_000:
+                yields.clear()
+            yields[shape] = max(matches, 1) / span[2]
         if span[2] < window:  # the last window: nothing older is left
             break
-        position = (edge[0], edge[1])
+        position = (span[3], span[4])
         if matched := len(found) - before:
             wanted = (limit - len(found)) * window * 5 // (matched * 4)
             window = max(WINDOW // 2, min(wanted, window * 16))
@@ -355,7 +425,7 @@ def count(filters: HistoryFilter, cap: int = COUNT_CAP) -> tuple[int, bool]:
     than cap". Reading at most cap + 1 index entries keeps it a few milliseconds on any
     table; the page asks for it separately, so the table never waits for it."""
     if filters.dense_text() is not None:
-        n = len(matching_rows(filters, select(_m.c.id), None, cap + 1))
+        n = len(matching_rows(filters, _IDS, None, cap + 1))
     else:
         matching = filters.apply(select(_m.c.id)).limit(cap + 1).subquery()
         n = db.session.connection().execute(

@@ -98,11 +98,18 @@ FTS_MATCH_IDS = text("SELECT rowid FROM messages_fts WHERE messages_fts MATCH :f
                      "ORDER BY rowid DESC LIMIT :limit")
 
 
-def recipient_condition(digits: str) -> ColumnElement[bool] | None:
-    """Numbers ending in these digits (a whole number ends in itself): a range on the
-    reversed digits, which an index answers without a scan."""
+def recipient_bounds(digits: str) -> tuple[str, str] | None:
+    """The range of reversed digits of the numbers ending in these digits."""
     if len(digits) < MIN_RECIPIENT_DIGITS:
         return None
     prefix = reversed_digits(digits)
-    return and_(_m.c.recipient_reversed >= bindparam("rcpt_lo", prefix),
-                _m.c.recipient_reversed < bindparam("rcpt_hi", prefix + ":"))  # ':' follows '9'
+    return prefix, prefix + ":"  # ':' follows '9'
+
+
+def recipient_condition(digits: str) -> ColumnElement[bool] | None:
+    """Numbers ending in these digits (a whole number ends in itself): a range on the
+    reversed digits, which an index answers without a scan."""
+    if (bounds := recipient_bounds(digits)) is None:
+        return None
+    return and_(_m.c.recipient_reversed >= bindparam("rcpt_lo", bounds[0]),
+                _m.c.recipient_reversed < bindparam("rcpt_hi", bounds[1]))
