@@ -186,12 +186,16 @@ def measure_export(dep: Deployment, rows: list[Row], session, messages: int) -> 
                         rate >= 100_000))
         return
     target = dep.env["DATABASE_URL"].replace("postgresql+psycopg://", "postgresql://")
-    copy_start = time.perf_counter()
-    subprocess.run(["psql", target, "-q", "-c",
-                    f"\\copy ({EXPORT_COLUMNS_SQL}) TO '/dev/null' CSV HEADER"],
-                   check=True, capture_output=True, timeout=600)
-    copy_rate = messages / (time.perf_counter() - copy_start)
-    rows.append(Row(dep.name, "floor: psql \\copy of the same columns", copy_rate, "rows/s"))
+    copy_seconds = []
+    for _ in range(2):  # the faster of two: one slowed by a checkpoint would flatter us
+        copy_start = time.perf_counter()
+        subprocess.run(["psql", target, "-q", "-c",
+                        f"\\copy ({EXPORT_COLUMNS_SQL}) TO '/dev/null' CSV HEADER"],
+                       check=True, capture_output=True, timeout=600)
+        copy_seconds.append(time.perf_counter() - copy_start)
+    copy_rate = messages / min(copy_seconds)
+    rows.append(Row(dep.name, "floor: psql \\copy of the same columns (faster of two)",
+                    copy_rate, "rows/s"))
     rows.append(Row(dep.name, "CSV export", rate, "rows/s", ">= 0.25 x psql \\copy",
                     rate / copy_rate, rate / copy_rate >= 0.25))
 
