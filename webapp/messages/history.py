@@ -327,13 +327,14 @@ _FTS_IDS = select(literal_column("rowid")).select_from(text("messages_fts")).whe
 _WINDOW_STATEMENTS: dict = {}
 
 
-def _window_statements(filters: HistoryFilter, query: Select, after_cursor: bool):
+def _window_statements(filters: HistoryFilter, names: tuple[str, ...], query: Select,
+                       after_cursor: bool):
     """A common word's three statements, built once for each query and shape of filters
     (building them cost more than running them): the window's matching rows, newest
     first (its id range asked of FTS5, its oldest row the edge); the window's id range,
-    size and edge; how many of its rows match. Parameters: the filters' values(), the
-    cursor's, `fts`, `window` and `wanted`."""
-    key = (query, tuple(sorted(filters.values())), after_cursor)
+    size and edge; how many of its rows match. `names`: those of the filters' values(),
+    the statements' parameters with the cursor's, `fts`, `window` and `wanted`."""
+    key = (query, names, after_cursor)
     if (statements := _WINDOW_STATEMENTS.get(key)) is not None:
         return statements
     keys = filters.apply(select(_m.c.created_at, _m.c.id), with_text=False)
@@ -383,16 +384,15 @@ def matching_rows(filters: HistoryFilter, query: Select, position: tuple[datetim
     window = WINDOW
     if (share := yields.get(shape)) is not None:
         window = max(limit, min(int(limit * 1.25 / share), WINDOW * 16))
-    first = True
+    names = tuple(sorted(values))
     while len(found) < limit:
         before = len(found)
         rows_in_window, span_of_window, matches_in_window = _window_statements(
-            filters, query, position is not None)
+            filters, names, query, position is not None)
         params = {**values, **(_cursor_params(position) or {}), "fts": fts,
                   "window": window, "wanted": limit - len(found)}
         found += _rows(rows_in_window, params)
-        learn = first and shape not in yields
-        first = False
+        learn = shape not in yields  # the first window only: it is learnt there
         if len(found) >= limit and not learn:
             break
         # How many rows the window held (fewer than asked: the last), and its edge.
