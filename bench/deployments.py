@@ -18,7 +18,7 @@ from sqlalchemy import bindparam, create_engine, text
 
 from tests.helpers import csrf_token_in, url
 from tests.services import REDIS, Dashboard, dashboard_processes, postgres_server, redis_server
-from webapp.messages.history import encode_cursor
+from webapp.history.queries import encode_cursor
 from webapp.models import UTCDateTime, reversed_digits
 
 SEARCH_COLUMN = "search_document"  # models.SEARCH_DDL
@@ -66,7 +66,7 @@ class Deployment(Dashboard):
     def composer(self, email: str) -> tuple[str, str]:
         """A new account's session cookie and compose CSRF token, for wrk's compose script."""
         session = self.login(email)
-        token = csrf_token_in(session.get(self.url + url("messages.compose")).text)
+        token = csrf_token_in(session.get(self.url + url("sending.compose")).text)
         return session.cookie_header(), token  # the cookie now holds the CSRF secret
 
 

@@ -14,8 +14,8 @@ import requests
 from sqlalchemy import bindparam, create_engine, text
 
 from tests.helpers import url
+from webapp.gateway.signatures import signed_headers
 from webapp.models import UTCDateTime
-from webapp.signatures import signed_headers
 
 from .deployments import (
     Deployment,
@@ -57,8 +57,8 @@ def measure_history(dep: Deployment, rows: list[Row], seconds: float, messages: 
     deep_cursor = cursor_at(dep.env["DATABASE_URL"], messages * 9 // 10) or ""  # 90% back
     got = alternate({
         "floor": lambda s: wrk(dep.url + url("livez"), s, 16, ""),
-        "first": lambda s: wrk(dep.url + url("messages.history"), s, 16, "", headers=cookie),
-        "deep": lambda s: wrk(dep.url + url("messages.history", before=deep_cursor), s, 16, "",
+        "first": lambda s: wrk(dep.url + url("history.history"), s, 16, "", headers=cookie),
+        "deep": lambda s: wrk(dep.url + url("history.history", before=deep_cursor), s, 16, "",
                               headers=cookie),
     }, seconds)
     floor, first, deep = got["floor"], got["first"], got["deep"]
@@ -108,11 +108,11 @@ def measure_search(dep: Deployment, rows: list[Row], seconds: float, session) ->
                                  {"e": "history@example.com"}).scalar_one()
     engine.dispose()
     cases = search_cases(sender_id)
-    runs = {"unfiltered": lambda s: wrk(dep.url + url("messages.history"), s, 16, "",
+    runs = {"unfiltered": lambda s: wrk(dep.url + url("history.history"), s, 16, "",
                                         headers=cookie)}
     for name, args in cases.items():
         runs[name] = (lambda target: lambda s: wrk(target, s, 16, "", headers=cookie))(
-            dep.url + url("messages.history", **args))
+            dep.url + url("history.history", **args))
     got = alternate(runs, seconds)
     base = got["unfiltered"]
     rows.append(Row(dep.name, "history unfiltered first page p95 (alternating with searches)",
@@ -133,7 +133,7 @@ def measure_overview(dep: Deployment, rows: list[Row], seconds: float, messages:
     cookie = {"Cookie": session.cookie_header()}
     period = {"period": "custom", "from": "2025-01-01", "to": "2025-03-31"}
     got = alternate({
-        "history": lambda s: wrk(dep.url + url("messages.history"), s, 16, "", headers=cookie),
+        "history": lambda s: wrk(dep.url + url("history.history"), s, 16, "", headers=cookie),
         "overview": lambda s: wrk(dep.url + url("overview.index", **period), s, 16, "",
                                   headers=cookie),
         "overview-7d": lambda s: wrk(dep.url + url("overview.index"), s, 16, "",
@@ -165,7 +165,7 @@ def measure_export(dep: Deployment, rows: list[Row], session, messages: int) -> 
     pids = dep.web_worker_pids()
     before = {pid: rss_mb(pid) for pid in pids}
     start = time.perf_counter()
-    answer = session.get(dep.url + url("messages.export"), stream=True, timeout=600)
+    answer = session.get(dep.url + url("history.export"), stream=True, timeout=600)
     chunks = answer.iter_content(chunk_size=1 << 16)
     first = next(chunks, b"")
     first_bytes_ms = (time.perf_counter() - start) * 1000
@@ -204,7 +204,7 @@ def measure_callbacks(dep: Deployment, rows: list[Row], seconds: float, messages
     dep.login("callbacks@example.com")
     seed_messages(dep.env["DATABASE_URL"], "callbacks@example.com", messages, status="queued",
                   uuid_prefix="bench-uuid-")
-    callback_path = url("webhooks.plivo_status")
+    callback_path = url("callbacks.plivo_status")
     signed_url = dep.env["PUBLIC_BASE_URL"] + callback_path
     rng = random.Random(5)
     callbacks = [(i, status, seq) for i in range(messages)
@@ -270,7 +270,7 @@ def measure_compose_with_slow_plivo(dep: Deployment, rows: list[Row], seconds: f
     cookie, token = dep.composer("composer@example.com")
 
     def compose(run_seconds: float) -> dict:
-        return wrk(dep.url + url("messages.compose"), run_seconds, 8, WRK_COMPOSE,
+        return wrk(dep.url + url("sending.compose"), run_seconds, 8, WRK_COMPOSE,
                    headers={"Cookie": cookie}, env={"BENCH_CSRF": token})
 
     compose(2)  # warm-up, not counted: each worker's first requests connect and compile
@@ -328,8 +328,8 @@ def measure_memory(dep: Deployment, rows: list[Row], seconds: float) -> None:
     samples: dict[int, list[float]] = {pid: [] for pid in pids}
     end = time.monotonic() + seconds
     while time.monotonic() < end:
-        wrk(dep.url + url("messages.history"), min(5, seconds), 4, "", headers={"Cookie": cookie})
-        wrk(dep.url + url("messages.compose"), min(3, seconds), 2, WRK_COMPOSE,
+        wrk(dep.url + url("history.history"), min(5, seconds), 4, "", headers={"Cookie": cookie})
+        wrk(dep.url + url("sending.compose"), min(3, seconds), 2, WRK_COMPOSE,
             headers={"Cookie": cookie}, env={"BENCH_CSRF": token})
         for pid in pids:
             samples[pid].append(rss_mb(pid))
@@ -359,9 +359,9 @@ def measure_batches(dep: Deployment, rows: list[Row], count: int, seconds: float
 
     session = dep.login("lists@example.com")
     colleague = dep.login("colleague@example.com")
-    form = session.get(dep.url + url("batches.new_batch")).text
+    form = session.get(dep.url + url("lists.new_batch")).text
     started = time.perf_counter()
-    answer = session.post(dep.url + url("batches.new_batch"), allow_redirects=False, data={
+    answer = session.post(dep.url + url("lists.new_batch"), allow_redirects=False, data={
         "csrf_token": csrf_token_in(form), "sender": "+14155550100",
         "text": "Hi ((name)), your order is ready.", "media": "https://example.com/a.jpg"},
         files={"list_file": ("customers.csv", batch_csv(count), "text/csv")})
@@ -385,7 +385,7 @@ def measure_batches(dep: Deployment, rows: list[Row], count: int, seconds: float
                     record_seconds, "s", "<= 2 s", None, record_seconds <= 2))
 
     engine = create_engine(dep.env["DATABASE_URL"])
-    compose_page = colleague.get(dep.url + url("messages.compose")).text
+    compose_page = colleague.get(dep.url + url("sending.compose")).text
     token = csrf_token_in(compose_page)
     singles: dict[str, float] = {}  # idempotency key -> when it was posted
     post_ms: list[float] = []
@@ -403,12 +403,12 @@ def measure_batches(dep: Deployment, rows: list[Row], count: int, seconds: float
         if history is None and time.time() > next_single:  # once, early in the run
             history = alternate({
                 "floor": lambda s: wrk(dep.url + url("livez"), s, 8, ""),
-                "history": lambda s: wrk(dep.url + url("messages.history"), s, 8, "",
+                "history": lambda s: wrk(dep.url + url("history.history"), s, 8, "",
                                          headers=cookie)}, seconds)
         if time.time() >= next_single:
             key = f"single{len(singles):04d}xxxxxxxxxx"
             posted = time.time()
-            reply = colleague.post(dep.url + url("messages.compose"), allow_redirects=False, data={
+            reply = colleague.post(dep.url + url("sending.compose"), allow_redirects=False, data={
                 "csrf_token": token, "idempotency_key": key, "sender": "+14155550100",
                 "recipients": "+16045550123", "text": f"single {len(singles)}",
                 "media": "https://example.com/a.jpg"})

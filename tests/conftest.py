@@ -15,8 +15,8 @@ from webapp import create_app
 from webapp.auth import service as accounts
 from webapp.config import SANDBOX_AUTH_ID, SANDBOX_AUTH_TOKEN
 from webapp.extensions import db
+from webapp.gateway.simulator import PlivoSimulator
 from webapp.models import User
-from webapp.plivo_simulator import PlivoSimulator
 
 from .helpers import csrf_token_in, url
 from .services import free_port

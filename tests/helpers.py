@@ -62,7 +62,7 @@ def _routes_app():
 
 
 def url(endpoint: str, **values: Any) -> str:
-    """The path of an endpoint (`url("messages.compose")`), as the app's url_for builds it,
+    """The path of an endpoint (`url("sending.compose")`), as the app's url_for builds it,
     so a test follows a route that moves."""
     from flask import url_for
 

@@ -78,10 +78,10 @@ def test_enrol_then_sign_in_with_the_app_s_code(app, client, make_user, clock):
     clock.shift(60)
     answer = password_step(client, user.email)
     assert answer.status_code == 303 and answer.headers["Location"] == url("auth.login_code")
-    assert client.get(url("messages.history")).status_code == 302  # a password alone: no
+    assert client.get(url("history.history")).status_code == 302  # a password alone: no
     answer = code_step(client, pyotp.TOTP(secret).now())
     assert answer.status_code == 303 and answer.headers["Location"] == url("overview.index")
-    assert client.get(url("messages.history")).status_code == 200
+    assert client.get(url("history.history")).status_code == 200
     signed_in = entries(app, "sign_in")[-1]
     assert signed_in.detail == {"second_factor": "totp"} and signed_in.actor_id == user.id
 
@@ -196,7 +196,7 @@ def test_the_code_step_is_throttled_like_the_password(app, client, make_user, cl
     assert refused.status_code == 429 and "Retry-After" in refused.headers
     assert "Too many failed codes" in refused.get_data(as_text=True)
     assert len(entries(app, "code_failed")) == 5 and len(entries(app, "code_throttled")) == 1
-    assert client.get(url("messages.history")).status_code == 302
+    assert client.get(url("history.history")).status_code == 302
 
 
 def test_the_code_must_come_within_five_minutes_of_the_password(app, client, make_user, clock):
@@ -210,7 +210,7 @@ def test_the_code_must_come_within_five_minutes_of_the_password(app, client, mak
     answer = client.post(url("auth.login_code"),
                          data={"csrf_token": token, "code": pyotp.TOTP(secret).now()})
     assert answer.status_code == 303 and answer.headers["Location"] == url("auth.login")
-    assert client.get(url("messages.history")).status_code == 302
+    assert client.get(url("history.history")).status_code == 302
 
 
 def test_the_code_page_without_a_password_first_goes_back_to_sign_in(client):
@@ -227,7 +227,7 @@ def test_malformed_codes_get_an_answer_not_an_error(app, client, make_user, cloc
     password_step(client, user.email)
     answer = code_step(client, code)
     assert answer.status_code == 400
-    assert client.get(url("messages.history")).status_code == 302
+    assert client.get(url("history.history")).status_code == 302
 
 
 def test_turning_two_factor_off_needs_the_password(app, client, make_user, clock):
@@ -287,12 +287,12 @@ def test_when_required_a_person_without_it_can_open_nothing_but_enrolment(
         answer = staff.get(path)
         assert answer.status_code == 303, path
         assert answer.headers["Location"] == url("auth.two_factor"), path
-    for endpoint in ("messages.compose", "auth.users"):
+    for endpoint in ("sending.compose", "auth.users"):
         assert staff.post(url(endpoint), data={}).status_code in (303, 400)
     page = staff.get(url("auth.two_factor")).get_data(as_text=True)
     assert "required here" in page
     secret, _ = enrol(staff)
-    assert staff.get(url("messages.history")).status_code == 200
+    assert staff.get(url("history.history")).status_code == 200
     # And it cannot be turned off while required.
     post_form(staff, url("auth.disable_two_factor"), {"password": PASSWORD},
               form_page=url("auth.two_factor"))
@@ -314,7 +314,7 @@ def test_admin_reset_of_a_second_factor_signs_the_person_out_and_is_recorded(
     answer = post_form(admin, url("auth.reset_two_factor", user_id=amy.id), {},
                        form_page=url("auth.user_detail", user_id=amy.id))
     assert answer.status_code == 303
-    assert staff.get(url("messages.history")).status_code == 302
+    assert staff.get(url("history.history")).status_code == 302
     reset = entries(app, "two_factor_reset")
     assert len(reset) == 1 and reset[0].actor_email == "boss@example.com"
     assert reset[0].target == "amy@example.com" and reset[0].detail == {"sessions_ended": 1}
@@ -331,8 +331,8 @@ def test_staff_cannot_reset_or_require(client, login_as, make_user):
                              ("auth.require_two_factor", {})):
         assert post_form(client, url(endpoint, **values), {},
                          form_page=url("auth.account")).status_code == 403
-    assert client.get(url("overview.audit_log")).status_code == 403
-    assert client.get(url("overview.audit_export")).status_code == 403
+    assert client.get(url("audit_log.audit_log")).status_code == 403
+    assert client.get(url("audit_log.audit_export")).status_code == 403
 
 
 # ---- sessions -------------------------------------------------------------------------------
@@ -342,11 +342,11 @@ def test_idle_timeout_signs_out_and_says_why(make_app, make_user, clock):
     make_user("amy@example.com")
     login(client, "amy@example.com")
     clock.shift(timedelta(minutes=29))
-    assert client.get(url("messages.history")).status_code == 200  # counts as activity
+    assert client.get(url("history.history")).status_code == 200  # counts as activity
     clock.shift(timedelta(minutes=29))
-    assert client.get(url("messages.history")).status_code == 200
+    assert client.get(url("history.history")).status_code == 200
     clock.shift(timedelta(minutes=30, seconds=1))
-    answer = client.get(url("messages.history"))
+    answer = client.get(url("history.history"))
     assert answer.status_code == 302
     page = client.get(url("auth.login")).get_data(as_text=True)
     assert "signed out after 30 minutes without activity" in page
@@ -362,7 +362,7 @@ def test_polls_do_not_keep_a_session_alive(make_app, make_user, clock):
     login(client, "amy@example.com")
     for _ in range(6):  # a history tab left open polls every 3 s: not activity
         clock.shift(timedelta(minutes=1))
-        answer = client.get(url("messages.rows", id="x"), headers={"HX-Request": "true"})
+        answer = client.get(url("history.rows", id="x"), headers={"HX-Request": "true"})
     assert answer.status_code == 401 and answer.headers["HX-Redirect"].startswith(
         url("auth.login"))
 
@@ -377,7 +377,7 @@ def test_keep_alive_extends_the_session(make_app, make_user, clock):
         clock.shift(timedelta(minutes=4))
         assert client.post(url("auth.keep_alive"), data={"csrf_token": token}).status_code == 204
     assert client.post(url("auth.keep_alive"), data={}).status_code == 400  # CSRF still holds
-    assert client.get(url("messages.history")).status_code == 200
+    assert client.get(url("history.history")).status_code == 200
 
 
 def test_a_session_ends_twelve_hours_after_sign_in_however_active(make_app, make_user, clock):
@@ -387,9 +387,9 @@ def test_a_session_ends_twelve_hours_after_sign_in_however_active(make_app, make
     login(client, "amy@example.com")
     for _ in range(35):  # active every 20 minutes for 11 h 40 min
         clock.shift(timedelta(minutes=20))
-        assert client.get(url("messages.history")).status_code == 200
+        assert client.get(url("history.history")).status_code == 200
     clock.shift(timedelta(minutes=20))
-    assert client.get(url("messages.history")).status_code == 302
+    assert client.get(url("history.history")).status_code == 302
     with app.app_context():
         assert db.session.scalar(select(UserSession.ended_reason)) == "expired"
 
@@ -408,15 +408,15 @@ def check_sign_out_everywhere_else(app):
     login(phone, "amy@example.com")
     thief = app.test_client()
     thief.set_cookie("session", laptop.get_cookie("session").value)
-    assert thief.get(url("messages.history")).status_code == 200
+    assert thief.get(url("history.history")).status_code == 200
     page = phone.get(url("auth.account_sessions")).get_data(as_text=True)
     assert page.count("<li>") >= 2 and "(this browser)" in page
     answer = post_form(phone, url("auth.end_other_sessions"), {},
                        form_page=url("auth.account_sessions"))
     assert answer.status_code == 303
-    assert thief.get(url("messages.history")).status_code == 302
-    assert laptop.get(url("messages.history")).status_code == 302
-    assert phone.get(url("messages.history")).status_code == 200
+    assert thief.get(url("history.history")).status_code == 302
+    assert laptop.get(url("history.history")).status_code == 302
+    assert phone.get(url("history.history")).status_code == 200
     ended = entries(app, "sessions_ended")
     assert len(ended) == 1 and ended[0].detail == {"count": 1, "kept_this_one": True}
 
@@ -429,8 +429,8 @@ def test_sign_out_ends_only_this_browser_and_its_copies(app, make_user):
     copy = app.test_client()
     copy.set_cookie("session", laptop.get_cookie("session").value)
     post_form(laptop, url("auth.logout"), {}, form_page=url("auth.account"))
-    assert copy.get(url("messages.history")).status_code == 302
-    assert phone.get(url("messages.history")).status_code == 200
+    assert copy.get(url("history.history")).status_code == 302
+    assert phone.get(url("history.history")).status_code == 200
 
 
 def test_admin_ends_every_session_of_a_person(app, make_user):
@@ -445,9 +445,9 @@ def test_admin_ends_every_session_of_a_person(app, make_user):
     assert "2 sessions" in page
     post_form(admin, url("auth.end_user_sessions", user_id=amy.id), {},
               form_page=url("auth.user_detail", user_id=amy.id))
-    assert one.get(url("messages.history")).status_code == 302
-    assert two.get(url("messages.history")).status_code == 302
-    assert admin.get(url("messages.history")).status_code == 200
+    assert one.get(url("history.history")).status_code == 302
+    assert two.get(url("history.history")).status_code == 302
+    assert admin.get(url("history.history")).status_code == 200
     ended = entries(app, "sessions_ended")[-1]
     assert (ended.actor_email, ended.target, ended.detail["count"]) == (
         "boss@example.com", "amy@example.com", 2)
@@ -528,24 +528,24 @@ def test_the_admin_page_filters_pages_and_exports(app, make_user, clock):
         clock.shift(60)
     admin = app.test_client()
     login(admin, "boss@example.com")
-    page = admin.get(url("overview.audit_log"))
+    page = admin.get(url("audit_log.audit_log"))
     assert page.status_code == 200
     html = page.get_data(as_text=True)
     assert html.count("Account created") >= 49 and "Older entries" in html
     older = re.search(r'href="([^"]*before=[^"]+)"', html).group(1).replace("&amp;", "&")
     second = admin.get(older).get_data(as_text=True)
     assert "person00@example.com" in second and "person59@example.com" not in second
-    only = admin.get(url("overview.audit_log", what="sign_in")).get_data(as_text=True)
+    only = admin.get(url("audit_log.audit_log", what="sign_in")).get_data(as_text=True)
     assert "boss@example.com" in only and "Account created</strong>" not in only
-    who = admin.get(url("overview.audit_log", who="person07")).get_data(as_text=True)
+    who = admin.get(url("audit_log.audit_log", who="person07")).get_data(as_text=True)
     assert "No entries match these filters" in who  # person07 did nothing (made by the CLI)
-    made = admin.get(url("overview.audit_log", who="command line")).get_data(as_text=True)
+    made = admin.get(url("audit_log.audit_log", who="command line")).get_data(as_text=True)
     assert "person59@example.com" in made
     for part in ("boss", "boss@", "BOSS@example.com"):
-        boss = admin.get(url("overview.audit_log", who=part)).get_data(as_text=True)
+        boss = admin.get(url("audit_log.audit_log", who=part)).get_data(as_text=True)
         assert "Signed in" in boss and "Account created</strong>" not in boss, part
     day = T0.date().isoformat()
-    export = admin.get(url("overview.audit_export", what="account_created", **{"from": day}))
+    export = admin.get(url("audit_log.audit_export", what="account_created", **{"from": day}))
     assert export.status_code == 200 and export.mimetype == "text/csv"
     rows = list(csv.DictReader(io.StringIO(export.get_data(as_text=True))))
     assert len(rows) == 61 and {row["action"] for row in rows} == {"account_created"}
@@ -563,7 +563,7 @@ def test_bad_audit_filters_get_a_clear_answer(app, make_user, args):
     make_user("boss@example.com", "admin")
     admin = app.test_client()
     login(admin, "boss@example.com")
-    page = admin.get(url("overview.audit_log", **args))
+    page = admin.get(url("audit_log.audit_log", **args))
     assert page.status_code in (200, 400)
     assert "Audit log" in page.get_data(as_text=True)
 
@@ -575,7 +575,7 @@ def test_formulas_in_audit_cells_are_neutralised(app, make_user):
     client.post(url("auth.login"), data={"csrf_token": token, "email": "=cmd@example.com",
                                          "password": "not a password at all"})
     login(client, "boss@example.com")
-    text = client.get(url("overview.audit_export")).get_data(as_text=True)
+    text = client.get(url("audit_log.audit_export")).get_data(as_text=True)
     assert "'=cmd@example.com" in text
 
 
@@ -598,13 +598,13 @@ EXEMPT = {
     "auth.keep_alive": "only says the person is still there",
     "auth.account": "the person's own display time zone",
     "auth.two_factor_start": "nothing is on until the first code confirms it",
-    "messages.upload_media": "a file stored for a message; sending and deleting are recorded",
-    "webhooks.plivo_status": "Plivo, not a person; every callback is in the status ledger",
-    "batches.new_batch": "reads a list into a draft; nothing is sent before the confirm",
-    "batches.batch_column": "a draft's number column; nothing is sent",
-    "batches.retry_batch": "a new draft from a batch; its confirm is recorded",
-    "batches.copy_batch": "a new draft from a batch; its confirm is recorded",
-    "batches.batch_left_out": "the person's own list's rows, with why they were left out",
+    "pictures.upload_media": "a file stored for a message; sending and deleting are recorded",
+    "callbacks.plivo_status": "Plivo, not a person; every callback is in the status ledger",
+    "lists.new_batch": "reads a list into a draft; nothing is sent before the confirm",
+    "lists.batch_column": "a draft's number column; nothing is sent",
+    "lists.retry_batch": "a new draft from a batch; its confirm is recorded",
+    "lists.copy_batch": "a new draft from a batch; its confirm is recorded",
+    "lists.batch_left_out": "the person's own list's rows, with why they were left out",
 }
 AUDITED = {
     "auth.login": "sign_in",
@@ -624,26 +624,26 @@ AUDITED = {
     "auth.renew_recovery_codes": "recovery_codes_renewed",
     "auth.disable_two_factor": "two_factor_disabled",
     "auth.end_other_sessions": "sessions_ended",
-    "messages.compose": "messages_sent",
-    "messages.send_again": "message_sent_again",
-    "messages.adopt": "message_matched",  # driven in test_reconcile (needs the simulator)
-    "messages.delete_media": "media_deleted",
+    "sending.compose": "messages_sent",
+    "sending.send_again": "message_sent_again",
+    "sending.adopt": "message_matched",  # driven in test_reconcile (needs the simulator)
+    "pictures.delete_media": "media_deleted",
     "overview.send_test": "test_message_sent",  # driven in test_overview (the simulator)
-    "messages.export": "history_exported",
-    "overview.audit_export": "audit_exported",
+    "history.export": "history_exported",
+    "audit_log.audit_export": "audit_exported",
     # driven in test_batches
-    "batches.confirm_batch": "batch_sent",
-    "batches.pause_batch": "batch_paused",
-    "batches.resume_batch": "batch_resumed",
-    "batches.approve_batch": "batch_approved",
-    "batches.cancel_batch": "batch_cancelled",
-    "batches.batch_report": "batch_exported",
-    "batches.remove_opt_out": "opt_out_removed",
-    "batches.export_opt_outs": "opt_outs_exported",
-    "batches.batch_limits": "batch_limits_changed",
+    "lists.confirm_batch": "batch_sent",
+    "lists.pause_batch": "batch_paused",
+    "lists.resume_batch": "batch_resumed",
+    "lists.approve_batch": "batch_approved",
+    "lists.cancel_batch": "batch_cancelled",
+    "lists.batch_report": "batch_exported",
+    "lists.remove_opt_out": "opt_out_removed",
+    "lists.export_opt_outs": "opt_outs_exported",
+    "lists.batch_limits": "batch_limits_changed",
 }
-EXPORTS = {"messages.export", "overview.audit_export", "batches.batch_report",
-           "batches.export_opt_outs", "batches.batch_left_out"}
+EXPORTS = {"history.export", "audit_log.audit_export", "lists.batch_report",
+           "lists.export_opt_outs", "lists.batch_left_out"}
 
 
 def test_every_route_is_accounted_for(app):
@@ -770,9 +770,9 @@ def test_send_again_writes_one_entry(app, client, login_as):
     with app.app_context():
         from webapp.models import Message
         public_id = db.session.get(Message, original).public_id
-    detail = url("messages.detail", public_id=public_id)
-    post_form(client, url("messages.send_again", public_id=public_id), {}, form_page=detail)
-    post_form(client, url("messages.send_again", public_id=public_id), {}, form_page=detail)
+    detail = url("history.detail", public_id=public_id)
+    post_form(client, url("sending.send_again", public_id=public_id), {}, form_page=detail)
+    post_form(client, url("sending.send_again", public_id=public_id), {}, form_page=detail)
     [again] = entries(app, "message_sent_again")
     assert again.detail["original"] == public_id and again.detail["recipients"] == 1
 
@@ -793,7 +793,7 @@ def check_export_is_recorded(app):
     for _ in range(3):
         save_message(app, created_by_id=user_id, status="delivered")
     save_message(app, created_by_id=user_id, status="failed")
-    answer = client.get(url("messages.export", status="delivered"))
+    answer = client.get(url("history.export", status="delivered"))
     body = answer.get_data(as_text=True)
     assert len(list(csv.DictReader(io.StringIO(body)))) == 3
     [exported] = entries(app, "history_exported")
@@ -807,15 +807,15 @@ def test_deleting_a_picture_writes_one_entry(app, client, login_as):
     from .test_uploads import png
 
     login_as("admin")
-    token = csrf_token(client, url("messages.compose"))
-    answer = client.post(url("messages.upload_media"), headers={"X-CSRFToken": token},
+    token = csrf_token(client, url("sending.compose"))
+    answer = client.post(url("pictures.upload_media"), headers={"X-CSRFToken": token},
                          content_type="multipart/form-data",
                          data={"file": (io.BytesIO(png()), "logo.png")})
     assert answer.status_code == 200
     with app.app_context():
         digest = db.session.scalar(select(Media.sha256))
     assert not entries(app, "media_deleted")  # uploading is not recorded
-    post_form(client, url("messages.delete_media", sha256=digest), {},
-              form_page=url("messages.library"))
+    post_form(client, url("pictures.delete_media", sha256=digest), {},
+              form_page=url("pictures.library"))
     [deleted] = entries(app, "media_deleted")
     assert deleted.detail["sha256"] == digest and deleted.target == "logo.png"

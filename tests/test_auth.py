@@ -26,10 +26,10 @@ def test_login_then_logout(client, make_user):
     response = login(client, "AMY@example.com ")
     assert response.status_code == 303
     assert response.headers["Location"] == url("overview.index")
-    assert client.get(url("messages.history")).status_code == 200
-    response = post_form(client, url("auth.logout"), {}, form_page=url("messages.history"))
+    assert client.get(url("history.history")).status_code == 200
+    response = post_form(client, url("auth.logout"), {}, form_page=url("history.history"))
     assert response.status_code == 303
-    assert client.get(url("messages.history")).status_code == 302
+    assert client.get(url("history.history")).status_code == 302
 
 
 def test_wrong_password_and_unknown_email_get_the_same_answer(client, make_user):
@@ -40,7 +40,7 @@ def test_wrong_password_and_unknown_email_get_the_same_answer(client, make_user)
     text = "Email or password is not right"
     assert text in wrong.get_data(as_text=True)
     assert text in unknown.get_data(as_text=True)
-    assert client.get(url("messages.history")).status_code == 302
+    assert client.get(url("history.history")).status_code == 302
 
 
 def test_inactive_user_is_refused(app, client, make_user):
@@ -50,7 +50,7 @@ def test_inactive_user_is_refused(app, client, make_user):
         db.session.commit()
     response = login(client, "amy@example.com")
     assert response.status_code == 200
-    assert client.get(url("messages.history")).status_code == 302
+    assert client.get(url("history.history")).status_code == 302
 
 
 def test_login_throttled_per_account_after_five_failures(client, make_user):
@@ -77,7 +77,7 @@ def test_successful_logins_do_not_count_towards_the_account_limit(client, make_u
     make_user("amy@example.com")
     for _ in range(6):
         assert login(client, "amy@example.com").status_code == 303
-        post_form(client, url("auth.logout"), {}, form_page=url("messages.history"))
+        post_form(client, url("auth.logout"), {}, form_page=url("history.history"))
 
 
 def test_cookie_saved_before_logout_no_longer_works(app, make_user):
@@ -85,10 +85,10 @@ def test_cookie_saved_before_logout_no_longer_works(app, make_user):
     browser = app.test_client()
     login(browser, "amy@example.com")
     stolen = browser.get_cookie("session").value
-    post_form(browser, url("auth.logout"), {}, form_page=url("messages.history"))
+    post_form(browser, url("auth.logout"), {}, form_page=url("history.history"))
     thief = app.test_client()
     thief.set_cookie("session", stolen)
-    assert thief.get(url("messages.history")).status_code == 302
+    assert thief.get(url("history.history")).status_code == 302
 
 
 def test_cookie_saved_before_password_change_no_longer_works(app, make_user):
@@ -100,10 +100,10 @@ def test_cookie_saved_before_password_change_no_longer_works(app, make_user):
         "current_password": PASSWORD, "new_password": "a brand new passphrase",
         "confirm": "a brand new passphrase"})
     assert response.status_code == 303
-    assert browser.get(url("messages.history")).status_code == 200  # this session continues
+    assert browser.get(url("history.history")).status_code == 200  # this session continues
     thief = app.test_client()
     thief.set_cookie("session", stolen)
-    assert thief.get(url("messages.history")).status_code == 302
+    assert thief.get(url("history.history")).status_code == 302
     assert login(app.test_client(), "amy@example.com", "a brand new passphrase").status_code == 303
 
 
@@ -158,8 +158,8 @@ def test_next_never_leaves_the_site(client, make_user, target):
 
 def test_next_to_a_local_page_is_followed(client, make_user):
     make_user("amy@example.com")
-    response = login(client, "amy@example.com", next_url=url("messages.compose"))
-    assert response.headers["Location"] == url("messages.compose")
+    response = login(client, "amy@example.com", next_url=url("sending.compose"))
+    assert response.headers["Location"] == url("sending.compose")
 
 
 def test_post_without_csrf_token_is_refused(client, make_user):
@@ -176,7 +176,7 @@ def test_staff_get_403_on_admin_pages(app, client, login_as, method, endpoint, a
     if method == "GET":
         assert client.get(target).status_code == 403
     else:
-        assert post_form(client, target, {}, form_page=url("messages.history")).status_code == 403
+        assert post_form(client, target, {}, form_page=url("history.history")).status_code == 403
 
 
 @pytest.mark.parametrize(("method", "endpoint", "args"), ADMIN_ENDPOINTS)
@@ -226,7 +226,7 @@ def test_admin_deactivates_resets_and_changes_role(app, client, login_as, make_u
     staff_browser = app.test_client()
     login(staff_browser, "amy@example.com")
     post_form(client, url("auth.deactivate", user_id=staff.id), {}, form_page=url("auth.users"))
-    assert staff_browser.get(url("messages.history")).status_code == 302  # logged out at once
+    assert staff_browser.get(url("history.history")).status_code == 302  # logged out at once
     assert login(app.test_client(), "amy@example.com").status_code == 200
     post_form(client, url("auth.activate", user_id=staff.id), {}, form_page=url("auth.users"))
     post_form(client, url("auth.reset_password", user_id=staff.id), {"password": "another fine phrase"},
@@ -274,7 +274,7 @@ def test_the_first_admin_must_replace_the_printed_password_before_anything_else(
     printed = runner.invoke(args=["users", "bootstrap"]).output
     password = re.search(r"password:\s+(\S+)", printed).group(1)
     assert login(client, "admin@example.com", password).status_code == 303
-    for endpoint in ("messages.history", "messages.compose", "auth.users"):
+    for endpoint in ("history.history", "sending.compose", "auth.users"):
         response = client.get(url(endpoint))
         assert response.status_code == 303, endpoint
         assert response.headers["Location"].endswith(url("auth.change_password"))
@@ -284,4 +284,4 @@ def test_the_first_admin_must_replace_the_printed_password_before_anything_else(
         "current_password": password, "new_password": "a password of my very own",
         "confirm": "a password of my very own"})
     assert changed.status_code == 303
-    assert client.get(url("messages.history")).status_code == 200
+    assert client.get(url("history.history")).status_code == 200

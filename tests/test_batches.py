@@ -15,9 +15,13 @@ from sqlalchemy import func, select
 
 from webapp import statuses
 from webapp.extensions import db
-from webapp.messages import batch_file, batches, dispatch, opt_outs
-from webapp.messages.batch_file import ListError
+from webapp.gateway import pace
+from webapp.lists import batches
+from webapp.lists import list_file as batch_file
+from webapp.lists.list_file import ListError
+from webapp.messages import opt_outs
 from webapp.models import Batch, BatchDraft, Message, OptOut, User
+from webapp.sending import dispatch
 
 from .conftest import PASSWORD, csrf_token, login, post_form, wait_for
 from .helpers import url
@@ -122,12 +126,12 @@ def test_a_message_too_long_once_filled_is_a_row_error():
 # ---- through the pages ---------------------------------------------------------------------
 def upload(client, data: bytes | None = None, pasted: str = "", text: str = "Hi ((name))",
            filename: str = "customers.csv"):
-    token = csrf_token(client, url("batches.new_batch"))
+    token = csrf_token(client, url("lists.new_batch"))
     form = {"csrf_token": token, "sender": "+14155550100", "text": text, "media": MEDIA,
             "pasted": pasted}
     if data is not None:
         form["list_file"] = (io.BytesIO(data), filename)
-    return client.post(url("batches.new_batch"), data=form,
+    return client.post(url("lists.new_batch"), data=form,
                        content_type="multipart/form-data")
 
 
@@ -137,8 +141,8 @@ def draft_token(answer) -> str:
 
 
 def confirm(client, token: str):
-    page = url("batches.batch_draft", token=token)
-    return post_form(client, url("batches.confirm_batch", token=token), {}, form_page=page)
+    page = url("lists.batch_draft", token=token)
+    return post_form(client, url("lists.confirm_batch", token=token), {}, form_page=page)
 
 
 def counts(app) -> tuple[int, int]:
@@ -153,12 +157,12 @@ def test_preview_says_what_will_happen_before_anything_is_recorded(app, client, 
     rows += ["Dup,(415) 555-0101", "Bad,12345", "=HYPERLINK(\"x\"),(415) 555-0150"]
     token = draft_token(upload(client, "\n".join(rows).encode()))
     assert counts(app) == (0, 0)  # a draft is not a send
-    page = client.get(url("batches.batch_draft", token=token)).get_data(as_text=True)
+    page = client.get(url("lists.batch_draft", token=token)).get_data(as_text=True)
     assert "21 numbers will be sent to" in page
     assert "1 duplicate removed" in page and "1 invalid" in page
     assert "Hi Person 0" in page and "Hi Person 2" in page and "Hi Person 3" not in page
     assert "About $0.42" in page and "configured price" in page
-    left_out = client.get(url("batches.batch_left_out", token=token))
+    left_out = client.get(url("lists.batch_left_out", token=token))
     assert left_out.status_code == 200
     assert list(csv.reader(io.StringIO(left_out.get_data(as_text=True).lstrip("\ufeff")))) == [
         ["row", "value", "reason"], ["23", "12345", "“12345” is too short"]]
@@ -170,8 +174,8 @@ def test_confirm_records_the_batch_once_with_its_audit_entry(app, client, login_
     token = draft_token(upload(client, "\n".join(rows).encode()))
     first = confirm(client, token)
     assert first.status_code == 303 and "/batches/" in first.headers["Location"]
-    again = client.post(url("batches.confirm_batch", token=token),
-                        data={"csrf_token": csrf_token(client, url("batches.batches"))})
+    again = client.post(url("lists.confirm_batch", token=token),
+                        data={"csrf_token": csrf_token(client, url("lists.batches"))})
     assert again.status_code == 303 and again.headers["Location"] == first.headers["Location"]
     assert counts(app) == (30, 1)
     with app.app_context():
@@ -193,7 +197,7 @@ def test_a_draft_belongs_to_its_person(app, client, login_as, make_user):
     make_user("other@example.com")
     other = app.test_client()
     login(other, "other@example.com")
-    assert other.get(url("batches.batch_draft", token=token)).status_code == 404
+    assert other.get(url("lists.batch_draft", token=token)).status_code == 404
     assert confirm(other, token).status_code == 303
     assert counts(app) == (0, 0)
 
@@ -202,12 +206,12 @@ def test_changing_the_number_column(app, client, login_as):
     login_as("staff")
     token = draft_token(upload(client, b"a,b\n4155550101,4155550102\n4155550103,hello\n",
                                text="x"))
-    page = url("batches.batch_draft", token=token)
+    page = url("lists.batch_draft", token=token)
     assert "2 numbers will be sent to" in client.get(page).get_data(as_text=True)
-    post_form(client, url("batches.batch_column", token=token), {"column": "1"}, form_page=page)
+    post_form(client, url("lists.batch_column", token=token), {"column": "1"}, form_page=page)
     assert "1 number will be sent to" in client.get(page).get_data(as_text=True)
     for bad in ("7", "-1", "x" * 50, ""):
-        answer = post_form(client, url("batches.batch_column", token=token), {"column": bad},
+        answer = post_form(client, url("lists.batch_column", token=token), {"column": bad},
                            form_page=page)
         assert answer.status_code == 303
 
@@ -234,7 +238,7 @@ def test_bad_lists_get_a_clear_answer_and_record_nothing(app, client, login_as, 
 def test_a_list_with_no_one_to_send_to_cannot_be_confirmed(app, client, login_as):
     login_as("staff")
     token = draft_token(upload(client, pasted="name,phone\nAna,123\n"))
-    page = client.get(url("batches.batch_draft", token=token)).get_data(as_text=True)
+    page = client.get(url("lists.batch_draft", token=token)).get_data(as_text=True)
     assert "No one on this list can be sent to" in page and 'id="confirm"' not in page
     confirm(client, token)
     assert counts(app) == (0, 0)
@@ -244,7 +248,7 @@ def test_a_placeholder_with_no_column_is_refused(app, client, login_as):
     login_as("staff")
     token = draft_token(upload(client, pasted="name,phone\nAna,4155550101\n",
                                text="Hi ((nickname))"))
-    page = client.get(url("batches.batch_draft", token=token)).get_data(as_text=True)
+    page = client.get(url("lists.batch_draft", token=token)).get_data(as_text=True)
     assert "The list has no column for ((nickname))" in page
     confirm(client, token)
     assert counts(app) == (0, 0)
@@ -255,26 +259,26 @@ def test_over_the_ceiling_a_batch_waits_for_an_admin(app, client, login_as, make
     make_user("boss@example.com", "admin")
     boss = app.test_client()
     login(boss, "boss@example.com")
-    limits = url("batches.opt_outs")
+    limits = url("lists.opt_outs")
     for bad in ({"recipients": "-3"}, {"cost": "abc"}, {"cost": "NaN"}):
-        post_form(boss, url("batches.batch_limits"), bad, form_page=limits)
+        post_form(boss, url("lists.batch_limits"), bad, form_page=limits)
     assert entries(app, "batch_limits_changed") == []
-    post_form(boss, url("batches.batch_limits"), {"recipients": "5", "cost": ""},
+    post_form(boss, url("lists.batch_limits"), {"recipients": "5", "cost": ""},
               form_page=limits)
     assert len(entries(app, "batch_limits_changed")) == 1
     login_as("staff")
     token = draft_token(upload(client, pasted="\n".join(numbers(6)), text="Hello"))
     assert "wait for an admin" in client.get(
-        url("batches.batch_draft", token=token)).get_data(as_text=True)
+        url("lists.batch_draft", token=token)).get_data(as_text=True)
     where = confirm(client, token).headers["Location"]
     public_id = where.rsplit("/", 1)[-1]
     with app.app_context():
         assert db.session.scalar(select(Batch.status)) == batches.AWAITING
     # staff cannot approve; the admin can, once
-    assert post_form(client, url("batches.approve_batch", public_id=public_id), {},
-                     form_page=url("batches.batches")).status_code == 403
-    post_form(boss, url("batches.approve_batch", public_id=public_id), {}, form_page=limits)
-    post_form(boss, url("batches.approve_batch", public_id=public_id), {}, form_page=limits)
+    assert post_form(client, url("lists.approve_batch", public_id=public_id), {},
+                     form_page=url("lists.batches")).status_code == 403
+    post_form(boss, url("lists.approve_batch", public_id=public_id), {}, form_page=limits)
+    post_form(boss, url("lists.approve_batch", public_id=public_id), {}, form_page=limits)
     with app.app_context():
         batch = db.session.scalar(select(Batch))
         assert batch.status == batches.SENDING and batch.approved_by.email == "boss@example.com"
@@ -285,14 +289,14 @@ def test_pause_resume_and_cancel_are_recorded_and_cancel_counts_exactly(app, cli
     login_as("staff")
     token = draft_token(upload(client, pasted="\n".join(numbers(10)), text="Hello"))
     public_id = confirm(client, token).headers["Location"].rsplit("/", 1)[-1]
-    page = url("batches.batch", public_id=public_id)
+    page = url("lists.batch", public_id=public_id)
     with app.app_context():  # three were handed to Plivo already
         ids = list(db.session.scalars(select(Message.id).order_by(Message.id).limit(3)))
         for message_id in ids:
             assert dispatch._claim(message_id)
-    post_form(client, url("batches.pause_batch", public_id=public_id), {}, form_page=page)
-    post_form(client, url("batches.resume_batch", public_id=public_id), {}, form_page=page)
-    answer = post_form(client, url("batches.cancel_batch", public_id=public_id), {},
+    post_form(client, url("lists.pause_batch", public_id=public_id), {}, form_page=page)
+    post_form(client, url("lists.resume_batch", public_id=public_id), {}, form_page=page)
+    answer = post_form(client, url("lists.cancel_batch", public_id=public_id), {},
                        form_page=page, follow_redirects=True)
     assert "Cancelled: 7 not sent; 3 had already been handed to Plivo." in \
         answer.get_data(as_text=True)
@@ -312,9 +316,9 @@ def test_another_staff_member_cannot_stop_a_batch(app, client, login_as, make_us
     make_user("other@example.com")
     other = app.test_client()
     login(other, "other@example.com")
-    for endpoint in ("batches.pause_batch", "batches.cancel_batch"):
+    for endpoint in ("lists.pause_batch", "lists.cancel_batch"):
         answer = post_form(other, url(endpoint, public_id=public_id), {},
-                           form_page=url("batches.batches"))
+                           form_page=url("lists.batches"))
         assert answer.status_code == 403
 
 
@@ -322,8 +326,8 @@ def test_a_paused_batch_sends_nothing_and_a_lane_stops(app, client, login_as):
     login_as("staff")
     public_id = confirm(client, draft_token(upload(client, pasted="\n".join(numbers(4)), text="Hello"))
                         ).headers["Location"].rsplit("/", 1)[-1]
-    page = url("batches.batch", public_id=public_id)
-    post_form(client, url("batches.pause_batch", public_id=public_id), {}, form_page=page)
+    page = url("lists.batch", public_id=public_id)
+    post_form(client, url("lists.pause_batch", public_id=public_id), {}, form_page=page)
     with app.app_context():
         batch_id = db.session.scalar(select(Batch.id))
         batches.dispatch_lane(batch_id, 0)  # returns at once: nothing is claimed
@@ -339,7 +343,7 @@ def test_opted_out_numbers_are_left_out_refused_and_removable(app, client, login
         db.session.commit()
     login_as("staff")
     token = draft_token(upload(client, pasted="\n".join(numbers(3)), text="Hello"))
-    page = client.get(url("batches.batch_draft", token=token)).get_data(as_text=True)
+    page = client.get(url("lists.batch_draft", token=token)).get_data(as_text=True)
     assert "2 numbers will be sent to" in page and "1 opted out" in page
     answer, _key = compose(client, "+14155550101")
     assert answer.status_code == 400
@@ -348,21 +352,21 @@ def test_opted_out_numbers_are_left_out_refused_and_removable(app, client, login
     make_user("boss@example.com", "admin")
     boss = app.test_client()
     login(boss, "boss@example.com")
-    listing = boss.get(url("batches.opt_outs")).get_data(as_text=True)
+    listing = boss.get(url("lists.opt_outs")).get_data(as_text=True)
     assert "(415) 555-0101" in listing
-    export = boss.get(url("batches.export_opt_outs"))
+    export = boss.get(url("lists.export_opt_outs"))
     assert "+14155550101" in export.get_data(as_text=True)
-    post_form(boss, url("batches.remove_opt_out"), {"number": "+14155550101"},
-              form_page=url("batches.opt_outs"))
-    post_form(boss, url("batches.remove_opt_out"), {"number": "+14155550101"},
-              form_page=url("batches.opt_outs"))
+    post_form(boss, url("lists.remove_opt_out"), {"number": "+14155550101"},
+              form_page=url("lists.opt_outs"))
+    post_form(boss, url("lists.remove_opt_out"), {"number": "+14155550101"},
+              form_page=url("lists.opt_outs"))
     assert len(entries(app, "opt_out_removed")) == 1
     assert len(entries(app, "opt_outs_exported")) == 1
     assert compose(client, "+14155550101")[0].status_code == 303
 
 
 def staff_forbidden(client) -> bool:
-    return client.get(url("batches.opt_outs")).status_code == 403
+    return client.get(url("lists.opt_outs")).status_code == 403
 
 
 # ---- report, retry, copy -------------------------------------------------------------------
@@ -385,34 +389,34 @@ def _finished_batch(app, client):
 def test_report_keeps_the_list_columns_and_neutralises_formulas(app, client, login_as):
     login_as("staff")
     public_id = _finished_batch(app, client)
-    answer = client.get(url("batches.batch_report", public_id=public_id))
+    answer = client.get(url("lists.batch_report", public_id=public_id))
     assert answer.mimetype == "text/csv"
     rows = list(csv.reader(io.StringIO(answer.get_data(as_text=True).lstrip("\ufeff"))))
     assert rows[0][:4] == ["phone", "name", "status", "error"]
     assert rows[1][:2] == ["+14155550101", "'=cmd|' /C calc'!A0"]
     assert len(rows) == 5 and len(entries(app, "batch_exported")) == 1
-    page = client.get(url("batches.batch", public_id=public_id)).get_data(as_text=True)
+    page = client.get(url("lists.batch", public_id=public_id)).get_data(as_text=True)
     assert "Retry the 1 that may succeed now" in page and "$0.08" in page
 
 
 def test_retry_takes_only_failures_a_retry_may_fix(app, client, login_as):
     login_as("staff")
     public_id = _finished_batch(app, client)
-    page = url("batches.batch", public_id=public_id)
-    retry = post_form(client, url("batches.retry_batch", public_id=public_id), {},
+    page = url("lists.batch", public_id=public_id)
+    retry = post_form(client, url("lists.retry_batch", public_id=public_id), {},
                       form_page=page)
     token = draft_token(retry)
-    preview = client.get(url("batches.batch_draft", token=token)).get_data(as_text=True)
+    preview = client.get(url("lists.batch_draft", token=token)).get_data(as_text=True)
     assert "1 number will be sent to" in preview and "(415) 555-0101" in preview
-    copy = post_form(client, url("batches.copy_batch", public_id=public_id), {},
+    copy = post_form(client, url("lists.copy_batch", public_id=public_id), {},
                      form_page=page)
-    preview = client.get(url("batches.batch_draft", token=draft_token(copy))).get_data(as_text=True)
+    preview = client.get(url("lists.batch_draft", token=draft_token(copy))).get_data(as_text=True)
     assert "4 numbers will be sent to" in preview
 
 
 # ---- the opt-out list fills itself from Plivo's callbacks ------------------------------------
 def test_error_200_in_a_callback_adds_the_number(app, make_user):
-    from webapp.messages.callbacks import parse_callback, record_status_callback
+    from webapp.callbacks.ledger import parse_callback, record_status_callback
 
     from .helpers import save_message
 
@@ -428,7 +432,7 @@ def test_error_200_in_a_callback_adds_the_number(app, make_user):
 
 # ---- fair sharing ----------------------------------------------------------------------------
 def test_a_single_send_takes_the_window_before_waiting_batch_messages():
-    limiter = dispatch.DispatchLimiter("memory://", per_5s=2, max_in_flight=10)
+    limiter = pace.DispatchLimiter("memory://", per_5s=2, max_in_flight=10)
     order: list[str] = []
     with limiter.slot(), limiter.slot():  # the window is full for 5 s
         pass
@@ -461,9 +465,9 @@ def test_a_list_is_sent_through_plivo_and_a_single_send_goes_meanwhile(live, sim
     token = csrf_token_from(browser.get(base + url("auth.login")).text)
     browser.post(base + url("auth.login"), data={"csrf_token": token, "email": "amy@example.com",
                                                  "password": PASSWORD})
-    form_page = browser.get(base + url("batches.new_batch")).text
+    form_page = browser.get(base + url("lists.new_batch")).text
     rows = "name,phone\n" + "\n".join(f"P{i},{n}" for i, n in enumerate(numbers(40)))
-    answer = browser.post(base + url("batches.new_batch"), allow_redirects=False, data={
+    answer = browser.post(base + url("lists.new_batch"), allow_redirects=False, data={
         "csrf_token": csrf_token_from(form_page), "sender": "+14155550100",
         "text": "Hello ((name))", "media": MEDIA, "pasted": rows})
     preview = base + answer.headers["Location"]

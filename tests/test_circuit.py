@@ -9,10 +9,12 @@ from datetime import timedelta
 
 import pytest
 
-from webapp import plivo_gateway as gateway
+from webapp.callbacks import reconcile
 from webapp.extensions import db
-from webapp.messages import circuit, dispatch, reconcile
+from webapp.gateway import circuit
+from webapp.gateway import client as gateway
 from webapp.models import Message, PlivoCircuit, utcnow
+from webapp.sending import dispatch
 
 from .conftest import login, wait_for
 from .helpers import save_message, url
@@ -70,12 +72,12 @@ def test_a_wrong_token_pauses_sending_marks_nothing_failed_and_resumes_by_itself
     # Every page says so: admins learn what to check, staff that an admin must act.
     admin_client = live.app.test_client()
     login(admin_client, "admin@example.com")
-    page = admin_client.get(url("messages.history")).get_data(as_text=True)
+    page = admin_client.get(url("history.history")).get_data(as_text=True)
     assert 'id="sending-paused"' in page and "Plivo refused our credentials" in page
     assert "3 messages" in page and "PLIVO_AUTH_TOKEN" in page
     staff_client = live.app.test_client()
     login(staff_client, "staff@example.com")
-    staff_page = staff_client.get(url("messages.compose")).get_data(as_text=True)
+    staff_page = staff_client.get(url("sending.compose")).get_data(as_text=True)
     assert "Sending is paused" in staff_page and "An admin needs to fix" in staff_page
     assert "PLIVO_AUTH_TOKEN" not in staff_page
     anonymous = live.app.test_client().get(url("auth.login")).get_data(as_text=True)
@@ -103,7 +105,7 @@ def test_a_wrong_token_pauses_sending_marks_nothing_failed_and_resumes_by_itself
                          for i in ids))
     assert len(sim.requests) == 3  # each sent once
     circuit._forget_banner()
-    assert 'id="sending-paused"' not in admin_client.get(url("messages.history")).get_data(
+    assert 'id="sending-paused"' not in admin_client.get(url("history.history")).get_data(
         as_text=True)
 
 
@@ -118,7 +120,7 @@ def test_no_credit_at_request_time_pauses_too_and_says_so(live, simulator, make_
     assert (state.state, state.kind) == ("open", "credit")
     client = live.app.test_client()
     login(client, "admin@example.com")
-    page = client.get(url("messages.history")).get_data(as_text=True)
+    page = client.get(url("history.history")).get_data(as_text=True)
     assert "Plivo says the account has no credit" in page and "Top up" in page
 
 

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from webapp.extensions import db
-from webapp.messages import dispatch
+from webapp.gateway import pace
 from webapp.models import Message
+from webapp.sending import dispatch
 
 from .conftest import PASSWORD, free_port
 from .helpers import save_message
@@ -166,7 +167,7 @@ def test_a_claimed_message_plivo_s_callbacks_name_is_adopted_without_the_lease_w
 
 
 def test_dispatch_limiter_counts_a_request_only_once_its_claim_succeeded():
-    limiter = dispatch.DispatchLimiter("memory://", per_5s=2, max_in_flight=5)
+    limiter = pace.DispatchLimiter("memory://", per_5s=2, max_in_flight=5)
 
     def claimed_elsewhere() -> None:
         raise dispatch._ClaimedElsewhere

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from webapp import plivo_gateway as gateway
 from webapp.config import SANDBOX_AUTH_ID, SANDBOX_AUTH_TOKEN
+from webapp.gateway import client as gateway
 
 from .conftest import free_port
 

@@ -12,7 +12,7 @@ from sqlalchemy import event, text
 
 from webapp.auth import service as accounts
 from webapp.extensions import db
-from webapp.messages.export import neutralize
+from webapp.history.export import neutralize
 from webapp.models import Message, StatusEvent, User
 
 from .conftest import PASSWORD, login, post_form
@@ -57,7 +57,7 @@ def next_link(html: str) -> str | None:
 
 def test_sent_by_list_is_kept_per_process_and_follows_new_accounts(app, client, login_as,
                                                                    make_user, monkeypatch):
-    from webapp.messages import history
+    from webapp.history import queries as history
 
     viewer = login_as("staff", "viewer@example.com")
     user_lists = []
@@ -66,7 +66,7 @@ def test_sent_by_list_is_kept_per_process_and_follows_new_accounts(app, client, 
                      if "ORDER BY users.email" in a[2] else None)
 
     def options(query: str = "") -> dict[str, str]:
-        html = client.get(url("messages.history") + query).get_data(as_text=True)
+        html = client.get(url("history.history") + query).get_data(as_text=True)
         return {email: attrs for attrs, email in
                 re.findall(r'<option value="\d+"([^>]*)>([^<]+)</option>', html)}
 
@@ -97,7 +97,7 @@ def test_pagination_never_skips_or_repeats_when_timestamps_tie(client, login_as,
     created = add(120)  # all at the same instant
     created += add(15, created_at=STAMP + timedelta(seconds=1))
     login_as("staff", "viewer@example.com")
-    seen, link, pages = [], url("messages.history"), 0
+    seen, link, pages = [], url("history.history"), 0
     while link:
         html = client.get(link).get_data(as_text=True)
         seen += page_ids(html)
@@ -118,7 +118,7 @@ def test_filters_combine_and_stay_in_links(client, login_as, seed):
     login_as("staff", "viewer@example.com")
 
     def ids(query: str) -> set[str]:
-        return set(page_ids(client.get(url("messages.history") + "?" + query).get_data(as_text=True)))
+        return set(page_ids(client.get(url("history.history") + "?" + query).get_data(as_text=True)))
 
     assert ids(f"status=failed&q=SPRING&sent_by={bob.id}") == set(failed)
     assert len(ids("status=failed&status=queued")) == 5
@@ -127,7 +127,7 @@ def test_filters_combine_and_stay_in_links(client, login_as, seed):
     assert len(ids("to=2026-11-18")) == 1
     assert len(ids("from=2026-11-19&to=2026-11-20")) == 7
     assert len(ids("q=100%25")) == 0  # a literal % is searched for, not a wildcard
-    html = client.get(url("messages.history") + "?status=bogus&from=yesterday").get_data(as_text=True)
+    html = client.get(url("history.history") + "?status=bogus&from=yesterday").get_data(as_text=True)
     assert "Unknown status ignored" in html and "must look like 2026-01-31" in html
 
 
@@ -136,7 +136,7 @@ def test_one_poll_refreshes_the_table_until_every_row_is_final(app, client, logi
     [queued] = add(1, status="queued")
     [done] = add(1, status="delivered")
     login_as("staff", "viewer@example.com")
-    html = client.get(url("messages.history")).get_data(as_text=True)
+    html = client.get(url("history.history")).get_data(as_text=True)
     poll = re.search(r'<tbody hx-get="([^"]+)" hx-trigger="every 3s"', html)
     assert poll and "hx-get" not in html.split("<tbody", 1)[1].split(">", 1)[1]
     poll_url = poll.group(1).replace("&amp;", "&")
@@ -151,7 +151,7 @@ def test_one_poll_refreshes_the_table_until_every_row_is_final(app, client, logi
     final = client.get(poll_url)
     assert final.status_code == 286  # htmx stops polling
     assert 'data-status="delivered"' in final.get_data(as_text=True)
-    settled = client.get(url("messages.history")).get_data(as_text=True)
+    settled = client.get(url("history.history")).get_data(as_text=True)
     assert 'hx-trigger="every' not in settled
 
 
@@ -177,7 +177,7 @@ def check_row_shows_time_number_text_media_and_cost_escaped(app, client, user_id
         db.session.commit()
         public_id, plain_id = message.public_id, plain.public_id
         email = db.session.get(User, user_id).email
-    html = client.get(url("messages.history") + "?to=2026-11-20&from=2026-11-20").get_data(as_text=True)
+    html = client.get(url("history.history") + "?to=2026-11-20&from=2026-11-20").get_data(as_text=True)
 
     def row_of(ident: str) -> str:
         return re.search(rf'<tr id="msg-{ident}" data-final="yes">.*?</tr>', html, re.S).group(0)
@@ -210,16 +210,16 @@ def test_detail_shows_timeline_with_explained_error_codes(app, client, login_as,
                                        signature_scheme="v3", applied=True))
         db.session.commit()
     login_as("staff", "someone.else@example.com")  # any staff member sees any message
-    html = client.get(url("messages.detail", public_id=public_id)).get_data(as_text=True)
+    html = client.get(url("history.detail", public_id=public_id)).get_data(as_text=True)
     assert "Not delivered: spam detected (30)" in html
     assert "spam detected (30)" in html and "Unknown (code 130)" in html
     assert html.count("<td>v3</td>") == 3
 
 
 def test_unknown_message_is_404_and_anonymous_goes_to_login(client, login_as):
-    assert url("auth.login") in client.get(url("messages.history")).headers["Location"]
+    assert url("auth.login") in client.get(url("history.history")).headers["Location"]
     login_as("staff", "viewer@example.com")
-    assert client.get(url("messages.detail", public_id="nope")).status_code == 404
+    assert client.get(url("history.detail", public_id="nope")).status_code == 404
 
 
 @pytest.mark.parametrize(("value", "expected"), [
@@ -237,7 +237,7 @@ def test_csv_export_follows_the_filter_and_escapes(client, login_as, seed):
     add(2, text='=HYPERLINK("http://evil.example","x")', status="failed")
     add(600, status="delivered")
     login_as("staff", "viewer@example.com")
-    response = client.get(url("messages.export") + "?status=failed")
+    response = client.get(url("history.export") + "?status=failed")
     assert response.mimetype == "text/csv"
     assert "attachment" in response.headers["Content-Disposition"]
     rows = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
@@ -247,7 +247,7 @@ def test_csv_export_follows_the_filter_and_escapes(client, login_as, seed):
         assert (row["status"], row["status_code"]) == ("Failed", "failed")  # as on screen
         assert row["to"].startswith("+1415555") and row["from"] == "+14155550100"
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", row["created_at_utc"])
-    everything = client.get(url("messages.export")).get_data(as_text=True)
+    everything = client.get(url("history.export")).get_data(as_text=True)
     assert len(list(csv.reader(io.StringIO(everything)))) == 603  # across export batches
 
 
@@ -260,8 +260,8 @@ def test_export_ends_with_every_row_once_whatever_text_form_sqlite_holds(app, ma
 
 def check_export_ends_with_every_row_once(app, user_id: int) -> None:
     """Also run on PostgreSQL by tests/stack."""
-    from webapp.messages.export import export_rows
-    from webapp.messages.history import HistoryFilter
+    from webapp.history.export import export_rows
+    from webapp.history.queries import HistoryFilter
 
     with app.app_context():
         statement = text(
@@ -367,8 +367,8 @@ def seed_export_cases(app, user_id: int) -> None:
 def exported(app, zone: str, **args: str) -> dict[str, dict[str, str]]:
     from zoneinfo import ZoneInfo
 
-    from webapp.messages.export import export_rows
-    from webapp.messages.history import HistoryFilter
+    from webapp.history.export import export_rows
+    from webapp.history.queries import HistoryFilter
 
     with app.test_request_context("/messages/export.csv", query_string=args):
         filters, errors = HistoryFilter.from_args(request_args(), ZoneInfo(zone))
@@ -414,7 +414,7 @@ def test_csv_lists_each_message_media_and_readable_numbers(app, client, login_as
                    {"media_id": "0b0e6a4c-0000-4000-8000-000000000001"}]))
         db.session.commit()
     [row] = list(csv.DictReader(io.StringIO(
-        client.get(url("messages.export")).get_data(as_text=True))))
+        client.get(url("history.export")).get_data(as_text=True))))
     assert row["media_count"] == "2"
     assert row["media"].splitlines() == ["https://cdn.example.com/a.png",
                                          "media id 0b0e6a4c-0000-4000-8000-000000000001"]
@@ -431,13 +431,13 @@ def test_a_failure_says_what_to_do_on_its_page_and_in_its_row(app, client, login
         db.session.add_all([failed, refused])
         db.session.commit()
         failed_id, refused_id = failed.public_id, refused.public_id
-    page = client.get(url("messages.detail", public_id=failed_id)).get_data(as_text=True)
+    page = client.get(url("history.detail", public_id=failed_id)).get_data(as_text=True)
     assert "What you can do:</strong> The Plivo account has run out of credit" in page
-    refused_page = client.get(url("messages.detail", public_id=refused_id)).get_data(
+    refused_page = client.get(url("history.detail", public_id=refused_id)).get_data(
         as_text=True)
     assert "Plivo sent no status reports for this message." in refused_page
     assert "No status reports from Plivo yet" not in refused_page
-    history = client.get(url("messages.history")).get_data(as_text=True)
+    history = client.get(url("history.history")).get_data(as_text=True)
     assert 'title="The Plivo account has run out of credit' in history
 
 
@@ -457,18 +457,18 @@ def test_dates_are_the_days_the_table_shows_in_the_display_time_zone(make_app, m
         db.session.commit()
         late_id, early_id = late.public_id, early.public_id
     assert login(client, "la@example.com").status_code == 303
-    html = client.get(url("messages.history", **{"from": "2026-11-30", "to": "2026-11-30"})
+    html = client.get(url("history.history", **{"from": "2026-11-30", "to": "2026-11-30"})
                       ).get_data(as_text=True)
     assert page_ids(html) == [early_id]
     assert "2026-11-30 00:30 PST</time>" in html
     assert "From date (America/Los_Angeles)" in html
-    before = client.get(url("messages.history", to="2026-11-29")).get_data(as_text=True)
+    before = client.get(url("history.history", to="2026-11-29")).get_data(as_text=True)
     assert page_ids(before) == [late_id] and "2026-11-29 23:30 PST</time>" in before
-    swapped = client.get(url("messages.history", **{"from": "2026-11-30", "to": "2026-11-29"})
+    swapped = client.get(url("history.history", **{"from": "2026-11-30", "to": "2026-11-29"})
                          ).get_data(as_text=True)
     assert set(page_ids(swapped)) == {late_id, early_id}
     assert "wrong way round; they have been swapped" in swapped
-    export = client.get(url("messages.export"))
+    export = client.get(url("history.export"))
     rows = {r["message_id"]: r for r in csv.DictReader(io.StringIO(export.get_data(as_text=True)))}
     export.close()
     assert rows[late_id]["created_at_local"] == "2026-11-29T23:30:00-08:00"
@@ -497,22 +497,22 @@ def test_the_page_after_a_send_sums_it_up_and_one_poll_keeps_it_current(app, cli
                                         recipient=recipient, status=status, error_code=code,
                                         total_amount=amount))
         db.session.commit()
-    page = client.get(url("messages.sent", key="k" * 24)).get_data(as_text=True)
+    page = client.get(url("sending.sent", key="k" * 24)).get_data(as_text=True)
     summary = re.search(r'<p class="send-summary".*?</p>', page, re.S).group(0)
     assert "<strong>4 messages</strong>" in summary
     assert ">2 Delivered</span>" in summary and ">1 Queued at Plivo</span>" in summary
     assert ">1 Not delivered: spam detected (30)</span>" in summary
     assert "cost $0.048" in summary
     assert "Show the 1 that did not go through" in page
-    live = client.get(url("messages.sent_live", key="k" * 24))
+    live = client.get(url("sending.sent_live", key="k" * 24))
     assert live.status_code == 200 and 'hx-trigger="every 3s"' in live.get_data(as_text=True)
     assert page.count('hx-trigger="every 3s"') == 1  # one poll for summary and rows
     with app.app_context():
         db.session.execute(text("UPDATE messages SET status = 'delivered'"))
         db.session.commit()
-    settled = client.get(url("messages.sent_live", key="k" * 24))
+    settled = client.get(url("sending.sent_live", key="k" * 24))
     assert settled.status_code == 286 and "hx-get" not in settled.get_data(as_text=True)
-    failed_link = client.get(url("messages.history", send="k" * 24, status="undelivered"))
+    failed_link = client.get(url("history.history", send="k" * 24, status="undelivered"))
     assert failed_link.status_code == 200
 
 
@@ -520,7 +520,7 @@ def test_the_filter_panel_stays_folded_and_says_what_is_active(client, login_as,
     add, _, _ = seed
     add(1, status="failed", text="invoice 4471")
     login_as("staff", "viewer@example.com")
-    html = client.get(url("messages.history", status=["failed", "undelivered"], q="4471",
+    html = client.get(url("history.history", status=["failed", "undelivered"], q="4471",
                           **{"from": "2026-11-01"})).get_data(as_text=True)
     summary = re.search(r'<details class="filters">\s*<summary>(.*?)</summary>', html,
                         re.S).group(1)
@@ -528,7 +528,7 @@ def test_the_filter_panel_stays_folded_and_says_what_is_active(client, login_as,
                        "Text: “4471”")
     assert '<details class="filters">' in html  # folded: the rows come first
     assert "✕ Clear filters" in html
-    plain = client.get(url("messages.history")).get_data(as_text=True)
+    plain = client.get(url("history.history")).get_data(as_text=True)
     assert "<summary>Filter</summary>" in plain and "Clear filters" not in plain
 
 
@@ -536,17 +536,17 @@ def test_a_person_can_read_times_in_their_own_time_zone(app, client, login_as, s
     add, _, _ = seed
     [late] = add(1, created_at=datetime(2026, 11, 30, 7, 30, tzinfo=UTC))
     login_as("staff", "viewer@example.com")
-    assert "2026-11-30 07:30 UTC</time>" in client.get(url("messages.history")).get_data(
+    assert "2026-11-30 07:30 UTC</time>" in client.get(url("history.history")).get_data(
         as_text=True)
     refused = post_form(client, url("auth.account"), {"time_zone": "Mars/Olympus"})
     assert refused.status_code == 400
     saved = post_form(client, url("auth.account"), {"time_zone": "America/Vancouver"})
     assert saved.status_code == 303
-    html = client.get(url("messages.history", to="2026-11-29")).get_data(as_text=True)
+    html = client.get(url("history.history", to="2026-11-29")).get_data(as_text=True)
     assert page_ids(html) == [late] and "2026-11-29 23:30 PST</time>" in html
     assert "From date (America/Vancouver)" in html
     post_form(client, url("auth.account"), {"time_zone": ""})  # back to the dashboard's
-    assert "07:30 UTC</time>" in client.get(url("messages.history")).get_data(as_text=True)
+    assert "07:30 UTC</time>" in client.get(url("history.history")).get_data(as_text=True)
 
 
 def test_count_is_exact_below_the_cap_and_says_more_than_above(app, client, seed, monkeypatch):
@@ -554,31 +554,31 @@ def test_count_is_exact_below_the_cap_and_says_more_than_above(app, client, seed
     add(3, status="failed")
     add(4)
     login(client, amy.email)
-    answer = client.get(url("messages.count", status="failed"), headers={"HX-Request": "true"})
+    answer = client.get(url("history.count", status="failed"), headers={"HX-Request": "true"})
     assert answer.status_code == 200
     assert "3 messages match these filters." in answer.text
     assert "<html" not in answer.text  # a fragment for htmx
-    assert "7 messages." in client.get(url("messages.count"), headers={"HX-Request": "true"}).text
-    one = client.get(url("messages.count", q="message 1", status="failed")).text
+    assert "7 messages." in client.get(url("history.count"), headers={"HX-Request": "true"}).text
+    one = client.get(url("history.count", q="message 1", status="failed")).text
     assert "1 message matches these filters." in one and "<html" in one  # a page without JS
-    from webapp.messages import history
+    from webapp.history import queries as history
     monkeypatch.setattr(history, "COUNT_CAP", 5)
     monkeypatch.setattr(history.count, "__defaults__", (5,))
-    assert "More than 5 messages." in client.get(url("messages.count")).text
+    assert "More than 5 messages." in client.get(url("history.count")).text
 
 
 def test_history_page_links_the_count_with_its_filters(app, client, seed):
     add, amy, _bob = seed
     add(2)
     login(client, amy.email)
-    html = client.get(url("messages.history", status="failed", before="x")).text
+    html = client.get(url("history.history", status="failed", before="x")).text
     found = re.search(r'id="match-count" hx-get="([^"]+)"', html)
     assert found and "status=failed" in found.group(1) and "before" not in found.group(1)
-    assert client.get(url("messages.count"), headers={"HX-Request": "1"}).status_code == 200
+    assert client.get(url("history.count"), headers={"HX-Request": "1"}).status_code == 200
 
 
 def test_count_needs_a_login(client):
-    answer = client.get(url("messages.count"))
+    answer = client.get(url("history.count"))
     assert answer.status_code == 302 and "/login" in answer.headers["Location"]
 
 
@@ -587,7 +587,7 @@ def test_count_needs_a_login(client):
     (None, "—"), ("", "—"), ("NaN", "—"), ("junk", "—"), ("0.00001", "$0.00001"),
 ])
 def test_costs_read_as_dollars_without_padding(amount, shown):
-    from webapp.messages.rows import money
+    from webapp.history.rows import money
     assert money(amount) == shown
 
 
@@ -612,7 +612,7 @@ def check_text_search(app, client, user_id: int) -> None:
         "pickup ready? for the shop"])
 
     def ids(typed: str) -> set[str]:
-        answer = client.get(url("messages.history", q=typed))
+        answer = client.get(url("history.history", q=typed))
         assert answer.status_code == 200, typed
         return set(page_ids(answer.get_data(as_text=True)))
 
@@ -633,7 +633,7 @@ def check_text_search(app, client, user_id: int) -> None:
                   "'ready'", "ready:*", "\\"):
         ids(typed)
     assert ids("ready OR nothing") == set()  # three words, all required
-    html = client.get(url("messages.history", q="!!! ...")).get_data(as_text=True)
+    html = client.get(url("history.history", q="!!! ...")).get_data(as_text=True)
     assert "punctuation alone matches nothing" in html and invoice in page_ids(html)
 
 
@@ -644,7 +644,7 @@ def check_recipient_search(app, client, user_id: int) -> None:
     [other] = seed_texts(app, user_id, ["c"], recipient="+14155557320")
 
     def ids(typed: str) -> set[str]:
-        return set(page_ids(client.get(url("messages.history", recipient=typed)).get_data(
+        return set(page_ids(client.get(url("history.history", recipient=typed)).get_data(
             as_text=True)))
 
     assert ids("7319") == {vancouver, sf}
@@ -653,7 +653,7 @@ def check_recipient_search(app, client, user_id: int) -> None:
     assert ids("+1 604 555 7319") == {vancouver} == ids("16045557319")
     assert ids("5557320") == {other}
     assert ids("8888") == set() and ids("26045557319") == set()
-    html = client.get(url("messages.history", recipient="19")).get_data(as_text=True)
+    html = client.get(url("history.history", recipient="19")).get_data(as_text=True)
     assert "at least the last 4 digits" in html and vancouver in page_ids(html)
 
 
@@ -671,7 +671,7 @@ def test_text_search_over_many_matches_walks_the_dates_and_pages_through_all(
         app, client, login_as, seed, monkeypatch):
     """A word in more messages than SPARSE takes the other path (each row checked while
     the date index is walked): the same rows, newest first, every one once."""
-    from webapp.messages import history
+    from webapp.history import queries as history
     add, _amy, _bob = seed
     common = add(12, text="weekly newsletter")
     add(3, text="something else")
@@ -679,7 +679,7 @@ def test_text_search_over_many_matches_walks_the_dates_and_pages_through_all(
     monkeypatch.setattr(history, "SPARSE", 5)
     monkeypatch.setattr(history, "PAGE_SIZE", 5)
     monkeypatch.setattr(history, "WINDOW", 2)  # windows of 2, 8, 32 rows
-    seen, link = [], url("messages.history", q="newsletter")
+    seen, link = [], url("history.history", q="newsletter")
     while link:
         html = client.get(link).get_data(as_text=True)
         seen += page_ids(html)
@@ -696,7 +696,7 @@ def test_a_common_word_with_other_filters_pages_exactly_whatever_came_before(
     import random
     from datetime import timedelta
 
-    from webapp.messages import history
+    from webapp.history import queries as history
     add, amy, bob = seed
     chooser = random.Random(18)
     expected: list[tuple] = []  # (created_at, order, public_id, status, user, recipient, text)
@@ -729,13 +729,13 @@ def test_a_common_word_with_other_filters_pages_exactly_whatever_came_before(
     ]:
         want = [public_id for moment, _order, public_id, fields in expected
                 if "newsletter" in fields["text"] and wanted(fields, moment)]
-        seen, link = [], url("messages.history", q="newsletter", **args)
+        seen, link = [], url("history.history", q="newsletter", **args)
         while link:
             html = client.get(link).get_data(as_text=True)
             seen += page_ids(html)
             link = next_link(html)
         assert seen == want, args
-        counted = client.get(url("messages.count", q="newsletter", **args)).text
+        counted = client.get(url("history.count", q="newsletter", **args)).text
         assert f"{len(want)} message" in counted, (args, counted)
 
 
@@ -749,9 +749,9 @@ def test_search_index_follows_inserts_updates_and_deletes(app, client, login_as,
         db.session.delete(db.session.scalar(db.select(Message).filter_by(public_id=gone)))
         db.session.commit()
     login_as("staff", "viewer@example.com")
-    assert page_ids(client.get(url("messages.history", q="replacement")).text) == [changed]
-    assert page_ids(client.get(url("messages.history", q="original")).text) == []
-    assert page_ids(client.get(url("messages.history", q="doomed")).text) == []
+    assert page_ids(client.get(url("history.history", q="replacement")).text) == [changed]
+    assert page_ids(client.get(url("history.history", q="original")).text) == []
+    assert page_ids(client.get(url("history.history", q="doomed")).text) == []
 
 
 PLAN_CASES = {
@@ -766,7 +766,7 @@ def query_plans(app, sender_id: int) -> dict[str, str]:
     """The plan of each filter's first-page query, as the database would run it."""
     from werkzeug.datastructures import MultiDict
 
-    from webapp.messages import history
+    from webapp.history import queries as history
     plans = {}
     cases = {**PLAN_CASES, "sender": {"sent_by": [str(sender_id)]}}
     with app.test_request_context():

@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import select
 
 from webapp.extensions import db
-from webapp.messages.media import MediaRefused, check_media, probe_media_url, system_resolver
 from webapp.models import Message
+from webapp.sending.probe import MediaRefused, check_media, probe_media_url, system_resolver
 
 from .conftest import csrf_token
 from .helpers import url
@@ -114,7 +114,7 @@ def test_ssrf_targets_are_refused_without_connecting(listener, template):
 def test_which_addresses_count_as_the_public_internet(address, public):
     """Our own table of special ranges, not Python 3.11's is_global alone (CVE-2024-4032),
     and every IPv4 address an IPv6 one carries checked again."""
-    from webapp.messages.public_addresses import is_public
+    from webapp.sending.public_addresses import is_public
 
     assert is_public(address) is public
 
@@ -279,10 +279,10 @@ def test_compose_with_probe_on_refuses_and_accepts(make_app, media_server):
     login(client, "amy@example.com")
 
     def send(media: list[str]):
-        page = client.get(url("messages.compose")).get_data(as_text=True)
+        page = client.get(url("sending.compose")).get_data(as_text=True)
         key = re.search(r'name="idempotency_key" type="hidden" value="([^"]+)"', page).group(1)
-        return client.post(url("messages.compose"), data={
-            "csrf_token": csrf_token(client, url("messages.compose")), "idempotency_key": key,
+        return client.post(url("sending.compose"), data={
+            "csrf_token": csrf_token(client, url("sending.compose")), "idempotency_key": key,
             "sender": "+14155550100", "recipients": "(415) 555-0123", "media": media})
 
     refused = send([f"http://{media_server}/ok.jpg", f"http://{media_server}/nolength.png"])

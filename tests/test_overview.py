@@ -17,8 +17,9 @@ from hypothesis import strategies as st
 from sqlalchemy import delete, select
 
 from webapp.auth import service as accounts
+from webapp.callbacks import ledger as callbacks
 from webapp.extensions import db
-from webapp.messages import callbacks, health, overview, rollups
+from webapp.gateway.signatures import SignatureScheme
 from webapp.models import (
     CallbackHour,
     DailyLatency,
@@ -29,7 +30,8 @@ from webapp.models import (
     StatusEvent,
     utcnow,
 )
-from webapp.signatures import SignatureScheme
+from webapp.overview import figures as overview
+from webapp.overview import health, rollups
 
 from .conftest import PASSWORD, login, post_form
 from .helpers import make_message, save_message, url
@@ -247,7 +249,7 @@ def test_every_figure_opens_exactly_the_messages_behind_it(client, team, app):
         number = re.search(re.escape(link.replace("&", "&amp;")) + r'">([\d,]+)</a>', html)
         page = client.get(link)
         assert page.status_code == 200, link
-        count = client.get(url("messages.count") + "?" + urlsplit(link).query)
+        count = client.get(url("history.count") + "?" + urlsplit(link).query)
         shown = re.search(r"([\d,]+) (?:matching )?messages?", count.get_data(as_text=True))
         if number:  # a link on a figure: the history counts the same messages
             assert shown and shown.group(1) == number.group(1), (link, count.get_data(as_text=True))
@@ -310,14 +312,14 @@ def test_history_filters_by_error_code_and_reads_dates_in_the_zone_given(client,
     save_message(app, created_by_id=user.id, status="failed", error_code="50", text="other code",
                  created_at=datetime(2026, 11, 19, 15, 0, tzinfo=UTC))
     login(client, user.email)
-    html = client.get(url("messages.history") + f"?from=2026-11-19&to=2026-11-19&tz={ZONE}"
+    html = client.get(url("history.history") + f"?from=2026-11-19&to=2026-11-19&tz={ZONE}"
                       "&error=30").get_data(as_text=True)
     assert "late one" in html and "other code" not in html
     assert "Error 30 (spam detected)" in unescape(html)
-    html = client.get(url("messages.history") + "?from=2026-11-19&to=2026-11-19&error=30"
+    html = client.get(url("history.history") + "?from=2026-11-19&to=2026-11-19&error=30"
                       ).get_data(as_text=True)
     assert "late one" not in html  # in UTC it was the 20th
-    html = unescape(client.get(url("messages.history") + "?tz=Mars/Olympus&error=3x"
+    html = unescape(client.get(url("history.history") + "?tz=Mars/Olympus&error=3x"
                                ).get_data(as_text=True))
     assert "Unknown time zone ignored" in html and "Unknown error code ignored." in html
 

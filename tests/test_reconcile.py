@@ -9,9 +9,11 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
+from webapp.callbacks import reconcile
 from webapp.extensions import db
-from webapp.messages import dispatch, reconcile
+from webapp.gateway import pace
 from webapp.models import Message, StatusEvent, utcnow
+from webapp.sending import dispatch
 
 from .conftest import login, post_form, wait_for
 from .helpers import save_message, url
@@ -62,7 +64,7 @@ def test_a_message_whose_callbacks_were_lost_is_delivered_after_a_lookup(
         assert later["looked up"] == 0 and later["no longer waiting"] == 1
     client = live.app.test_client()
     login(client, user.email)
-    page = client.get(url("messages.detail", public_id=row.public_id)).get_data(as_text=True)
+    page = client.get(url("history.detail", public_id=row.public_id)).get_data(as_text=True)
     assert 'id="checked-with-plivo"' in page and "(1 time)" in page
     assert "Checked with Plivo (no callback)" in page
 
@@ -93,7 +95,7 @@ def test_lookups_back_off_then_stop_and_say_plivo_has_no_final_status(
         public_id = row.public_id
     client = live.app.test_client()
     login(client, user.email)
-    page = client.get(url("messages.detail", public_id=public_id)).get_data(as_text=True)
+    page = client.get(url("history.detail", public_id=public_id)).get_data(as_text=True)
     assert "Plivo has no final status for it" in page
 
 
@@ -146,7 +148,7 @@ def test_the_command_asks_plivo_about_every_overdue_message(live, simulator, mak
 def test_lookups_take_at_most_their_share_of_plivos_window():
     """At 280 requests per 5 s and a 10 % share, the 29th lookup in a window waits, and
     each lookup is counted in the window sends use too (here its second's share: 58)."""
-    limiter = dispatch.DispatchLimiter("memory://", per_5s=280, max_in_flight=10,
+    limiter = pace.DispatchLimiter("memory://", per_5s=280, max_in_flight=10,
                                        lookup_share=10)
 
     class Waited(Exception):
@@ -172,7 +174,7 @@ def test_lookups_take_at_most_their_share_of_plivos_window():
 
 def test_the_window_is_spread_over_its_five_seconds():
     """No burst of the whole window at once: about a fifth of it in any second."""
-    limiter = dispatch.DispatchLimiter("memory://", per_5s=280, max_in_flight=10)
+    limiter = pace.DispatchLimiter("memory://", per_5s=280, max_in_flight=10)
 
     class Waited(Exception):
         pass
@@ -205,7 +207,7 @@ def test_the_reconciler_takes_its_lookups_from_their_share(live, simulator, make
     wait_for(lambda: all(m.state == "delivered" for m in sim.messages.values()))
     with live.app.app_context():
         reconcile.reconcile(now=utcnow() + timedelta(minutes=16))
-        limiter = dispatch.lookup_limiter()
+        limiter = pace.lookup_limiter()
         _reset, remaining = limiter._window.get_window_stats(limiter._lookup_item,
                                                              "plivo-lookup")
         assert remaining == limiter._lookup_item.amount - len(ids)
@@ -254,7 +256,7 @@ def test_an_unknown_message_plivo_never_got_becomes_not_sent(live, simulator, ma
     assert "never reached Plivo" in row.error_reason
     client = live.app.test_client()
     login(client, user.email)
-    page = client.get(url("messages.detail", public_id=row.public_id)).get_data(as_text=True)
+    page = client.get(url("history.detail", public_id=row.public_id)).get_data(as_text=True)
     assert "Not sent — Plivo never received it" in page and 'id="send-again"' in page
 
 
@@ -266,8 +268,8 @@ def test_send_again_sends_a_new_message_once(live, simulator, make_user):
     public_id = message(live.app, original).public_id
     client = live.app.test_client()
     login(client, colleague.email)
-    detail = url("messages.detail", public_id=public_id)
-    answer = post_form(client, url("messages.send_again", public_id=public_id), {},
+    detail = url("history.detail", public_id=public_id)
+    answer = post_form(client, url("sending.send_again", public_id=public_id), {},
                        form_page=detail)
     assert answer.status_code == 303
     again_url = answer.headers["Location"]
@@ -275,7 +277,7 @@ def test_send_again_sends_a_new_message_once(live, simulator, make_user):
     wait_for(lambda: len(sim.requests) == 1)
     assert sim.requests[0]["dst"] == "14155552300" and sim.requests[0]["text"] == (
         "Your cake is ready")
-    second = post_form(client, url("messages.send_again", public_id=public_id), {},
+    second = post_form(client, url("sending.send_again", public_id=public_id), {},
                        form_page=detail)
     assert second.headers["Location"] == again_url  # a second click sends nothing more
     assert len(sim.requests) == 1
@@ -284,7 +286,7 @@ def test_send_again_sends_a_new_message_once(live, simulator, make_user):
             idempotency_key=f"again-{public_id}"))
         assert again.created_by_id == colleague.id  # who pressed the button
     pending = save_message(live.app, created_by_id=author.id, recipient="+14155552301")
-    refused = post_form(client, url("messages.send_again",
+    refused = post_form(client, url("sending.send_again",
                                     public_id=message(live.app, pending).public_id), {},
                         form_page=detail)
     assert refused.status_code == 303 and len(sim.requests) == 1  # only not_sent ones
@@ -293,7 +295,7 @@ def test_send_again_sends_a_new_message_once(live, simulator, make_user):
 def test_several_candidates_are_listed_for_a_person_to_choose(live, simulator, make_user):
     import uuid as uuids_
 
-    from webapp.plivo_simulator import SimulatedMessage
+    from webapp.gateway.simulator import SimulatedMessage
 
     sim, _ = simulator
     user = make_user()
@@ -311,13 +313,13 @@ def test_several_candidates_are_listed_for_a_person_to_choose(live, simulator, m
     assert row.status == "unknown" and {c["uuid"] for c in row.lookup_candidates} == set(uuids)
     client = live.app.test_client()
     login(client, user.email)
-    detail = url("messages.detail", public_id=row.public_id)
+    detail = url("history.detail", public_id=row.public_id)
     page = client.get(detail).get_data(as_text=True)
     assert 'id="candidates"' in page and all(u in page for u in uuids)
-    wrong = post_form(client, url("messages.adopt", public_id=row.public_id),
+    wrong = post_form(client, url("sending.adopt", public_id=row.public_id),
                       {"plivo_uuid": "not-a-candidate"}, form_page=detail)
     assert wrong.status_code == 303 and message(live.app, unknown).plivo_uuid is None
-    post_form(client, url("messages.adopt", public_id=row.public_id), {"plivo_uuid": uuids[1]},
+    post_form(client, url("sending.adopt", public_id=row.public_id), {"plivo_uuid": uuids[1]},
               form_page=detail)
     row = message(live.app, unknown)
     assert row.plivo_uuid == uuids[1] and row.status != "unknown"
@@ -334,7 +336,7 @@ def test_several_candidates_are_listed_for_a_person_to_choose(live, simulator, m
 def test_the_message_list_s_refusal_is_read_from_the_response(live, simulator, make_user):
     """The SDK turns the list's 401 into a TypeError (PLIVO.md 1.8): still, the circuit
     opens as for any refused credentials."""
-    from webapp.messages import circuit
+    from webapp.gateway import circuit
 
     sim, _ = simulator
     user = make_user()
@@ -348,7 +350,7 @@ def test_the_message_list_s_refusal_is_read_from_the_response(live, simulator, m
 
 
 def test_the_message_list_takes_at_most_20_requests_a_minute():
-    limiter = dispatch.DispatchLimiter("memory://", per_5s=280, max_in_flight=10)
+    limiter = pace.DispatchLimiter("memory://", per_5s=280, max_in_flight=10)
 
     class Waited(Exception):
         pass

@@ -21,8 +21,8 @@ from webapp import check_python
 from webapp.auth import service as accounts
 from webapp.config import ConfigError
 from webapp.extensions import db
-from webapp.messages.forms import parse_recipients
 from webapp.models import Message, User
+from webapp.sending.forms import parse_recipients
 
 from .conftest import PASSWORD, csrf_token, login, post_form
 from .helpers import url, wrong_passwords_at_once
@@ -40,7 +40,7 @@ def _subclasses(cls):
 def form_field_names() -> list[str]:
     """Every field of every form the app defines, and the CSRF token's."""
     import webapp.auth.forms
-    import webapp.messages.forms  # noqa: F401
+    import webapp.sending.forms  # noqa: F401
 
     names = {"csrf_token"}
     for form in _subclasses(FlaskForm):
@@ -93,7 +93,7 @@ def test_nul_in_any_parameter_of_any_route_is_a_400(app, client, login_as):
 def test_nul_is_refused_without_a_login_too(app, client):
     assert client.post(url("auth.login"), data={"email": "a\x00b@example.com",
                                                 "password": "x"}).status_code == 400
-    assert client.post(url("webhooks.plivo_status"),
+    assert client.post(url("callbacks.plivo_status"),
                        data={"MessageUUID": "a\x00b", "Status": "sent"}).status_code == 400
 
 
@@ -114,17 +114,17 @@ def check_odd_query_values_are_explained(client) -> None:
     far = base64.urlsafe_b64encode(b"9999-12-31T00:00:00+00:00|1").decode()
     cases = {"sent_by": "²", "to": "9999-12-31", "from": "0001-01-01", "before": huge}
     for name, value in cases.items():
-        response = client.get(url("messages.history"), query_string={name: value})
+        response = client.get(url("history.history"), query_string={name: value})
         assert response.status_code == 200, (name, value)
-    assert client.get(url("messages.history"), query_string={"before": far}).status_code == 200
-    page = client.get(url("messages.history"), query_string={"to": "9999-12-31"})
+    assert client.get(url("history.history"), query_string={"before": far}).status_code == 200
+    page = client.get(url("history.history"), query_string={"to": "9999-12-31"})
     assert "between 2000-01-01 and 2099-12-31" in page.get_data(as_text=True)
-    export = client.get(url("messages.export"), query_string={"to": "9999-12-31",
+    export = client.get(url("history.export"), query_string={"to": "9999-12-31",
                                                               "sent_by": "99999999999"})
     assert export.status_code == 200
     assert export.get_data(as_text=True).startswith("created_at_utc,")  # whole, not cut
     export.close()  # the stream holds a database connection until closed
-    rows = client.get(url("messages.rows"), query_string={"id": ["x" * 30, "\u00b2"]})
+    rows = client.get(url("history.rows"), query_string={"id": ["x" * 30, "\u00b2"]})
     assert rows.status_code in (200, 286)
 
 
@@ -288,7 +288,7 @@ def fuzz_every_route(app: Flask, client, data) -> None:
     """Random values for the known parameters (and a random one) on every route, with a
     valid CSRF token half the time so that forms reach their handlers: never a 5xx."""
     names = [*QUERY_PARAMETERS, *form_field_names()]
-    token = csrf_token(client, url("messages.compose"))
+    token = csrf_token(client, url("sending.compose"))
     for endpoint, method, path in routes(app, user_id=2):  # the other admin, not oneself
         if endpoint == "auth.logout":
             continue  # would end the session the other requests need

@@ -13,9 +13,10 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from webapp.extensions import db
-from webapp.messages import dispatch, sending
-from webapp.messages.forms import parse_recipients, read_recipients
 from webapp.models import Message
+from webapp.sending import dispatch
+from webapp.sending import submission as sending
+from webapp.sending.forms import parse_recipients, read_recipients
 
 from .conftest import PASSWORD, base_env, csrf_token, free_port, login, wait_for
 from .helpers import clean_environment, csrf_token_in, save_message, url
@@ -26,12 +27,12 @@ KEY_RE = re.compile(r'name="idempotency_key" type="hidden" value="([^"]+)"')
 
 def compose(client, recipients: str, media=(MEDIA,), text: str = "hello", key: str | None = None,
             **extra):
-    page = client.get(url("messages.compose")).get_data(as_text=True)
+    page = client.get(url("sending.compose")).get_data(as_text=True)
     key = key or KEY_RE.search(page).group(1)
-    data = {"csrf_token": csrf_token(client, url("messages.compose")), "idempotency_key": key,
+    data = {"csrf_token": csrf_token(client, url("sending.compose")), "idempotency_key": key,
             "sender": "+14155550100", "recipients": recipients, "text": text,
             "media": list(media), **extra}
-    return client.post(url("messages.compose"), data=data), key
+    return client.post(url("sending.compose"), data=data), key
 
 
 def count_messages(app) -> int:
@@ -115,7 +116,7 @@ def test_an_emoji_counts_as_one_character_and_long_text_is_never_cut(app, client
     assert response.status_code == 303
     with app.app_context():
         assert db.session.scalars(select(Message)).one().text == text
-    page = client.get(url("messages.compose")).get_data(as_text=True)
+    page = client.get(url("sending.compose")).get_data(as_text=True)
     assert "maxlength" not in page.split('id="text"')[1].split(">")[0]  # the field cuts nothing
 
 
@@ -129,7 +130,7 @@ def test_media_ids_are_accepted(app, client, login_as):
 
 
 def test_compose_requires_login(client):
-    response = client.get(url("messages.compose"))
+    response = client.get(url("sending.compose"))
     assert response.status_code == 302 and url("auth.login") in response.headers["Location"]
 
 
@@ -153,10 +154,10 @@ def test_per_user_send_limit(make_app, make_user):
     st.one_of(st.text(max_size=300), st.lists(st.text(max_size=80), max_size=12)),
 ))
 def test_arbitrary_compose_input_never_gives_500(app, client, login_as, data):
-    if client.get(url("messages.compose")).status_code == 302:  # the first example logs in
+    if client.get(url("sending.compose")).status_code == 302:  # the first example logs in
         login_as()
-    response = client.post(url("messages.compose"), data={
-        "csrf_token": csrf_token(client, url("messages.compose")), **data})
+    response = client.post(url("sending.compose"), data={
+        "csrf_token": csrf_token(client, url("sending.compose")), **data})
     assert response.status_code in (303, 400, 429)
 
 
@@ -172,13 +173,13 @@ def test_compose_sends_to_two_numbers_and_they_end_delivered(live, simulator, ma
     token = csrf_token_in(page)
     browser.post(live.url + url("auth.login"), data={"csrf_token": token, "email": "amy@example.com",
                                             "password": PASSWORD})
-    page = browser.get(live.url + url("messages.compose")).text
+    page = browser.get(live.url + url("sending.compose")).text
     token = csrf_token_in(page)
     key = KEY_RE.search(page).group(1)
     data = {"csrf_token": token, "idempotency_key": key, "sender": "+14155550100",
             "recipients": "(415) 555-0123\n(604) 555-0199", "text": "hello", "media": MEDIA}
-    first = browser.post(live.url + url("messages.compose"), data=data, allow_redirects=False)
-    again = browser.post(live.url + url("messages.compose"), data=data, allow_redirects=False)
+    first = browser.post(live.url + url("sending.compose"), data=data, allow_redirects=False)
+    again = browser.post(live.url + url("sending.compose"), data=data, allow_redirects=False)
     assert first.status_code == again.status_code == 303
     assert first.headers["Location"] == again.headers["Location"]
     sent_page = live.url + first.headers["Location"]
@@ -189,11 +190,11 @@ def test_compose_sends_to_two_numbers_and_they_end_delivered(live, simulator, ma
     wait_for(both_delivered)
     assert len(sim.requests) == 2  # the repeated post sent nothing
     assert {r["dst"] for r in sim.requests} == {"14155550123", "16045550199"}
-    assert all(r["url"] == live.url + url("webhooks.plivo_status") for r in sim.requests)
+    assert all(r["url"] == live.url + url("callbacks.plivo_status") for r in sim.requests)
     with live.app.app_context():
         rows = db.session.scalars(select(Message)).all()
         assert len(rows) == 2 and all(len(r.events) == 3 for r in rows)
-    detail = browser.get(live.url + url("messages.detail", public_id=rows[0].public_id)).text
+    detail = browser.get(live.url + url("history.detail", public_id=rows[0].public_id)).text
     assert detail.count("Applied") == 3
 
 
@@ -255,18 +256,18 @@ def test_copy_to_a_new_message_prefills_compose(app, client, login_as):
     with app.app_context():
         first = db.session.scalars(select(Message).order_by(Message.id)).first()
     sent_page = client.get(response.headers["Location"]).get_data(as_text=True)
-    assert url("messages.compose", copy_send=key) in sent_page.replace("&amp;", "&")
-    one = client.get(url("messages.compose", copy=first.public_id)).get_data(as_text=True)
+    assert url("sending.compose", copy_send=key) in sent_page.replace("&amp;", "&")
+    one = client.get(url("sending.compose", copy=first.public_id)).get_data(as_text=True)
     def recipients_in(page: str) -> str:
         return page.split('id="recipients"')[1].split("</textarea>")[0].split(">", 1)[1]
 
     assert recipients_in(one).split() == ["(415)", "555-0123"]
     assert "Spring sale!" in one and f'value="{MEDIA}"' in one and f'value="{media_id}"' in one
     assert key not in one  # a new send, a new idempotency key
-    both = client.get(url("messages.compose", copy_send=key)).get_data(as_text=True)
+    both = client.get(url("sending.compose", copy_send=key)).get_data(as_text=True)
     assert recipients_in(both).split("\n")[-2:] == ["(415) 555-0123", "(604) 555-0199"]
-    assert client.get(url("messages.compose", copy="nope")).status_code == 200  # just empty
-    detail = client.get(url("messages.detail", public_id=first.public_id)).get_data(as_text=True)
+    assert client.get(url("sending.compose", copy="nope")).status_code == 200  # just empty
+    detail = client.get(url("history.detail", public_id=first.public_id)).get_data(as_text=True)
     assert 'id="copy-message"' in detail
 
 

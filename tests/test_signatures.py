@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from plivo.utils import validate_signature
 from plivo.utils.signature_v3 import validate_v3_signature
 
-from webapp import signatures
+from webapp.gateway import signatures
 
 TOKEN = "MY_TEST_AUTH_TOKEN_0123456789abcdef"
 MAIN_TOKEN = "MAIN_ACCOUNT_TOKEN_zyx987"

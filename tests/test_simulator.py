@@ -10,9 +10,9 @@ import pytest
 from webapp import statuses
 from webapp.config import SANDBOX_AUTH_ID, SANDBOX_AUTH_TOKEN
 from webapp.extensions import db
-from webapp.messages import dispatch
+from webapp.gateway.simulator import BEHAVIOURS, display_number, readme_table
 from webapp.models import Message
-from webapp.plivo_simulator import BEHAVIOURS, display_number, readme_table
+from webapp.sending import dispatch
 
 from .conftest import free_port, wait_for
 from .helpers import save_message, url
@@ -26,7 +26,7 @@ def test_the_readme_lists_the_magic_numbers_the_simulator_acts_on():
 
 def test_the_compose_page_hints_come_from_the_same_table(client, login_as):
     login_as()
-    page = client.get(url("messages.compose")).get_data(as_text=True)
+    page = client.get(url("sending.compose")).get_data(as_text=True)
     hinted = [b for b in BEHAVIOURS if b.hint]
     assert hinted
     for behaviour in hinted:
@@ -61,7 +61,7 @@ def test_simulator_delivers_through_a_proxy_address_signed_for_the_public_url(ma
                                                                              make_user):
     """A dashboard whose public address is https (a TLS proxy in front): the simulator
     posts to the loopback port and signs for the https URL, which the webhook checks."""
-    from webapp.plivo_simulator import PlivoSimulator
+    from webapp.gateway.simulator import PlivoSimulator
 
     from .conftest import LiveServer
 
@@ -97,7 +97,7 @@ def test_simulator_refuses_a_deliver_to_that_is_not_a_loopback_base(runner, valu
 
 
 def _chaotic(make_app, chaos):
-    from webapp.plivo_simulator import PlivoSimulator
+    from webapp.gateway.simulator import PlivoSimulator
 
     from .conftest import LiveServer
 
@@ -115,8 +115,8 @@ def test_chaos_doubles_and_reverses_callbacks_and_the_dashboard_keeps_plivos_tru
         make_app, make_user):
     """The chaos benchmark's switches: every callback posted twice, in reverse order. The
     state machine keeps the final status; each status keeps the time Plivo reached it."""
+    from webapp.gateway.simulator import Chaos
     from webapp.models import StatusEvent
-    from webapp.plivo_simulator import Chaos
 
     sim, sim_server, app, live = _chaotic(make_app, Chaos(duplicate=1.0, reorder=1.0))
     try:
@@ -147,7 +147,7 @@ def test_chaos_doubles_and_reverses_callbacks_and_the_dashboard_keeps_plivos_tru
 def test_chaos_drops_callbacks_and_plivos_api_still_tells_the_truth(make_app, make_user):
     import requests
 
-    from webapp.plivo_simulator import Chaos
+    from webapp.gateway.simulator import Chaos
 
     sim, sim_server, app, live = _chaotic(make_app, Chaos(drop=1.0, failing=1.0))
     try:

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 from sqlalchemy import delete, func, select
 
 from webapp import create_app, statuses
+from webapp.callbacks import ledger as callbacks
 from webapp.extensions import db
-from webapp.messages import callbacks
 from webapp.models import Message, StatusEvent, User
 
 from .conftest import base_env
@@ -121,7 +121,7 @@ def check_sql_and_python_agree(app) -> int:
     Also run on PostgreSQL by tests/stack."""
     from types import SimpleNamespace
 
-    from webapp.messages import callback_sql
+    from webapp.callbacks import sql as callback_sql
 
     compared = ("status", "status_sequence", "error_code", "queued_at", "sent_at", "final_at")
     payload = {"QueuedTime": "2026-02-02 10:00:00", "SentTime": "2026-02-02 10:00:05",

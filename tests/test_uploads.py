@@ -17,8 +17,8 @@ from PIL import Image
 from sqlalchemy import func, select
 
 from webapp.extensions import db
-from webapp.messages import uploads
 from webapp.models import Media, Message
+from webapp.pictures import uploads
 
 from .conftest import PASSWORD, wait_for
 from .helpers import csrf_token_in, url
@@ -183,11 +183,11 @@ def signed_in(live, make_user, email="amy@example.com") -> requests.Session:
 
 
 def post_compose(browser, live, files, recipients="(415) 555-0123", media=(), **extra):
-    page = browser.get(live.url + url("messages.compose")).text
+    page = browser.get(live.url + url("sending.compose")).text
     data = {"csrf_token": csrf_token_in(page), "idempotency_key": KEY_RE.search(page).group(1),
             "sender": "+14155550100", "recipients": recipients, "text": "Your cake is ready",
             "media": list(media), **extra}
-    return browser.post(live.url + url("messages.compose"), data=data, files=files,
+    return browser.post(live.url + url("sending.compose"), data=data, files=files,
                         allow_redirects=False)
 
 
@@ -215,9 +215,9 @@ def test_a_photo_from_the_desktop_goes_through_plivos_media_api(live, simulator,
     uploaded = sim.media[sim.requests[0]["media_ids"][0]]
     assert uploaded["content_type"] == "image/jpeg" and uploaded["file_name"] == "cake.jpg"
     # history shows the thumbnail; the detail page the picture itself
-    history = browser.get(live.url + url("messages.history")).text
+    history = browser.get(live.url + url("history.history")).text
     assert f'src="/media/{media.sha256}/thumbnail"' in history
-    detail = browser.get(live.url + url("messages.detail", public_id=messages[0].public_id)).text
+    detail = browser.get(live.url + url("history.detail", public_id=messages[0].public_id)).text
     assert f'<img src="/media/{media.sha256}"' in detail
     wait_for(lambda: all(m.status == "delivered" for m in _messages(live.app)))
 
@@ -315,7 +315,7 @@ def test_plivo_refusing_our_credentials_on_upload_pauses_sending(live, simulator
     assert post_compose(browser, live, [("files", ("a.png", png(), "image/png"))]).status_code == 303
     (message,) = _messages(live.app)
     assert message.status == "pending" and message.attempts == 0  # waits, not failed
-    from webapp.messages import circuit
+    from webapp.gateway import circuit
     with live.app.app_context():
         assert circuit.is_open()
 
@@ -331,30 +331,30 @@ def test_the_library_lists_searches_counts_uses_and_lets_admins_delete(app, clie
         cake = uploads.store(uploads.prepare(png(colour=(250, 200, 0)), "cake.png"), staff)
         menu = uploads.store(uploads.prepare(PDF, "menu_50%.pdf"), staff)
         cake_sha, menu_sha = cake.sha256, menu.sha256
-    page = client.get(url("messages.library")).get_data(as_text=True)
+    page = client.get(url("pictures.library")).get_data(as_text=True)
     assert page.index("menu_50%.pdf") < page.index("cake.png")  # newest first
     assert "sam@example.com" in page and "used in 0 messages" in page
     assert 'action="/media/' not in page  # staff cannot delete
-    found = client.get(url("messages.library", q="CAKE")).get_data(as_text=True)
+    found = client.get(url("pictures.library", q="CAKE")).get_data(as_text=True)
     assert "cake.png" in found and "menu_50%.pdf" not in found
-    assert "menu_50%.pdf" in client.get(url("messages.library", q="50%")).get_data(as_text=True)
-    assert "cake.png" not in client.get(url("messages.library", q="_")).get_data(as_text=True)
-    assert client.get(url("messages.library", before="x" * 50)).status_code == 200
+    assert "menu_50%.pdf" in client.get(url("pictures.library", q="50%")).get_data(as_text=True)
+    assert "cake.png" not in client.get(url("pictures.library", q="_")).get_data(as_text=True)
+    assert client.get(url("pictures.library", before="x" * 50)).status_code == 200
     # "Use in a new message" attaches it; sending counts the use
-    compose_page = client.get(url("messages.compose", media=cake_sha)).get_data(as_text=True)
+    compose_page = client.get(url("sending.compose", media=cake_sha)).get_data(as_text=True)
     assert f'name="uploaded" value="{cake_sha}"' in compose_page
     response, _ = compose(client, "(415) 555-0123, (415) 555-0124", media=[], uploaded=[cake_sha])
     assert response.status_code == 303
-    assert "used in 2 messages" in client.get(url("messages.library")).get_data(as_text=True)
+    assert "used in 2 messages" in client.get(url("pictures.library")).get_data(as_text=True)
     from .conftest import csrf_token
-    staff_token = csrf_token(client, url("messages.library"))
+    staff_token = csrf_token(client, url("pictures.library"))
     assert client.post(f"/media/{menu_sha}/delete",
                        data={"csrf_token": staff_token}).status_code == 403
     # an admin may delete a file no waiting message uses, not one that is waiting
     make_user("boss@example.com", "admin")
     admin = app.test_client()
     login(admin, "boss@example.com")
-    token = csrf_token(admin, url("messages.library"))
+    token = csrf_token(admin, url("pictures.library"))
     refused = admin.post(f"/media/{cake_sha}/delete", data={"csrf_token": token},
                          follow_redirects=True).get_data(as_text=True)
     assert "still used by 2 messages waiting to be sent" in refused
@@ -370,10 +370,10 @@ def test_a_file_uploaded_as_it_is_chosen_shows_what_came_of_it(app, client, logi
     and shows the card that comes back, before Send."""
     from .conftest import csrf_token
     anonymous = app.test_client()
-    assert anonymous.post(url("messages.upload_media")).status_code in (302, 400)
+    assert anonymous.post(url("pictures.upload_media")).status_code in (302, 400)
     login_as()
-    token = csrf_token(client, url("messages.compose"))
-    answer = client.post(url("messages.upload_media"), headers={"X-CSRFToken": token},
+    token = csrf_token(client, url("sending.compose"))
+    answer = client.post(url("pictures.upload_media"), headers={"X-CSRFToken": token},
                          content_type="multipart/form-data",
                          data={"file": (io.BytesIO(photo(800, 600, quality=85, orientation=6)), "me.jpg")})
     card = answer.get_data(as_text=True)
@@ -382,11 +382,11 @@ def test_a_file_uploaded_as_it_is_chosen_shows_what_came_of_it(app, client, logi
         media = db.session.scalar(select(Media))
     assert f'<input type="hidden" name="uploaded" value="{media.sha256}">' in card
     assert "location and camera data removed" in card and "me.jpg" in card
-    refused = client.post(url("messages.upload_media"), headers={"X-CSRFToken": token},
+    refused = client.post(url("pictures.upload_media"), headers={"X-CSRFToken": token},
                           content_type="multipart/form-data",
                           data={"file": (io.BytesIO(SVG), "x.svg")})
     assert refused.status_code == 400 and "SVG drawing" in refused.get_data(as_text=True)
-    forged = client.post(url("messages.upload_media"), content_type="multipart/form-data",
+    forged = client.post(url("pictures.upload_media"), content_type="multipart/form-data",
                          data={"file": (io.BytesIO(png()), "y.png")})
     assert forged.status_code == 400  # no CSRF token: nothing stored
     with app.app_context():

@@ -7,15 +7,15 @@ import itertools
 import pytest
 from sqlalchemy import func, select
 
+from webapp.callbacks import ledger as callbacks
 from webapp.config import SANDBOX_AUTH_TOKEN
 from webapp.extensions import db
-from webapp.messages import callbacks
+from webapp.gateway.signatures import signed_headers
 from webapp.models import Message, StatusEvent, User
-from webapp.signatures import signed_headers
 
 from .helpers import make_message, url
 
-CALLBACK_PATH = url("webhooks.plivo_status")
+CALLBACK_PATH = url("callbacks.plivo_status")
 PUBLIC_URL = "http://127.0.0.1:5000" + CALLBACK_PATH
 
 
@@ -250,7 +250,7 @@ def test_a_v3_header_that_is_present_is_checked_even_empty(app, client, message,
 def test_old_nonces_are_forgotten_after_48_hours(app, client, message):
     from datetime import timedelta
 
-    from webapp.messages.callback_guard import forget_expired
+    from webapp.callbacks.guard import forget_expired
     from webapp.models import WebhookNonce, utcnow
 
     assert post_signed(client, form("sent", 2)).status_code == 200
@@ -262,7 +262,7 @@ def test_old_nonces_are_forgotten_after_48_hours(app, client, message):
 
 # ---- refused callbacks cannot fill the database ----------------------------------------------
 def test_refused_callbacks_are_counted_and_only_a_few_kept(app, client, message):
-    from webapp.messages.callback_guard import SAMPLES_PER_SOURCE_HOUR, refused_counts
+    from webapp.callbacks.guard import SAMPLES_PER_SOURCE_HOUR, refused_counts
 
     big = form("delivered", 3, Padding="x" * 10_000)
     for _ in range(20):
@@ -277,7 +277,7 @@ def test_refused_callbacks_are_counted_and_only_a_few_kept(app, client, message)
 
 
 def test_unsigned_traffic_is_throttled_per_source_address(app, client, message):
-    from webapp.messages.callback_guard import REFUSED_PER_MINUTE
+    from webapp.callbacks.guard import REFUSED_PER_MINUTE
 
     codes = [client.post(CALLBACK_PATH, data=form("sent", 2)).status_code
              for _ in range(REFUSED_PER_MINUTE.amount + 5)]
@@ -338,7 +338,7 @@ def test_a_v2_only_callback_waits_for_plivo_to_confirm_it(live, simulator, make_
     simulator) is asked before a V2-only callback changes a message."""
     import requests
 
-    from webapp.plivo_simulator import SimulatedMessage
+    from webapp.gateway.simulator import SimulatedMessage
 
     from .helpers import save_message
 

@@ -14,8 +14,8 @@ from sqlalchemy import event, exc, text
 from sqlalchemy.engine import Engine
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from .config import ConfigError, Settings, load_settings
-from .extensions import csrf, db, limiter, login_manager, migrate
+from webapp.config import ConfigError, Settings, load_settings
+from webapp.extensions import csrf, db, limiter, login_manager, migrate
 
 __all__ = ["ConfigError", "create_app"]
 
@@ -89,7 +89,7 @@ def create_app(config: Mapping[str, str] | None = None) -> Flask:
     settings = load_settings(config, instance_path=Path(app.instance_path))
     _configure(app, settings)
 
-    from . import logs, security
+    from webapp import logs, security
 
     logs.init_app(app)
     security.init_app(app)
@@ -104,12 +104,12 @@ def create_app(config: Mapping[str, str] | None = None) -> Flask:
     limiter.init_app(app)
     login_manager.init_app(app)
 
-    from . import tasks
-    from .messages.batches import dispatch_lane, restart_lanes
-    from .messages.callback_guard import confirm_v2_callback, forget_expired
-    from .messages.dispatch import dispatch_message, probe_circuit, recover_stalled
-    from .messages.reconcile import reconcile
-    from .messages.rollups import refresh as refresh_rollups
+    from webapp import tasks
+    from webapp.callbacks.guard import confirm_v2_callback, forget_expired
+    from webapp.callbacks.reconcile import reconcile
+    from webapp.lists.batches import dispatch_lane, restart_lanes
+    from webapp.overview.rollups import refresh as refresh_rollups
+    from webapp.sending.dispatch import dispatch_message, probe_circuit, recover_stalled
 
     tasks.init_app(app, tasks.Handlers(
         dispatch_message=dispatch_message, recover_stalled=recover_stalled,
@@ -117,19 +117,24 @@ def create_app(config: Mapping[str, str] | None = None) -> Flask:
         reconcile=reconcile, probe_circuit=probe_circuit, refresh_rollups=refresh_rollups,
         dispatch_batch=dispatch_lane, restart_batches=restart_lanes))
 
-    from .auth import bp as auth_bp
-    from .messages import bp as messages_bp
-    from .messages.batch_views import bp as batches_bp
-    from .overview import bp as overview_bp
-    from .webhooks import bp as webhooks_bp
+    from webapp.messages import presentation
 
-    app.register_blueprint(auth_bp)
-    app.register_blueprint(messages_bp)
-    app.register_blueprint(batches_bp)
-    app.register_blueprint(overview_bp)
-    app.register_blueprint(webhooks_bp)
+    presentation.init_app(app)
+    # One blueprint per capability; each package's views module holds its `bp`.
+    from webapp.audit_log.views import bp as audit_log_bp
+    from webapp.auth.views import bp as auth_bp
+    from webapp.callbacks.views import bp as callbacks_bp
+    from webapp.history.views import bp as history_bp
+    from webapp.lists.views import bp as lists_bp
+    from webapp.overview.views import bp as overview_bp
+    from webapp.pictures.views import bp as pictures_bp
+    from webapp.sending.views import bp as sending_bp
 
-    from . import cli, errors
+    for blueprint in (auth_bp, overview_bp, sending_bp, history_bp, pictures_bp, lists_bp,
+                      callbacks_bp, audit_log_bp):
+        app.register_blueprint(blueprint)
+
+    from webapp import cli, errors
 
     errors.init_app(app)
     cli.init_app(app)
@@ -157,14 +162,14 @@ def create_app(config: Mapping[str, str] | None = None) -> Flask:
             return jsonify(status="unavailable", database="unreachable"), 503
         return jsonify(status="ok", database="ok")
 
-    from .plivo_simulator import BEHAVIOURS, display_number
+    from webapp.gateway.simulator import BEHAVIOURS, display_number
 
     # The compose page's sandbox hint, from the simulator's own table.
     sandbox_numbers = [(display_number(b.number), b.hint) for b in BEHAVIOURS if b.hint]
 
     from flask_login import current_user
 
-    from .messages import circuit
+    from webapp.gateway import circuit
 
     @app.context_processor
     def inject_globals():
@@ -187,7 +192,7 @@ def create_app(config: Mapping[str, str] | None = None) -> Flask:
 
 
 def _configure(app: Flask, settings: Settings) -> None:
-    from .auth import sessions
+    from webapp.auth import sessions
 
     app.extensions["settings"] = settings
     engine_options: dict = {}

@@ -21,10 +21,10 @@ from flask import g, has_request_context, request
 from flask_login import current_user
 from sqlalchemy import delete, insert, select, tuple_
 
-from .extensions import db
-from .logs import event
-from .models import AuditEvent, User, utcnow
-from .spreadsheet import neutralize
+from webapp.extensions import db
+from webapp.logs import event
+from webapp.models import AuditEvent, User, utcnow
+from webapp.spreadsheet import neutralize
 
 log = logging.getLogger(__name__)
 

@@ -12,15 +12,15 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
 
-from . import audit
-from .auth import service as accounts
-from .auth.passwords import WeakPassword
-from .auth.sessions import forget_ended as forget_ended_sessions
-from .config import current_settings
-from .extensions import db
-from .messages.dispatch import recover_stalled
-from .messages.reconcile import due_count, reconcile
-from .messages.rollups import rebuild as rebuild_rollups
+from webapp import audit
+from webapp.auth import service as accounts
+from webapp.auth.passwords import WeakPassword
+from webapp.auth.sessions import forget_ended as forget_ended_sessions
+from webapp.callbacks.reconcile import due_count, reconcile
+from webapp.config import current_settings
+from webapp.extensions import db
+from webapp.overview.rollups import rebuild as rebuild_rollups
+from webapp.sending.dispatch import recover_stalled
 
 users = AppGroup("users", help="Manage staff accounts.")
 messages = AppGroup("messages", help="Maintenance of the message table.")
@@ -138,7 +138,7 @@ def plivo_simulator(port: int | None, callback_delay: float, latency: float,
     """Serve the Plivo simulator on 127.0.0.1 (sandbox mode)."""
     from werkzeug.serving import run_simple
 
-    from .plivo_simulator import BEHAVIOURS, Chaos, PlivoSimulator
+    from webapp.gateway.simulator import BEHAVIOURS, Chaos, PlivoSimulator
 
     settings = current_settings()
     chaos = Chaos(drop=drop_callbacks, duplicate=duplicate_callbacks,
@@ -167,7 +167,7 @@ def sandbox(check: bool) -> None:
 @click.option("--threads", type=int, default=None, help="Worker threads (default QUEUE_WORKERS).")
 def worker(threads: int | None) -> None:
     """Run a task-queue worker that sends queued messages."""
-    from .tasks import run_worker
+    from webapp.tasks import run_worker
 
     run_worker(current_app._get_current_object(), threads or current_settings().queue_workers)
 

@@ -9,7 +9,7 @@ from flask import Flask, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
-from .extensions import db, limiter
+from webapp.extensions import db, limiter
 
 MESSAGES = {
     400: ("Bad request", "The request could not be understood."),
@@ -86,7 +86,7 @@ def init_app(app: Flask) -> None:
     def too_large(exc):
         limit = request.max_content_length
         _drain()
-        if request.endpoint == "messages.compose" and limit:
+        if request.endpoint == "sending.compose" and limit:
             return render_error(413, f"The files you attached come to more than "
                                      f"{limit // (1024 * 1024)} MB together, the most this "
                                      "dashboard takes at once. Attach fewer or smaller "

@@ -26,8 +26,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from . import statuses
-from .extensions import db
+from webapp import statuses
+from webapp.extensions import db
 
 
 def utcnow() -> datetime:

@@ -10,7 +10,7 @@ from flask import Flask, abort, current_app, request
 from flask_login import current_user, login_required
 from werkzeug.routing import IntegerConverter
 
-from .config import current_settings
+from webapp.config import current_settings
 
 # PostgreSQL's integer columns hold at most this; a larger id in a URL is a 404, not an
 # overflow in the database driver.
@@ -78,7 +78,7 @@ CSP = (
 # Endpoints whose responses may be cached: static files, and uploaded media, which are
 # named by their content's sha256 (the view sets private, immutable caching; its 404s
 # are no-store like every other page).
-CACHEABLE = frozenset({"static", "messages.media_file", "messages.media_thumbnail"})
+CACHEABLE = frozenset({"static", "pictures.media_file", "pictures.media_thumbnail"})
 
 
 def init_app(app: Flask) -> None:

@@ -44,7 +44,7 @@ def check_accessibility(page: Page) -> None:
 
 
 def compose(page: Page, stack: Stack, recipients: str, media: list[str], text: str = "") -> None:
-    page.goto(stack.url + url("messages.compose"))
+    page.goto(stack.url + url("sending.compose"))
     page.get_by_label("To").fill(recipients)
     page.get_by_label("Message").fill(text)
     for i, address in enumerate(media):
@@ -65,7 +65,7 @@ def staff_account(stack, browser):
     page.get_by_label("Password").fill(stack.admin_password)
     page.get_by_role("button", name="Log in").click()
     expect(page.get_by_text("Choose your own password first")).to_be_visible()
-    page.goto(stack.url + url("messages.history"))  # nothing else opens until then
+    page.goto(stack.url + url("history.history"))  # nothing else opens until then
     expect(page.get_by_text("Choose your own password first")).to_be_visible()
     page.locator("#current_password").fill(stack.admin_password)
     page.locator("#new_password").fill(ADMIN_PASSWORD)
@@ -154,17 +154,17 @@ def test_history_filters_detail_and_export(page: Page, stack, staff_account):
 
 def test_logout_then_back_shows_no_private_page(page: Page, stack, staff_account):
     log_in(page, stack, staff_account, STAFF_PASSWORD)
-    page.goto(stack.url + url("messages.history"))
+    page.goto(stack.url + url("history.history"))
     log_out(page)
     page.go_back()
     expect(page.get_by_role("heading", name="Log in")).to_be_visible()
-    page.goto(stack.url + url("messages.history"))
+    page.goto(stack.url + url("history.history"))
     expect(page.get_by_role("heading", name="Log in")).to_be_visible()
 
 
 def test_compose_with_the_keyboard_only(page: Page, stack, staff_account):
     log_in(page, stack, staff_account, STAFF_PASSWORD)
-    page.goto(stack.url + url("messages.compose"))
+    page.goto(stack.url + url("sending.compose"))
     page.locator("body").focus()
     order = []
     for _ in range(15):
@@ -196,15 +196,15 @@ def test_compose_with_the_keyboard_only(page: Page, stack, staff_account):
 
 def test_pages_have_no_serious_accessibility_violations(page: Page, stack, staff_account):
     log_in(page, stack, stack.admin_email, stack.admin_password)
-    page.goto(stack.url + url("messages.history"))
+    page.goto(stack.url + url("history.history"))
     first = page.locator("tbody tr a").first
     detail = first.get_attribute("href") if first.count() else None
-    urls = [url("messages.history"), url("messages.compose"), url("auth.change_password"),
+    urls = [url("history.history"), url("sending.compose"), url("auth.change_password"),
             url("auth.account"),
             url("auth.users"), url("auth.user_detail", user_id=1),
-            url("messages.history", status="failed"), url("overview.index"),
+            url("history.history", status="failed"), url("overview.index"),
             url("overview.health"), url("auth.account_sessions"), url("auth.two_factor"),
-            url("overview.audit_log"), "/no/such/page"]
+            url("audit_log.audit_log"), "/no/such/page"]
     if detail:
         urls.append(detail)
     for path in urls:
@@ -224,7 +224,7 @@ def test_escape_closes_the_account_menu_and_focus_is_always_visible(page: Page, 
     expect(menu).not_to_have_attribute("open", "")
     assert page.evaluate("document.activeElement.tagName") == "SUMMARY"
     # A keyboard user sees where focus is: a 3 px ring, whatever the control's style.
-    page.goto(stack.url + url("messages.compose"))
+    page.goto(stack.url + url("sending.compose"))
     page.locator("#add-media").focus()
     page.keyboard.press("Shift+Tab")
     page.keyboard.press("Tab")
@@ -301,17 +301,17 @@ def test_every_page_fits_every_width_and_the_status_shows_on_a_phone(browser, st
             expect(page.locator("tbody .badge", has_text="Waiting")).to_have_count(
                 0, timeout=20_000)  # so that the screenshots show how the sends ended
             page.screenshot(path=str(SCREENS / "sent-desktop.png"), full_page=True)
-            page.goto(stack.url + url("messages.history"))
+            page.goto(stack.url + url("history.history"))
         detail = page.locator("tbody tr a").first.get_attribute("href")
-        pages = {"history": url("messages.history"), "compose": url("messages.compose"),
+        pages = {"history": url("history.history"), "compose": url("sending.compose"),
                  "detail": detail, "password": url("auth.change_password"),
                  "your-account": url("auth.account"),
                  "accounts": url("auth.users"), "account": url("auth.user_detail", user_id=1),
-                 "history-filtered": url("messages.history", status="failed"),
-                 "not-sent": url("messages.detail", public_id=not_sent),
-                 "library": url("messages.library"), "overview": url("overview.index"),
+                 "history-filtered": url("history.history", status="failed"),
+                 "not-sent": url("history.detail", public_id=not_sent),
+                 "library": url("pictures.library"), "overview": url("overview.index"),
                  "health": url("overview.health"), "sessions": url("auth.account_sessions"),
-                 "two-factor": url("auth.two_factor"), "audit": url("overview.audit_log")}
+                 "two-factor": url("auth.two_factor"), "audit": url("audit_log.audit_log")}
         for name, path in pages.items():
             page.goto(stack.url + path)
             page.screenshot(path=str(SCREENS / f"{name}-{width_name}.png"), full_page=True)
@@ -319,7 +319,7 @@ def test_every_page_fits_every_width_and_the_status_shows_on_a_phone(browser, st
             assert scroll <= inner, (name, width_name, scroll, inner)
             check_accessibility(page)
         if width_name == "phone":
-            page.goto(stack.url + url("messages.history"))
+            page.goto(stack.url + url("history.history"))
             page.locator("details.filters summary").click()
             page.locator("#f-from").fill("2026-11-30")
             page.screenshot(path=str(SCREENS / "history-filters-phone.png"), full_page=True)
@@ -353,7 +353,7 @@ def test_a_day_picked_in_the_browser_is_the_day_the_table_shows(page: Page, stac
     page.goto(stack.url + url("auth.account"))
     page.get_by_label("Show times in").select_option("America/Los_Angeles")
     page.get_by_role("button", name="Save").click()
-    page.goto(stack.url + url("messages.history"))
+    page.goto(stack.url + url("history.history"))
     page.locator("details.filters summary").click()
     page.get_by_label("From date (America/Los_Angeles)").fill("2026-11-30")
     page.get_by_label("To date (America/Los_Angeles)").fill("2026-11-30")
@@ -376,7 +376,7 @@ def test_the_paused_banner_reads_on_a_desk_and_a_phone(browser, stack):
     """While Plivo refuses the account every page says so, first thing, at any width."""
     from webapp import create_app
     from webapp.extensions import db
-    from webapp.messages import circuit
+    from webapp.gateway import circuit
 
     app = create_app(stack.settings)
     with app.app_context():
@@ -390,7 +390,7 @@ def test_the_paused_banner_reads_on_a_desk_and_a_phone(browser, stack):
             log_in(page, stack, stack.admin_email, stack.admin_password)
             banner = page.locator("#sending-paused")
             for _ in range(30):  # each web worker reads the state at most every 5 s
-                page.goto(stack.url + url("messages.compose"))
+                page.goto(stack.url + url("sending.compose"))
                 if banner.count():
                     break
                 page.wait_for_timeout(250)
@@ -438,7 +438,7 @@ def test_a_photo_attached_by_picker_and_by_drop_is_shrunk_sent_and_shown(browser
         context = browser.new_context(viewport={"width": width, "height": height})
         page = context.new_page()
         log_in(page, stack, staff_account, STAFF_PASSWORD)
-        page.goto(stack.url + url("messages.compose"))
+        page.goto(stack.url + url("sending.compose"))
         page.get_by_label("To").fill("(415) 555-0123")
         page.get_by_label("Message").fill(f"Your cake is ready! ({width_name})")
         # by the file picker (keyboard users reach it by Tab like any input) ...
@@ -639,7 +639,7 @@ def test_two_factor_enrolment_and_sign_in_with_the_app_s_code(browser, stack, st
     context = browser.new_context(viewport={"width": 1280, "height": 800})
     page = context.new_page()
     log_in(page, stack, stack.admin_email, stack.admin_password)
-    page.goto(stack.url + url("overview.audit_log", who=email))
+    page.goto(stack.url + url("audit_log.audit_log", who=email))
     expect(page.locator("td", has_text="Two-factor turned on")).to_be_visible()
     expect(page.locator("td", has_text="second_factor: totp").first).to_be_visible()
     expect(page.locator("td", has_text="Two-factor code wrong").first).to_be_visible()
@@ -656,7 +656,7 @@ def test_the_idle_warning_offers_to_stay_signed_in(browser, stack, staff_account
     page = context.new_page()
     page.clock.install()
     log_in(page, stack, staff_account, STAFF_PASSWORD)
-    page.goto(stack.url + url("messages.compose"))
+    page.goto(stack.url + url("sending.compose"))
     banner = page.locator("#idle-warning")
     expect(banner).to_be_hidden()
     page.clock.fast_forward("26:00")

@@ -17,8 +17,8 @@ from sqlalchemy import event, select, text
 
 import webapp
 from webapp.auth import service as accounts
+from webapp.callbacks import ledger as callbacks
 from webapp.extensions import csrf, db
-from webapp.messages import callbacks
 from webapp.models import Message, StatusEvent, User
 
 from ..conftest import PASSWORD, base_env, login
@@ -79,7 +79,7 @@ def test_the_first_request_after_a_restart_gets_a_working_connection(make_app, o
         accounts.create_user("amy@example.com", PASSWORD)
     client = app.test_client()
     assert login(client, "amy@example.com").status_code == 303
-    assert client.get(url("messages.history")).status_code == 200
+    assert client.get(url("history.history")).status_code == 200
     with app.app_context():
         assert db.engine.pool.checkedin() == 1  # the connection the next request reuses
 
@@ -87,8 +87,8 @@ def test_the_first_request_after_a_restart_gets_a_working_connection(make_app, o
     time.sleep(0.3)  # idle for longer than PING_AFTER_IDLE_SECONDS
 
     # The app runs with TESTING, so a broken connection would raise here, not answer 500.
-    assert client.get(url("messages.history")).status_code == 200
-    assert client.get(url("messages.history")).status_code == 200
+    assert client.get(url("history.history")).status_code == 200
+    assert client.get(url("history.history")).status_code == 200
     with app.app_context():
         db.engine.dispose()
 
@@ -123,8 +123,8 @@ def test_the_export_formats_every_cell_in_sql_as_python_does(make_app, own_postg
     from datetime import timedelta, timezone
     from zoneinfo import ZoneInfo
 
-    from webapp.messages import export
-    from webapp.messages.history import HistoryFilter
+    from webapp.history import export
+    from webapp.history.queries import HistoryFilter
 
     app = make_app(DATABASE_URL=own_postgres)
     with app.app_context():
@@ -279,7 +279,7 @@ def test_hostile_input_gets_4xx_on_postgresql(make_app, own_postgres):
 
 
 def test_nonces_bind_bodies_and_refusals_are_sampled_on_postgresql(make_app, own_postgres):
-    from webapp.messages.callback_guard import SAMPLES_PER_SOURCE_HOUR, refused_counts
+    from webapp.callbacks.guard import SAMPLES_PER_SOURCE_HOUR, refused_counts
 
     from ..test_webhooks import CALLBACK_PATH, form, post_signed
 
@@ -378,8 +378,8 @@ def test_uploaded_files_are_stored_once_and_served_on_postgresql(make_app, own_p
     for filename, data, expected in (("a.png", buffer.getvalue(), 302),
                                      ("b.png", buffer.getvalue(), 302),
                                      ("c.jpg", b"%PDF-1.4\n%%EOF\n", 400)):
-        page = client.get(url("messages.compose")).get_data(as_text=True)
-        answer = client.post(url("messages.compose"), content_type="multipart/form-data", data={
+        page = client.get(url("sending.compose")).get_data(as_text=True)
+        answer = client.post(url("sending.compose"), content_type="multipart/form-data", data={
             "csrf_token": csrf_token_in(page), "idempotency_key": KEY_RE.search(page).group(1),
             "sender": "+14155550100", "recipients": "(415) 555-0123", "text": filename,
             "files": (_io.BytesIO(data), filename)})
@@ -421,8 +421,8 @@ def test_the_rollups_equal_a_recount_on_postgresql(rollup_app, steps):
 
 
 def test_two_workers_sweeping_at_once_count_each_callback_once(rollup_app):
-    from webapp.messages import rollups
     from webapp.models import CallbackHour
+    from webapp.overview import rollups
 
     check_rollups_equal_a_recount(rollup_app, [("send", 1, 0, 1), ("refresh",)])
     with rollup_app.app_context():

@@ -53,12 +53,12 @@ def test_two_hundred_messages_survive_killed_workers(production):
     browser = session_for(production, "bulk@example.com")
     numbers = [f"+1415555{n:04d}" for n in range(200, 400)]
     for batch in range(8):
-        page = with_retry(browser.get, production.url + url("messages.compose")).text
+        page = with_retry(browser.get, production.url + url("sending.compose")).text
         data = {"csrf_token": csrf_token_in(page),
                 "idempotency_key": KEY_RE.search(page).group(1), "sender": "+14155550100",
                 "recipients": "\n".join(numbers[batch * 25:(batch + 1) * 25]),
                 "text": f"batch {batch}", "media": "https://example.com/a.jpg"}
-        response = with_retry(browser.post, production.url + url("messages.compose"), data=data)
+        response = with_retry(browser.post, production.url + url("sending.compose"), data=data)
         assert response.status_code == 303, response.text[:300]
         if batch == 3:
             # Mid-run: SIGKILL one web worker (gunicorn replaces it) and one queue
@@ -102,11 +102,11 @@ def test_two_hundred_messages_survive_killed_workers(production):
 
 def test_send_limit_is_shared_by_every_web_worker(production):
     browser = session_for(production, "limited@example.com")
-    token = csrf_token_in(browser.get(production.url + url("messages.compose")).text)
+    token = csrf_token_in(browser.get(production.url + url("sending.compose")).text)
     codes = Counter()
     for _ in range(100):
         forged = f"{random.randint(1, 223)}.{random.randint(0, 255)}.0.{random.randint(1, 254)}"
-        response = browser.post(production.url + url("messages.compose"), allow_redirects=False,
+        response = browser.post(production.url + url("sending.compose"), allow_redirects=False,
                                 data={"csrf_token": token, "recipients": ""},
                                 headers={"X-Forwarded-For": forged})
         codes[response.status_code] += 1

@@ -1,7 +1,2 @@
-"""Login, logout, own password, and the admin pages for staff accounts."""
-
-from flask import Blueprint
-
-bp = Blueprint("auth", __name__)
-
-from . import views  # noqa: E402, F401  (routes register on bp)
+"""Who may do what: sign-in with a password and an optional second factor, sessions kept
+in the database, throttling, your own account, and the admins' staff accounts."""

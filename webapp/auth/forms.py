@@ -2,7 +2,7 @@ from flask_wtf import FlaskForm
 from wtforms import EmailField, PasswordField, SelectChoice, SelectField, StringField, SubmitField
 from wtforms.validators import DataRequired, EqualTo, Length, ValidationError
 
-from .passwords import MAX_LENGTH, WeakPassword, check_policy
+from webapp.auth.passwords import MAX_LENGTH, WeakPassword, check_policy
 
 ROLE_CHOICES = [SelectChoice("staff", "Staff"), SelectChoice("admin", "Admin")]
 

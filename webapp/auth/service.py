@@ -6,13 +6,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import func, select, update
 
-from .. import audit
-from ..config import current_settings
-from ..extensions import db
-from ..models import User, utcnow
-from . import sessions
-from .passwords import burn_equal_time, check_policy, hash_password, verify_password
-from .sessions import SignedInUser
+from webapp import audit
+from webapp.auth import sessions
+from webapp.auth.passwords import burn_equal_time, check_policy, hash_password, verify_password
+from webapp.auth.sessions import SignedInUser
+from webapp.config import current_settings
+from webapp.extensions import db
+from webapp.models import User, utcnow
 
 
 class AccountError(ValueError):

@@ -20,10 +20,10 @@ from datetime import datetime, timedelta
 from flask import current_app, has_request_context, request
 from sqlalchemy import and_, bindparam, exists, insert, select, update
 
-from .. import audit
-from ..config import current_settings
-from ..extensions import db
-from ..models import SecondFactor, TeamSetting, User, UserSession, utcnow
+from webapp import audit
+from webapp.config import current_settings
+from webapp.extensions import db
+from webapp.models import SecondFactor, TeamSetting, User, UserSession, utcnow
 
 ABSOLUTE = timedelta(hours=12)
 # last_seen_at is written at most this often: a page and its polls do not write per request.

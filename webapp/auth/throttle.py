@@ -20,7 +20,7 @@ from flask import current_app
 from limits import RateLimitItem, RateLimitItemPerMinute
 from limits.strategies import FixedWindowRateLimiter
 
-from ..extensions import limiter
+from webapp.extensions import limiter
 
 FROM_ONE_ADDRESS = RateLimitItemPerMinute(5, 15)
 FROM_ANYWHERE = RateLimitItemPerMinute(50, 15)

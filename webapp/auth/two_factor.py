@@ -17,12 +17,12 @@ from datetime import datetime
 
 from sqlalchemy import delete, select, update
 
-from .. import audit
-from ..config import current_settings
-from ..extensions import db
-from ..models import RecoveryCode, SecondFactor, TeamSetting, User, utcnow
-from . import sessions
-from .passwords import verify_password
+from webapp import audit
+from webapp.auth import sessions
+from webapp.auth.passwords import verify_password
+from webapp.config import current_settings
+from webapp.extensions import db
+from webapp.models import RecoveryCode, SecondFactor, TeamSetting, User, utcnow
 
 ISSUER = "MMS dashboard"
 TOTP = "totp"

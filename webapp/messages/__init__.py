@@ -1,7 +1,3 @@
-"""Compose, history, detail and export of picture messages."""
-
-from flask import Blueprint
-
-bp = Blueprint("messages", __name__)
-
-from . import views  # noqa: E402, F401  (routes register on bp)
+"""What every capability shares about a message, with no routes of its own: what one MMS
+may carry (limits), how a message's facts read on a page (presentation), and the team's
+opt-out list. The record itself is webapp.models.messages; its states, webapp.statuses."""

@@ -10,10 +10,10 @@ from collections.abc import Iterable, Iterator
 from sqlalchemy import delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from .. import audit
-from ..extensions import db
-from ..models import OptOut, utcnow
-from ..spreadsheet import csv_line
+from webapp import audit
+from webapp.extensions import db
+from webapp.models import OptOut, utcnow
+from webapp.spreadsheet import csv_line
 
 OPTED_OUT_CODE = "200"
 _opt_outs = OptOut.__table__

@@ -1,7 +1,2 @@
-"""The overview (the landing page) and the admins' webhook and sending health page."""
-
-from flask import Blueprint
-
-bp = Blueprint("overview", __name__)
-
-from . import views  # noqa: E402, F401  (routes register on bp)
+"""The overview (the landing page): a period's figures from the per-day rollups, and the
+admins' health page (callbacks, sending, a test message)."""

@@ -8,28 +8,30 @@ import time
 from collections import OrderedDict
 
 from flask import (
-    Response,
+    Blueprint,
     abort,
     current_app,
     flash,
     redirect,
     render_template,
     request,
-    stream_with_context,
     url_for,
 )
 from flask_login import current_user, login_required
 from markupsafe import Markup
 
-from .. import audit, statuses
-from ..auth.sessions import passive
-from ..config import current_settings
-from ..extensions import limiter
-from ..messages import health, history, overview, rollups, rows
-from ..messages.forms import read_recipients
-from ..models import utcnow
-from ..security import admin_required, user_key
-from . import bp
+from webapp import statuses
+from webapp.auth.sessions import passive
+from webapp.config import current_settings
+from webapp.extensions import limiter
+from webapp.history import queries as history
+from webapp.models import utcnow
+from webapp.overview import figures as overview
+from webapp.overview import health, rollups
+from webapp.security import admin_required, user_key
+from webapp.sending.forms import read_recipients
+
+bp = Blueprint("overview", __name__)
 
 
 def _chart(data: overview.Overview) -> dict:
@@ -39,7 +41,7 @@ def _chart(data: overview.Overview) -> dict:
         "labels": [f"{day.day:%-d %b}" for day in data.days],
         "outcomes": [{"key": key, "label": label,
                       "values": [day.figures.by_outcome[key] for day in data.days],
-                      "links": [url_for("messages.history", **day.figures.link_to(key))
+                      "links": [url_for("history.history", **day.figures.link_to(key))
                                 for day in data.days]}
                      for key, label in overview.OUTCOME_LABELS.items()],
         "rate": [None if day.figures.delivery_rate is None
@@ -106,7 +108,7 @@ def overview_page():
 @bp.get("/admin/health", endpoint="health")
 @admin_required
 def health_page():
-    return render_template("admin/health.html", health=health.gather(),
+    return render_template("overview/health.html", health=health.gather(),
                            statuses_labels=statuses.LABELS)
 
 
@@ -122,7 +124,7 @@ def send_test():
     else:
         result = health.send_test(current_user, numbers.numbers[0])
     if result.error:
-        return render_template("admin/health.html", health=health.gather(),
+        return render_template("overview/health.html", health=health.gather(),
                                statuses_labels=statuses.LABELS, test_error=result.error,
                                test_number=request.form.get("number", "")[:40]), 400
     return redirect(url_for("overview.test_round_trip", public_id=result.public_id), 303)
@@ -139,41 +141,13 @@ def _round_trip(public_id: str) -> dict:
 @bp.get("/admin/health/test/<public_id>", endpoint="test_round_trip")
 @admin_required
 def test_round_trip(public_id: str):
-    return render_template("admin/test_message.html", **_round_trip(public_id))
+    return render_template("overview/test_message.html", **_round_trip(public_id))
 
 
 @bp.get("/admin/health/test/<public_id>/live", endpoint="test_round_trip_live")
 @passive
 @admin_required
 def test_round_trip_live(public_id: str):
-    return render_template("admin/_round_trip.html", **_round_trip(public_id))
+    return render_template("overview/_round_trip.html", **_round_trip(public_id))
 
 
-@bp.get("/admin/audit")
-@admin_required
-def audit_log():
-    zone = rows.display_zone()
-    filters, errors = audit.AuditFilter.from_args(request.args, zone)
-    entries, after = audit.page(filters, audit.parse_cursor(request.args.get("before")))
-    query = {key: value for key, value in request.args.items()
-             if key in ("who", "what", "from", "to") and value}
-    return render_template("admin/audit.html", entries=entries, errors=errors, query=query,
-                           next_cursor=audit.cursor_text(after), actions=audit.actions(),
-                           labels=audit.ACTIONS, describe=audit.describe,
-                           paged="before" in request.args,
-                           zone_name=getattr(zone, "key", str(zone))), (400 if errors else 200)
-
-
-@bp.get("/admin/audit.csv")
-@admin_required
-def audit_export():
-    filters, errors = audit.AuditFilter.from_args(request.args, rows.display_zone())
-    if errors:
-        abort(400, " ".join(errors))
-    audit.record_now("audit_exported", "audit log",
-                     filter={k: v for k, v in request.args.items()
-                             if k in ("who", "what", "from", "to") and v} or "none")
-    stamp = utcnow().strftime("%Y%m%d-%H%M%S")
-    return Response(stream_with_context(audit.export_rows(filters)), mimetype="text/csv",
-                    headers={"Content-Disposition":
-                             f'attachment; filename="audit-{stamp}.csv"'})

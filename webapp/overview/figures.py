@@ -1,0 +1,251 @@
+"""The overview page's figures, read from the rollups (rollups.py), never from the
+million rows behind them: a period's counts are a few hundred rollup rows whatever the
+size of `messages`.
+
+Every figure carries the history filter of exactly the messages behind it (`link`):
+statuses, the period's days (in the rollups' time zone, passed as `tz`), the sender,
+the error code.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import date, timedelta, tzinfo
+
+from sqlalchemy import func, select
+
+from webapp import statuses
+from webapp.extensions import db
+from webapp.models import DailyLatency, DailyStat, User
+from webapp.overview import rollups
+
+# What the overview calls each status: four outcomes, in the chart's order.
+OUTCOMES: dict[str, tuple[str, ...]] = {
+    "delivered": (statuses.DELIVERED,),
+    "failed": (statuses.UNDELIVERED, statuses.FAILED, statuses.REJECTED, statuses.ERROR,
+               statuses.NOT_SENT),
+    "awaiting": (statuses.PENDING, statuses.QUEUED, statuses.SENT),
+    "unknown": (statuses.UNKNOWN,),
+}
+OUTCOME_LABELS = {"delivered": "Delivered", "failed": "Not delivered or failed",
+                  "awaiting": "Awaiting a receipt", "unknown": "Unknown"}
+_OUTCOME_OF = {status: outcome for outcome, group in OUTCOMES.items() for status in group}
+PERIODS = {"today": "Today", "7d": "Last 7 days", "30d": "Last 30 days", "custom": "Custom"}
+MAX_CUSTOM_DAYS = 400
+TOP_ERRORS = 8
+
+
+@dataclass(frozen=True)
+class Period:
+    key: str
+    first: date
+    last: date
+
+    @property
+    def days(self) -> list[date]:
+        return [self.first + timedelta(days=n) for n in range((self.last - self.first).days + 1)]
+
+    @property
+    def label(self) -> str:
+        if self.key != "custom":
+            return PERIODS[self.key]
+        return f"{self.first:%-d %b %Y} to {self.last:%-d %b %Y}"
+
+    @classmethod
+    def from_args(cls, args, today: date) -> tuple[Period, list[str]]:
+        """The period a person chose; anything unusable falls back to the last 7 days,
+        with a message saying why."""
+        key = args.get("period") or "7d"
+        if key == "today":
+            return cls(key, today, today), []
+        if key == "30d":
+            return cls(key, today - timedelta(days=29), today), []
+        if key != "custom":
+            return cls("7d", today - timedelta(days=6), today), (
+                ["Unknown period: showing the last 7 days."] if key != "7d" else [])
+        try:
+            first = date.fromisoformat((args.get("from") or "").strip())
+            last = date.fromisoformat((args.get("to") or "").strip())
+        except ValueError:
+            return cls("7d", today - timedelta(days=6), today), [
+                "Give both dates of a custom period, like 2026-01-31: showing the last 7 days."]
+        if first > last:
+            first, last = last, first
+        if (last - first).days >= MAX_CUSTOM_DAYS:
+            return cls("7d", today - timedelta(days=6), today), [
+                f"A custom period may be at most {MAX_CUSTOM_DAYS} days: showing the last 7 days."]
+        if first.year < 2000 or last.year > 2099:
+            return cls("7d", today - timedelta(days=6), today), [
+                "Dates must be between 2000 and 2099: showing the last 7 days."]
+        return cls(key, first, last), []
+
+
+@dataclass
+class Figures:
+    """Counts and cost of some messages, by outcome, with the history filter of them."""
+
+    link: dict
+    by_outcome: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
+    priced: int = 0
+    cost_micros: int = 0
+
+    def add(self, status: str, messages: int, priced: int, cost: int) -> None:
+        if status == statuses.CANCELLED:  # never sent: not an outcome of sending
+            return
+        self.by_outcome[_OUTCOME_OF.get(status, "awaiting")] += messages
+        self.priced += priced
+        self.cost_micros += cost
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_outcome.values())
+
+    @property
+    def delivery_rate(self) -> float | None:
+        """Delivered of those with an outcome (delivered or not); None before any."""
+        ended = self.by_outcome["delivered"] + self.by_outcome["failed"]
+        return self.by_outcome["delivered"] / ended if ended else None
+
+    @property
+    def cost(self) -> float:
+        return self.cost_micros / 1_000_000
+
+    @property
+    def average_cost(self) -> float | None:
+        return self.cost_micros / self.priced / 1_000_000 if self.priced else None
+
+    def link_to(self, outcome: str | None = None) -> dict:
+        """The history filter of these messages, or of one outcome of them ("ended":
+        delivered or not, the messages a delivery rate is of)."""
+        if outcome is None:
+            return self.link
+        if outcome == "ended":
+            return {**self.link, "status": [*OUTCOMES["delivered"], *OUTCOMES["failed"]]}
+        return {**self.link, "status": list(OUTCOMES[outcome])}
+
+
+@dataclass
+class Day:
+    day: date
+    figures: Figures
+    p50: int | None = None  # seconds (a bucket's upper edge); None: no delivery that day
+    p95: int | None = None
+    slower: bool = False  # p95 beyond the last edge (over a day)
+
+
+@dataclass
+class ErrorLine:
+    code: str
+    meaning: str
+    messages: int
+    link: dict
+
+
+@dataclass
+class StaffLine:
+    user_id: int | None
+    label: str
+    figures: Figures
+
+
+@dataclass
+class Overview:
+    period: Period
+    zone: str
+    totals: Figures
+    days: list[Day]
+    errors: list[ErrorLine]
+    staff: list[StaffLine]
+    p50: int | None
+    p95: int | None
+
+
+def percentile(histogram: list[int], q: float) -> int | None:
+    """The upper edge (seconds) of the bucket holding the q-th delivery; None without any,
+    -1 when it is slower than the last edge."""
+    total = sum(histogram)
+    if not total:
+        return None
+    wanted, seen = max(1, math.ceil(q * total)), 0
+    for index, count in enumerate(histogram):
+        seen += count
+        if seen >= wanted:
+            return rollups.LATENCY_EDGES[index] if index < len(rollups.LATENCY_EDGES) else -1
+    return -1
+
+
+def _link(period: Period, zone: str, **more) -> dict:
+    link = {"from": period.first.isoformat(), "to": period.last.isoformat(), "tz": zone}
+    link.update({key: value for key, value in more.items() if value is not None})
+    return link
+
+
+def build(period: Period, zone: tzinfo, viewer_id: int, everyone: bool) -> Overview:
+    """The overview of `period`. `everyone`: a line per staff member (admins); otherwise
+    the viewer's own line and the team's."""
+    zone_name = rollups.zone_name(zone)
+    in_period = (DailyStat.day >= period.first, DailyStat.day <= period.last)
+    sums = (func.sum(DailyStat.messages), func.sum(DailyStat.priced),
+            func.sum(DailyStat.cost_micros))
+    totals = Figures(_link(period, zone_name))
+    days = {day: Day(day, Figures(_link(Period("custom", day, day), zone_name)))
+            for day in period.days}
+    for day, status, messages, priced, cost in db.session.execute(
+            select(DailyStat.day, DailyStat.status, *sums).where(*in_period)
+            .group_by(DailyStat.day, DailyStat.status)):
+        totals.add(status, messages, priced, cost)
+        if day in days:
+            days[day].figures.add(status, messages, priced, cost)
+
+    histogram = [0] * rollups.BUCKETS
+    for day, buckets in db.session.execute(
+            select(DailyLatency.day, DailyLatency.buckets)
+            .where(DailyLatency.day >= period.first, DailyLatency.day <= period.last)):
+        buckets = (list(buckets) + [0] * rollups.BUCKETS)[:rollups.BUCKETS]
+        histogram = [a + b for a, b in zip(histogram, buckets, strict=True)]
+        if day in days:
+            days[day].p50, days[day].p95 = percentile(buckets, 0.5), percentile(buckets, 0.95)
+
+    errors = [ErrorLine(code, statuses.ERROR_CODES.get(code, f"Unknown (code {code})"),
+                        messages, _link(period, zone_name, error=code))
+              for code, messages in db.session.execute(
+                  select(DailyStat.error_code, func.sum(DailyStat.messages).label("n"))
+                  .where(*in_period, DailyStat.error_code != "")
+                  .group_by(DailyStat.error_code)
+                  .order_by(func.sum(DailyStat.messages).desc(), DailyStat.error_code)
+                  .limit(TOP_ERRORS))]
+
+    staff_query = (select(DailyStat.created_by_id, DailyStat.status, *sums).where(*in_period)
+                   .group_by(DailyStat.created_by_id, DailyStat.status))
+    if not everyone:
+        staff_query = staff_query.where(DailyStat.created_by_id == viewer_id)
+    lines: dict[int, Figures] = {}
+    for user_id, status, messages, priced, cost in db.session.execute(staff_query):
+        lines.setdefault(user_id, Figures(_link(period, zone_name, sent_by=user_id))).add(
+            status, messages, priced, cost)
+    emails = dict(db.session.execute(select(User.id, User.email).where(User.id.in_(lines))).all())
+    staff = sorted((StaffLine(user_id, "You" if user_id == viewer_id and not everyone
+                              else emails.get(user_id, f"account {user_id}"), figures)
+                    for user_id, figures in lines.items()),
+                   key=lambda line: (-line.figures.total, line.label))
+    if not everyone:
+        staff = (staff or [StaffLine(viewer_id, "You", Figures(
+            _link(period, zone_name, sent_by=viewer_id)))]) + [
+            StaffLine(None, "Whole team", totals)]
+    return Overview(period=period, zone=zone_name, totals=totals,
+                    days=[days[day] for day in period.days], errors=errors, staff=staff,
+                    p50=percentile(histogram, 0.5), p95=percentile(histogram, 0.95))
+
+
+def duration(seconds: int | None) -> str:
+    """A percentile as the page shows it: "≤ 10 s", "≤ 5 min", "over a day", "—"."""
+    if seconds is None:
+        return "—"
+    if seconds < 0:
+        return "over a day"
+    if seconds < 60:
+        return f"≤ {seconds} s"
+    if seconds < 3600:
+        return f"≤ {seconds // 60} min" if seconds % 60 == 0 else f"≤ {seconds / 60:.1f} min"
+    return f"≤ {seconds / 3600:g} h"
