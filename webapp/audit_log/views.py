@@ -27,7 +27,6 @@ def audit_log():
                            zone_name=getattr(zone, "key", str(zone))), (400 if errors else 200)
 
 
-
 @bp.get("/admin/audit.csv")
 @admin_required
 def audit_export():

@@ -18,7 +18,6 @@ from webapp.config import Settings, current_settings
 LIST_PER_MINUTE = 20  # Plivo's message list: its default limit (PLIVO.md 1.8)
 
 
-
 class DispatchLimiter:
     """Plivo's limits, shared by every dispatch in this process (and across
     processes when the storage is Redis): a moving window of requests per 5 s (and about a
@@ -126,9 +125,7 @@ class DispatchLimiter:
         sleep(min(max(0.01, reset_at - time.time()), 5.0))
 
 
-
 _limiter_lock = threading.Lock()
-
 
 
 def dispatch_limiter(settings: Settings) -> DispatchLimiter:
@@ -140,7 +137,6 @@ def dispatch_limiter(settings: Settings) -> DispatchLimiter:
                                       settings.send_max_in_flight, settings.reconcile_max_share)
             current_app.extensions["dispatch_limiter"] = limiter
         return limiter
-
 
 
 def lookup_limiter() -> DispatchLimiter:

@@ -45,7 +45,6 @@ def history_page():
                            zone_name=getattr(filters.zone, "key", str(filters.zone)))
 
 
-
 @bp.get("/messages/count", endpoint="count")
 @login_required
 def match_count():
@@ -57,7 +56,6 @@ def match_count():
     query.pop("before", None)
     template = "history/_count.html" if request.headers.get("HX-Request") else "history/count.html"
     return render_template(template, n=n, more=more, filters=filters, query=query)
-
 
 
 @bp.get("/messages/rows", endpoint="rows")
@@ -74,14 +72,12 @@ def rows_poll():
     return rows.history_rows(shown), status
 
 
-
 @bp.get("/messages/<public_id>")
 @login_required
 def detail(public_id: str):
     message = history.message_by_public_id(public_id) or abort(404)
     return render_template("history/detail.html", message=message,
                            events=history.timeline(message), gave_up=reconcile.gave_up(message))
-
 
 
 @bp.get("/messages/export.csv", endpoint="export")

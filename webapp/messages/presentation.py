@@ -25,11 +25,9 @@ def format_phone(number: str | None) -> str:
     return number or ""
 
 
-
 @lru_cache(maxsize=64)
 def _zone(name: str) -> tzinfo:
     return ZoneInfo(name)
-
 
 
 def display_zone() -> tzinfo:
@@ -44,7 +42,6 @@ def display_zone() -> tzinfo:
     return current_settings().display_timezone
 
 
-
 def local_time(moment: datetime | None, zone: tzinfo | None = None) -> str:
     """A time as every page shows it: in the display time zone (DISPLAY_TIMEZONE), with
     the zone's abbreviation. UTC is cut from isoformat(), the fast path of a table."""
@@ -56,7 +53,6 @@ def local_time(moment: datetime | None, zone: tzinfo | None = None) -> str:
         return f"{iso[:10]} {iso[11:16]} UTC"
     local = moment.astimezone(zone)
     return f"{local:%Y-%m-%d %H:%M} {local.tzname()}"
-
 
 
 def money(amount) -> str:
@@ -75,11 +71,9 @@ def money(amount) -> str:
     return f"${whole}.{cents.ljust(2, '0')}"
 
 
-
 def no_receipt_after() -> timedelta:
     """How long a sent message waits for a receipt before it reads \"carrier gives none\"."""
     return timedelta(minutes=current_settings().sent_no_receipt_after_minutes)
-
 
 
 @lru_cache(maxsize=512)  # a handful of (status, label, advice) cover every row there is
@@ -91,7 +85,6 @@ def badge(status: str, label: str, advice: str | None = None) -> Markup:
     html = (f'<span class="badge badge-{tone}" data-status="{_e(status)}"{title}>'
             f"{_e(label)}</span>")
     return Markup(html)  # noqa: S704 (every value escaped above; tone is ours)
-
 
 
 # ---- template helpers -------------------------------------------------------------------
@@ -106,7 +99,6 @@ def filesize(n: int | None) -> str:
     if n >= 1024 * 1024:
         return f"{n / 1024 / 1024:.1f} MB"
     return f"{max(1, round(n / 1024))} KB" if n else "0 KB"
-
 
 
 def init_app(app: Flask) -> None:

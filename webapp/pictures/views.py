@@ -39,7 +39,6 @@ def upload_media():
         200 if stored else 400)
 
 
-
 @bp.get("/media", endpoint="library")
 @login_required
 def media_library():
@@ -50,7 +49,6 @@ def media_library():
                                          and len(before) < 10 else None)
     return render_template("pictures/library.html", found=found, q=name,
                            next_before=next_before)
-
 
 
 @bp.post("/media/<sha256>/delete", endpoint="delete_media")
@@ -72,7 +70,6 @@ def delete_media(sha256: str):
     return redirect(url_for("pictures.library"), 303)
 
 
-
 @bp.get("/media/<sha256>")
 @login_required
 def media_file(sha256: str):
@@ -81,7 +78,6 @@ def media_file(sha256: str):
     if media is None:
         abort(404)
     return _serve(media.data, media.content_type, uploads.download_name(media), sha256)
-
 
 
 @bp.get("/media/<sha256>/thumbnail")
@@ -93,13 +89,11 @@ def media_thumbnail(sha256: str):
     return _serve(media.thumbnail, "image/jpeg", "thumbnail.jpg", sha256 + "-t")
 
 
-
 def content_disposition(name: str) -> str:
     """inline, with the name in ASCII for old clients and in full (RFC 6266) for others."""
     fallback = "".join(c if c.isascii() and c.isprintable() and c not in '"\\;' else "_"
                        for c in name)
     return f"inline; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
-
 
 
 def _serve(data: bytes, content_type: str, name: str, etag: str) -> Response:
