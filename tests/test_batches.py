@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from webapp import statuses
 from webapp.extensions import db
 from webapp.gateway import pace
-from webapp.lists import batches
+from webapp.lists import controls, lanes, states
 from webapp.lists import list_file as batch_file
 from webapp.lists.list_file import ListError
 from webapp.messages import opt_outs
@@ -182,7 +182,7 @@ def test_confirm_records_the_batch_once_with_its_audit_entry(app, client, login_
         batch = db.session.scalar(select(Batch))
         texts = set(db.session.scalars(select(Message.text)))
         fields = db.session.scalar(select(Message.fields).where(Message.recipient == "+14155550101"))
-        assert batch.status == batches.SENDING and batch.total == 30
+        assert batch.status == states.SENDING and batch.total == 30
         assert db.session.get(BatchDraft, token) is None
     assert "Hi P0" in texts and "Hi P29" in texts and fields == {"name": "P0"}
     [sent] = entries(app, "batch_sent")
@@ -273,7 +273,7 @@ def test_over_the_ceiling_a_batch_waits_for_an_admin(app, client, login_as, make
     where = confirm(client, token).headers["Location"]
     public_id = where.rsplit("/", 1)[-1]
     with app.app_context():
-        assert db.session.scalar(select(Batch.status)) == batches.AWAITING
+        assert db.session.scalar(select(Batch.status)) == states.AWAITING
     # staff cannot approve; the admin can, once
     assert post_form(client, url("lists.approve_batch", public_id=public_id), {},
                      form_page=url("lists.batches")).status_code == 403
@@ -281,7 +281,7 @@ def test_over_the_ceiling_a_batch_waits_for_an_admin(app, client, login_as, make
     post_form(boss, url("lists.approve_batch", public_id=public_id), {}, form_page=limits)
     with app.app_context():
         batch = db.session.scalar(select(Batch))
-        assert batch.status == batches.SENDING and batch.approved_by.email == "boss@example.com"
+        assert batch.status == states.SENDING and batch.approved_by.email == "boss@example.com"
     assert len(entries(app, "batch_approved")) == 1
 
 
@@ -330,7 +330,7 @@ def test_a_paused_batch_sends_nothing_and_a_lane_stops(app, client, login_as):
     post_form(client, url("lists.pause_batch", public_id=public_id), {}, form_page=page)
     with app.app_context():
         batch_id = db.session.scalar(select(Batch.id))
-        batches.dispatch_lane(batch_id, 0)  # returns at once: nothing is claimed
+        lanes.dispatch_lane(batch_id, 0)  # returns at once: nothing is claimed
         assert db.session.scalar(select(func.sum(Message.attempts))) == 0
 
 
@@ -478,7 +478,7 @@ def test_a_list_is_sent_through_plivo_and_a_single_send_goes_meanwhile(live, sim
     with live.app.app_context():
         wait_for(lambda: db.session.scalar(select(func.count()).select_from(Message).where(
             Message.status == statuses.DELIVERED)) == 40 or db.session.rollback(), timeout=30)
-        assert db.session.scalar(select(Batch.status)) == batches.FINISHED
+        assert db.session.scalar(select(Batch.status)) == states.FINISHED
     texts = {r["text"] for r in sim.requests if "text" in r}
     assert "Hello P0" in texts and "Hello P39" in texts
     shown = browser.get(batch_page).text
@@ -520,9 +520,9 @@ def check_cancel_races_the_dispatch(app) -> None:
     start.wait()
     time.sleep(0.01)
     with app.app_context():
-        batch = batches.batch_by_public_id(public_id)
+        batch = controls.batch_by_public_id(public_id)
         owner = db.session.get(User, batch.created_by_id)
-        cancelled = batches.cancel(batch, owner)
+        cancelled = controls.cancel(batch, owner)
     for thread in threads:
         thread.join()
     with app.app_context():

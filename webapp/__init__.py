@@ -107,7 +107,7 @@ def create_app(config: Mapping[str, str] | None = None) -> Flask:
     from webapp import tasks
     from webapp.callbacks.guard import confirm_v2_callback, forget_expired
     from webapp.callbacks.reconcile import reconcile
-    from webapp.lists.batches import dispatch_lane, restart_lanes
+    from webapp.lists.lanes import dispatch_lane, restart_lanes
     from webapp.overview.rollups import refresh as refresh_rollups
     from webapp.sending.dispatch import dispatch_message, probe_circuit, recover_stalled
 

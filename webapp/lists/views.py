@@ -22,7 +22,7 @@ from webapp import statuses
 from webapp.auth.sessions import passive
 from webapp.config import current_settings
 from webapp.extensions import limiter
-from webapp.lists import batches
+from webapp.lists import controls, drafts, reports, states
 from webapp.lists import list_file as batch_file
 from webapp.lists.list_file import ListError
 from webapp.messages import opt_outs, presentation
@@ -74,7 +74,7 @@ def new_batch():
         except ListError as exc:
             list_error = str(exc)
         else:
-            token = batches.create_draft(current_user, name=name, table=table,
+            token = drafts.create_draft(current_user, name=name, table=table,
                                          sender=form.sender.data, text=form.text.data or "",
                                          media=form.all_media)
             return redirect(url_for("lists.batch_draft", token=token), 303)
@@ -87,14 +87,14 @@ def new_batch():
 
 
 def _draft_or_404(token: str):
-    return batches.draft_for(current_user, token) or abort(404)
+    return drafts.draft_for(current_user, token) or abort(404)
 
 
 @bp.get("/batches/drafts/<token>", endpoint="batch_draft")
 @login_required
 def batch_draft(token: str):
     draft, table = _draft_or_404(token)
-    seen = batches.preview(current_user, draft, table)
+    seen = drafts.preview(current_user, draft, table)
     return render_template("lists/batch_preview.html", draft=draft, table=table, seen=seen,
                            media=draft.media)
 
@@ -106,7 +106,7 @@ def batch_column(token: str):
     draft, table = _draft_or_404(token)
     raw = request.form.get("column", "")
     try:
-        batches.choose_number_column(draft, table, int(raw) if raw.isdigit() else -1)
+        drafts.choose_number_column(draft, table, int(raw) if raw.isdigit() else -1)
     except ListError as exc:
         flash(str(exc), "error")
     return redirect(url_for("lists.batch_draft", token=token), 303)
@@ -118,19 +118,19 @@ def batch_left_out(token: str):
     """The rows that will not be sent to, with their row number and why (the person's own
     list: nothing anyone else sent)."""
     draft, table = _draft_or_404(token)
-    seen = batches.preview(current_user, draft, table)
-    return _csv(batches.problems_csv(seen.check), "left-out.csv")
+    seen = drafts.preview(current_user, draft, table)
+    return _csv(drafts.problems_csv(seen.check), "left-out.csv")
 
 
 @bp.post("/batches/drafts/<token>/confirm", endpoint="confirm_batch")
 @login_required
 @limiter.limit(send_limit, key_func=user_key)
 def confirm_batch(token: str):
-    batch, errors = batches.confirm(current_user, token)
+    batch, errors = controls.confirm(current_user, token)
     if batch is None:
         for error in errors:
             flash(error, "error")
-        if batches.draft_for(current_user, token) is None:
+        if drafts.draft_for(current_user, token) is None:
             return redirect(url_for("lists.new_batch"), 303)
         return redirect(url_for("lists.batch_draft", token=token), 303)
     return redirect(url_for("lists.batch", public_id=batch.public_id), 303)
@@ -139,27 +139,27 @@ def confirm_batch(token: str):
 @bp.get("/batches", endpoint="batches")
 @login_required
 def batch_list():
-    found = batches.recent()
+    found = reports.recent()
     return render_template("lists/batches.html", found=found,
-                           progress={b.id: batches.progress(b) for b in found},
-                           labels=batches.LABELS)
+                           progress={b.id: reports.progress(b) for b in found},
+                           labels=states.LABELS)
 
 
 def _batch_or_404(public_id: str):
-    return batches.batch_by_public_id(public_id) or abort(404)
+    return controls.batch_by_public_id(public_id) or abort(404)
 
 
 def _batch_page(batch) -> dict:
-    return {"batch": batch, "progress": batches.progress(batch), "labels": batches.LABELS,
-            "may_manage": batches.may_manage(current_user, batch), "batches": batches,
-            "retryable": batches.retryable(batch)}
+    return {"batch": batch, "progress": reports.progress(batch), "labels": states.LABELS,
+            "may_manage": controls.may_manage(current_user, batch), "states": states,
+            "retryable": reports.retryable(batch)}
 
 
 @bp.get("/batches/<public_id>", endpoint="batch")
 @login_required
 def batch_page(public_id: str):
     batch = _batch_or_404(public_id)
-    return render_template("lists/batch.html", failures=batches.failures(batch),
+    return render_template("lists/batch.html", failures=reports.failures(batch),
                            status_labels=statuses.LABELS,
                            **_batch_page(batch))
 
@@ -172,13 +172,13 @@ def batch_progress(public_id: str):
     of the batch can move any more."""
     batch = _batch_or_404(public_id)
     page = _batch_page(batch)
-    done = page["progress"].settled and batch.status not in batches.OPEN
+    done = page["progress"].settled and batch.status not in states.OPEN
     return render_template("lists/_batch_progress.html", **page), 286 if done else 200
 
 
 def _change(public_id: str, change, done: str, refused: str):
     batch = _batch_or_404(public_id)
-    if not batches.may_manage(current_user, batch):
+    if not controls.may_manage(current_user, batch):
         abort(403)
     changed = change(batch, current_user)
     flash(done if changed else refused, "success" if changed else "error")
@@ -188,7 +188,7 @@ def _change(public_id: str, change, done: str, refused: str):
 @bp.post("/batches/<public_id>/pause", endpoint="pause_batch")
 @login_required
 def pause_batch(public_id: str):
-    return _change(public_id, batches.pause,
+    return _change(public_id, controls.pause,
                    "Paused: nothing more is handed to Plivo until you resume.",
                    "It was not sending.")
 
@@ -196,13 +196,13 @@ def pause_batch(public_id: str):
 @bp.post("/batches/<public_id>/resume", endpoint="resume_batch")
 @login_required
 def resume_batch(public_id: str):
-    return _change(public_id, batches.resume, "Sending again.", "It was not paused.")
+    return _change(public_id, controls.resume, "Sending again.", "It was not paused.")
 
 
 @bp.post("/batches/<public_id>/approve", endpoint="approve_batch")
 @admin_required
 def approve_batch(public_id: str):
-    return _change(public_id, batches.approve, "Approved: sending has started.",
+    return _change(public_id, controls.approve, "Approved: sending has started.",
                    "It was not waiting for approval.")
 
 
@@ -210,9 +210,9 @@ def approve_batch(public_id: str):
 @login_required
 def cancel_batch(public_id: str):
     batch = _batch_or_404(public_id)
-    if not batches.may_manage(current_user, batch):
+    if not controls.may_manage(current_user, batch):
         abort(403)
-    cancelled = batches.cancel(batch, current_user)
+    cancelled = controls.cancel(batch, current_user)
     if cancelled is None:
         flash("It had already ended.", "error")
     else:
@@ -224,7 +224,7 @@ def cancel_batch(public_id: str):
 
 def _again(public_id: str, only_retryable: bool):
     batch = _batch_or_404(public_id)
-    token = batches.draft_from_batch(current_user, batch, only_retryable=only_retryable)
+    token = drafts.draft_from_batch(current_user, batch, only_retryable=only_retryable)
     if token is None:
         flash("None of its messages failed in a way that sending again may fix.", "error")
         return redirect(url_for("lists.batch", public_id=public_id), 303)
@@ -252,7 +252,7 @@ def copy_batch(public_id: str):
 def batch_report(public_id: str):
     batch = _batch_or_404(public_id)
     stamp = utcnow().strftime("%Y%m%d-%H%M%S")
-    return _csv(batches.recorded_report(batch, current_user), f"list-send-{stamp}.csv")
+    return _csv(reports.recorded_report(batch, current_user), f"list-send-{stamp}.csv")
 
 
 # ---- admins: the opt-out list and the approval limits ---------------------------------------
@@ -261,7 +261,7 @@ def batch_report(public_id: str):
 def opt_out_list():
     search = request.args.get("q", "").strip()[:40]
     found, total = opt_outs.listing(search)
-    most_recipients, most_cost = batches.limits()
+    most_recipients, most_cost = drafts.limits()
     return render_template("lists/opt_outs.html", found=found, total=total, q=search,
                            most_recipients=most_recipients, most_cost=most_cost)
 
@@ -310,6 +310,6 @@ def batch_limits():
         for error in errors:
             flash(error, "error")
     else:
-        batches.set_limits(recipients, cost, current_user)
+        drafts.set_limits(recipients, cost, current_user)
         flash("Approval limits saved.", "success")
     return redirect(url_for("lists.opt_outs"), 303)
