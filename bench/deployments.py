@@ -18,7 +18,7 @@ from sqlalchemy import bindparam, create_engine, text
 
 from tests.helpers import csrf_token_in, url
 from tests.services import REDIS, Dashboard, dashboard_processes, postgres_server, redis_server
-from webapp.history.queries import encode_cursor
+from webapp.history.pages import encode_cursor
 from webapp.models import UTCDateTime, reversed_digits
 
 SEARCH_COLUMN = "search_document"  # models.SEARCH_DDL

@@ -57,7 +57,7 @@ def next_link(html: str) -> str | None:
 
 def test_sent_by_list_is_kept_per_process_and_follows_new_accounts(app, client, login_as,
                                                                    make_user, monkeypatch):
-    from webapp.history import queries as history
+    from webapp.history import pages as history
 
     viewer = login_as("staff", "viewer@example.com")
     user_lists = []
@@ -261,7 +261,7 @@ def test_export_ends_with_every_row_once_whatever_text_form_sqlite_holds(app, ma
 def check_export_ends_with_every_row_once(app, user_id: int) -> None:
     """Also run on PostgreSQL by tests/stack."""
     from webapp.history.export import export_rows
-    from webapp.history.queries import HistoryFilter
+    from webapp.history.pages import HistoryFilter
 
     with app.app_context():
         statement = text(
@@ -368,7 +368,7 @@ def exported(app, zone: str, **args: str) -> dict[str, dict[str, str]]:
     from zoneinfo import ZoneInfo
 
     from webapp.history.export import export_rows
-    from webapp.history.queries import HistoryFilter
+    from webapp.history.pages import HistoryFilter
 
     with app.test_request_context("/messages/export.csv", query_string=args):
         filters, errors = HistoryFilter.from_args(request_args(), ZoneInfo(zone))
@@ -561,7 +561,7 @@ def test_count_is_exact_below_the_cap_and_says_more_than_above(app, client, seed
     assert "7 messages." in client.get(url("history.count"), headers={"HX-Request": "true"}).text
     one = client.get(url("history.count", q="message 1", status="failed")).text
     assert "1 message matches these filters." in one and "<html" in one  # a page without JS
-    from webapp.history import queries as history
+    from webapp.history import pages as history
     monkeypatch.setattr(history, "COUNT_CAP", 5)
     monkeypatch.setattr(history.count, "__defaults__", (5,))
     assert "More than 5 messages." in client.get(url("history.count")).text
@@ -671,12 +671,13 @@ def test_text_search_over_many_matches_walks_the_dates_and_pages_through_all(
         app, client, login_as, seed, monkeypatch):
     """A word in more messages than SPARSE takes the other path (each row checked while
     the date index is walked): the same rows, newest first, every one once."""
-    from webapp.history import queries as history
+    from webapp.history import filters as history_filters
+    from webapp.history import pages as history
     add, _amy, _bob = seed
     common = add(12, text="weekly newsletter")
     add(3, text="something else")
     login_as("staff", "viewer@example.com")
-    monkeypatch.setattr(history, "SPARSE", 5)
+    monkeypatch.setattr(history_filters, "SPARSE", 5)
     monkeypatch.setattr(history, "PAGE_SIZE", 5)
     monkeypatch.setattr(history, "WINDOW", 2)  # windows of 2, 8, 32 rows
     seen, link = [], url("history.history", q="newsletter")
@@ -696,7 +697,8 @@ def test_a_common_word_with_other_filters_pages_exactly_whatever_came_before(
     import random
     from datetime import timedelta
 
-    from webapp.history import queries as history
+    from webapp.history import filters as history_filters
+    from webapp.history import pages as history
     add, amy, bob = seed
     chooser = random.Random(18)
     expected: list[tuple] = []  # (created_at, order, public_id, status, user, recipient, text)
@@ -710,7 +712,7 @@ def test_a_common_word_with_other_filters_pages_exactly_whatever_came_before(
         expected.append((moment, order, public_id, fields))
     expected.sort(key=lambda row: (row[0], row[1]), reverse=True)
     login_as("staff", "viewer@example.com")
-    monkeypatch.setattr(history, "SPARSE", 3)
+    monkeypatch.setattr(history_filters, "SPARSE", 3)
     monkeypatch.setattr(history, "PAGE_SIZE", 4)
     monkeypatch.setattr(history, "WINDOW", 2)
     day = (STAMP - timedelta(days=1)).date()
@@ -766,7 +768,7 @@ def query_plans(app, sender_id: int) -> dict[str, str]:
     """The plan of each filter's first-page query, as the database would run it."""
     from werkzeug.datastructures import MultiDict
 
-    from webapp.history import queries as history
+    from webapp.history import pages as history
     plans = {}
     cases = {**PLAN_CASES, "sender": {"sent_by": [str(sender_id)]}}
     with app.test_request_context():

@@ -124,7 +124,7 @@ def test_the_export_formats_every_cell_in_sql_as_python_does(make_app, own_postg
     from zoneinfo import ZoneInfo
 
     from webapp.history import export
-    from webapp.history.queries import HistoryFilter
+    from webapp.history.pages import HistoryFilter
 
     app = make_app(DATABASE_URL=own_postgres)
     with app.app_context():

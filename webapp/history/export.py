@@ -39,7 +39,8 @@ from sqlalchemy.engine import Dialect
 
 from webapp import audit, statuses
 from webapp.extensions import db
-from webapp.history.queries import NEWEST_FIRST, HistoryFilter
+from webapp.history.filters import HistoryFilter
+from webapp.history.pages import NEWEST_FIRST
 from webapp.models import Message, User, utcnow
 from webapp.spreadsheet import FORMULA_PREFIXES, neutralize
 from webapp.spreadsheet import PHONE_NUMBER as _PHONE_NUMBER

@@ -15,7 +15,7 @@ from flask import url_for
 from markupsafe import Markup
 
 from webapp import statuses
-from webapp.history.queries import TABLE_COLUMNS
+from webapp.history.pages import TABLE_COLUMNS
 from webapp.messages.presentation import (
     badge,
     display_zone,

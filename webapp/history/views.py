@@ -17,7 +17,8 @@ from webapp import statuses
 from webapp.auth.sessions import passive
 from webapp.callbacks import reconcile
 from webapp.history import export, rows
-from webapp.history import queries as history
+from webapp.history import pages as history
+from webapp.history.filters import HistoryFilter
 from webapp.messages import presentation
 from webapp.models import utcnow
 
@@ -30,7 +31,7 @@ for name, helper in rows.TEMPLATE_GLOBALS.items():
 @login_required
 def history_page():
     zone = presentation.display_zone()
-    filters, errors = history.HistoryFilter.from_args(request.args, zone)
+    filters, errors = HistoryFilter.from_args(request.args, zone)
     messages, next_cursor = history.page(filters, request.args.get("before"))
     for error in errors:
         flash(error, "warning")
@@ -50,7 +51,7 @@ def history_page():
 def match_count():
     """How many messages the history filters match. htmx loads it into the history page
     after the table; without JavaScript the page links here and this is a page of its own."""
-    filters, _errors = history.HistoryFilter.from_args(request.args, presentation.display_zone())
+    filters, _errors = HistoryFilter.from_args(request.args, presentation.display_zone())
     n, more = history.count(filters)
     query = request.args.to_dict(flat=False)
     query.pop("before", None)
@@ -84,7 +85,7 @@ def detail(public_id: str):
 @login_required
 def export_csv():
     zone = presentation.display_zone()
-    filters, _errors = history.HistoryFilter.from_args(request.args, zone)
+    filters, _errors = HistoryFilter.from_args(request.args, zone)
     stamp = utcnow().strftime("%Y%m%d-%H%M%S")
     asked = {key: value for key, value in request.args.items() if value} or "none"
     lines = export.recorded_export(filters, presentation.no_receipt_after(), zone, asked)

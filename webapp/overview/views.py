@@ -24,7 +24,7 @@ from webapp import statuses
 from webapp.auth.sessions import passive
 from webapp.config import current_settings
 from webapp.extensions import limiter
-from webapp.history import queries as history
+from webapp.history import pages as history
 from webapp.models import utcnow
 from webapp.overview import figures as overview
 from webapp.overview import health, rollups

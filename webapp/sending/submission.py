@@ -176,7 +176,7 @@ def copy_of(user: Actor, public_id: str | None = None, key: str | None = None,
     """What compose starts from: "Copy to a new message" of one message of the team
     (`public_id`) or of every recipient of one of this person's sends (`key`), or "Use
     in a new message" of a stored file (`media`, its sha256). None when there is none."""
-    from webapp.history.queries import message_by_public_id  # a flow may call another
+    from webapp.history.pages import message_by_public_id  # a flow may call another
 
     if media:
         stored = uploads.find(media)

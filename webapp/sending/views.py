@@ -18,7 +18,7 @@ from webapp.auth.sessions import passive
 from webapp.callbacks import reconcile
 from webapp.config import current_settings
 from webapp.extensions import limiter
-from webapp.history import queries as history
+from webapp.history import pages as history
 from webapp.history import rows
 from webapp.messages import opt_outs, presentation
 from webapp.models import utcnow
