@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 
 from webapp.extensions import db
 from webapp.models import Media, Message
-from webapp.pictures import uploads
+from webapp.pictures import library, preparation
 
 from .conftest import PASSWORD, wait_for
 from .helpers import csrf_token_in, url
@@ -79,31 +79,31 @@ SVG = b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg"><script>ale
 def test_a_big_phone_photo_comes_out_small_upright_and_without_location():
     original = photo(orientation=6)  # taken holding the phone upright: stored sideways
     assert len(original) > 5 * 1024 * KB
-    prepared = uploads.prepare(original, "IMG_0042.JPG")
+    prepared = preparation.prepare(original, "IMG_0042.JPG")
     assert prepared.content_type == "image/jpeg"
-    assert len(prepared.data) <= uploads.CARRIER_BYTES
+    assert len(prepared.data) <= preparation.CARRIER_BYTES
     out = Image.open(io.BytesIO(prepared.data))
     assert dict(out.getexif()) == {}  # no GPS, no camera, no orientation left
     assert out.height > out.width  # turned the way the EXIF said
-    assert max(out.size) >= uploads.MIN_LONGEST_SIDE
+    assert max(out.size) >= preparation.MIN_LONGEST_SIDE
     assert (prepared.width, prepared.height) == out.size
     assert f"resized from {len(original) / 1024 / 1024:.1f} MB" in prepared.notes
     assert "location and camera data removed" in prepared.notes
     thumb = Image.open(io.BytesIO(prepared.thumbnail))
-    assert max(thumb.size) <= uploads.THUMBNAIL_SIDE and thumb.height > thumb.width
+    assert max(thumb.size) <= preparation.THUMBNAIL_SIDE and thumb.height > thumb.width
 
 
 def test_a_small_clean_picture_is_sent_as_it_came():
     data = png()
-    prepared = uploads.prepare(data, "logo.png")
+    prepared = preparation.prepare(data, "logo.png")
     assert prepared.data == data and prepared.content_type == "image/png"
     assert prepared.notes == [] and prepared.thumbnail
 
 
 def test_a_small_photo_with_location_is_re_encoded_without_it():
     data = photo(width=600, height=400, quality=80)
-    assert len(data) < uploads.CARRIER_BYTES
-    prepared = uploads.prepare(data, "small.jpg")
+    assert len(data) < preparation.CARRIER_BYTES
+    prepared = preparation.prepare(data, "small.jpg")
     assert dict(Image.open(io.BytesIO(prepared.data)).getexif()) == {}
     assert prepared.notes == ["location and camera data removed"]
 
@@ -113,26 +113,26 @@ def test_a_big_transparent_png_stays_a_png_under_600_kb():
     noise = Image.frombytes("RGBA", (1200, 1200), bytes(rng.getrandbits(8) for _ in range(1200 * 1200 * 4)))
     buffer = io.BytesIO()
     noise.save(buffer, "PNG")
-    assert len(buffer.getvalue()) > uploads.CARRIER_BYTES
-    prepared = uploads.prepare(buffer.getvalue(), "sticker.png")
-    assert prepared.content_type == "image/png" and len(prepared.data) <= uploads.CARRIER_BYTES
-    assert max(Image.open(io.BytesIO(prepared.data)).size) >= uploads.MIN_LONGEST_SIDE
+    assert len(buffer.getvalue()) > preparation.CARRIER_BYTES
+    prepared = preparation.prepare(buffer.getvalue(), "sticker.png")
+    assert prepared.content_type == "image/png" and len(prepared.data) <= preparation.CARRIER_BYTES
+    assert max(Image.open(io.BytesIO(prepared.data)).size) >= preparation.MIN_LONGEST_SIDE
 
 
 def test_webp_is_sent_as_jpeg_and_animated_gif_as_it_is():
     buffer = io.BytesIO()
     Image.new("RGB", (300, 200), "navy").save(buffer, "WEBP")
-    assert uploads.prepare(buffer.getvalue(), "pic.webp").content_type == "image/jpeg"
+    assert preparation.prepare(buffer.getvalue(), "pic.webp").content_type == "image/jpeg"
     gif = animated_gif()
-    prepared = uploads.prepare(gif, "wave.gif")
+    prepared = preparation.prepare(gif, "wave.gif")
     assert prepared.data == gif and prepared.content_type == "image/gif"
 
 
 def test_clips_and_documents_are_recognised_by_their_bytes_and_kept():
-    assert uploads.prepare(PDF, "menu.pdf").content_type == "application/pdf"
-    assert uploads.prepare(MP4, "clip.mp4").content_type == "video/mp4"
+    assert preparation.prepare(PDF, "menu.pdf").content_type == "application/pdf"
+    assert preparation.prepare(MP4, "clip.mp4").content_type == "video/mp4"
     card = b"BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Oak Street Shop\r\nEND:VCARD\r\n"
-    assert uploads.prepare(card, "shop.vcf").content_type == "text/vcard"
+    assert preparation.prepare(card, "shop.vcf").content_type == "text/vcard"
 
 
 @pytest.mark.parametrize(("data", "name", "reason"), [
@@ -146,8 +146,8 @@ def test_clips_and_documents_are_recognised_by_their_bytes_and_kept():
     (b"<html><script>alert(1)</script></html>", "page.jpg", "not a picture"),
 ])
 def test_bad_files_are_refused_with_the_reason(data, name, reason):
-    with pytest.raises(uploads.UploadRefused, match=reason):
-        uploads.prepare(data, name)
+    with pytest.raises(preparation.UploadRefused, match=reason):
+        preparation.prepare(data, name)
 
 
 def test_a_decompression_bomb_is_refused_before_it_is_unpacked():
@@ -155,8 +155,8 @@ def test_a_decompression_bomb_is_refused_before_it_is_unpacked():
     bomb = png_bomb()
     assert len(bomb) < 2 * 1024 * KB
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    with pytest.raises(uploads.UploadRefused, match=r"more than 50 megapixels.*decompression bomb"):
-        uploads.prepare(bomb, "bomb.png")
+    with pytest.raises(preparation.UploadRefused, match=r"more than 50 megapixels.*decompression bomb"):
+        preparation.prepare(bomb, "bomb.png")
     grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert grown_mb < 50  # 400 MB if it had been unpacked
 
@@ -168,8 +168,8 @@ def test_an_animated_gif_over_2_mb_is_refused_with_the_reason():
     buffer = io.BytesIO()
     frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:], duration=80)
     assert len(buffer.getvalue()) > 2 * 1024 * KB
-    with pytest.raises(uploads.UploadRefused, match=r"animated GIF .* frames cannot be shrunk"):
-        uploads.prepare(buffer.getvalue(), "big.gif")
+    with pytest.raises(preparation.UploadRefused, match=r"animated GIF .* frames cannot be shrunk"):
+        preparation.prepare(buffer.getvalue(), "big.gif")
 
 
 # ---- compose, storage and serving ------------------------------------------------------------
@@ -202,10 +202,10 @@ def test_a_photo_from_the_desktop_goes_through_plivos_media_api(live, simulator,
     wait_for(lambda: len(sim.requests) == 2)
     with live.app.app_context():
         (media,) = db.session.scalars(select(Media)).all()
-        assert media.size <= uploads.CARRIER_BYTES and media.original_name == "cake.jpg"
+        assert media.size <= preparation.CARRIER_BYTES and media.original_name == "cake.jpg"
         assert media.original_size == len(original)
         messages = db.session.scalars(select(Message)).all()
-        assert all(m.media == [uploads.item_for(media)] for m in messages)
+        assert all(m.media == [library.item_for(media)] for m in messages)
         assert media.plivo_media_id and media.plivo_uploaded_at
     # one upload for the two recipients (the second found the first's id), the MMS carries it
     assert [m["sha256"] for m in sim.media.values()].count(media.sha256) in (1, 2)
@@ -328,8 +328,8 @@ def test_the_library_lists_searches_counts_uses_and_lets_admins_delete(app, clie
 
     staff = login_as("staff", "sam@example.com")
     with app.app_context():
-        cake = uploads.store(uploads.prepare(png(colour=(250, 200, 0)), "cake.png"), staff)
-        menu = uploads.store(uploads.prepare(PDF, "menu_50%.pdf"), staff)
+        cake = library.store(preparation.prepare(png(colour=(250, 200, 0)), "cake.png"), staff)
+        menu = library.store(preparation.prepare(PDF, "menu_50%.pdf"), staff)
         cake_sha, menu_sha = cake.sha256, menu.sha256
     page = client.get(url("pictures.library")).get_data(as_text=True)
     assert page.index("menu_50%.pdf") < page.index("cake.png")  # newest first
@@ -362,7 +362,7 @@ def test_the_library_lists_searches_counts_uses_and_lets_admins_delete(app, clie
                          follow_redirects=True).get_data(as_text=True)
     assert "menu_50%.pdf was deleted" in deleted
     with app.app_context():
-        assert uploads.find(menu_sha) is None and uploads.find(cake_sha) is not None
+        assert library.find(menu_sha) is None and library.find(cake_sha) is not None
 
 
 def test_a_file_uploaded_as_it_is_chosen_shows_what_came_of_it(app, client, login_as):

@@ -27,7 +27,7 @@ from webapp.models import (
     reversed_digits,
     utcnow,
 )
-from webapp.pictures import uploads
+from webapp.pictures import library
 from webapp.sending import submission as sending
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ def confirm(user: Actor, token: str) -> tuple[Batch | None, list[str]]:
         } for r in seen.check.recipients])
         uploaded = [m["upload"] for m in media if "upload" in m]
         if uploaded:
-            uploads.count_uses(uploaded, seen.count)
+            library.count_uses(uploaded, seen.count)
         audit.record("batch_sent", f"{draft.name}: {seen.count:,} recipients", actor=user,
                      batch=batch_public_id, recipients=seen.count,
                      estimate_usd=f"{seen.estimate.total_micros / 1_000_000:.2f}",

@@ -27,7 +27,7 @@ from webapp.lists import list_file as batch_file
 from webapp.lists.list_file import ListError
 from webapp.messages import opt_outs, presentation
 from webapp.models import utcnow
-from webapp.pictures import uploads
+from webapp.pictures import library, preparation
 from webapp.security import admin_required, body_limit, max_upload_bytes, send_limit, user_key
 from webapp.sending.forms import BatchForm
 
@@ -52,11 +52,11 @@ def new_batch():
     file_errors: list[str] = []
     list_error = None
     if request.method == "GET" and request.args.get("media"):  # "Use in a list send"
-        stored = uploads.find(request.args["media"][:64])
+        stored = library.find(request.args["media"][:64])
         if stored is not None:
             form.uploaded.data = [stored.sha256]
     if request.method == "POST":
-        stored, file_errors = uploads.attach(request.files.getlist(form.files.name),
+        stored, file_errors = library.attach(request.files.getlist(form.files.name),
                                              current_user)
         form.attach([media.sha256 for media, _notes in stored],
                     removed=request.form.getlist("remove_upload"))
@@ -78,11 +78,11 @@ def new_batch():
                                          sender=form.sender.data, text=form.text.data or "",
                                          media=form.all_media)
             return redirect(url_for("lists.batch_draft", token=token), 303)
-    attached = uploads.find_many(form.uploaded.data or [])
+    attached = library.find_many(form.uploaded.data or [])
     return render_template(
         "lists/batch_new.html", form=form, list_error=list_error, file_errors=file_errors,
         attached=[attached[sha] for sha in form.uploaded.data or [] if sha in attached],
-        accept=uploads.ACCEPT, max_rows=settings.max_batch_recipients,
+        accept=preparation.ACCEPT, max_rows=settings.max_batch_recipients,
         max_upload_mb=settings.max_upload_mb), 400 if request.method == "POST" else 200
 
 

@@ -28,7 +28,7 @@ from webapp.models import (
     StatusEvent,
     utcnow,
 )
-from webapp.pictures import uploads
+from webapp.pictures import library, preparation
 from webapp.sending import submission as sending
 
 _m = Message.__table__
@@ -203,7 +203,7 @@ def send_test(user, number: str) -> TestSend:
     """Send the test picture to one number (E.164) through the ordinary path (recorded,
     queued, handed to Plivo by a worker, its callbacks applied): its round trip is real."""
     settings = current_settings()
-    media = uploads.store(uploads.prepare(_test_picture(), TEST_PICTURE_NAME), user)
+    media = library.store(preparation.prepare(_test_picture(), TEST_PICTURE_NAME), user)
     key = "test-" + secrets.token_hex(12)
     result = sending.submit(user, sending.Draft(
         sender=settings.sender_numbers[0], recipients=[number],

@@ -17,7 +17,7 @@ from flask import (
 from flask_login import current_user, login_required
 
 from webapp.extensions import limiter
-from webapp.pictures import uploads
+from webapp.pictures import library
 from webapp.security import body_limit, max_upload_bytes, user_key
 
 bp = Blueprint("pictures", __name__)
@@ -32,7 +32,7 @@ def upload_media():
     pasted (with a progress bar), and shows what came of it before Send: the card of
     each stored file (thumbnail, final size, "resized from", metadata removed), which
     carries the file into the form, or why it was refused. CSRF: X-CSRFToken."""
-    stored, errors = uploads.attach(request.files.getlist("file"), current_user)
+    stored, errors = library.attach(request.files.getlist("file"), current_user)
     if not stored and not errors:
         errors = ["No file arrived; choose it again."]
     return render_template("pictures/_uploaded.html", stored=stored, errors=errors), (
@@ -45,7 +45,7 @@ def media_library():
     """The team's pictures and files, newest first; search by file name."""
     name = request.args.get("q", "").strip()[:100]
     before = request.args.get("before", "")
-    found, next_before = uploads.library(name, int(before) if before.isdigit()
+    found, next_before = library.library(name, int(before) if before.isdigit()
                                          and len(before) < 10 else None)
     return render_template("pictures/library.html", found=found, q=name,
                            next_before=next_before)
@@ -56,15 +56,15 @@ def media_library():
 def delete_media(sha256: str):
     if not current_user.is_admin:
         abort(403)
-    media = uploads.find(sha256)
+    media = library.find(sha256)
     if media is None:
         abort(404)
     name = media.original_name
-    waiting = uploads.waiting_uses(sha256)
+    waiting = library.waiting_uses(sha256)
     if waiting:
         flash(f"{name} is still used by {waiting} message{'s' if waiting != 1 else ''} "
               "waiting to be sent; it can be deleted once they have gone.", "error")
-    elif uploads.delete(sha256):
+    elif library.delete(sha256):
         flash(f"{name} was deleted. Messages already sent with it keep their record.",
               "success")
     return redirect(url_for("pictures.library"), 303)
@@ -74,16 +74,16 @@ def delete_media(sha256: str):
 @login_required
 def media_file(sha256: str):
     """An uploaded file, to signed-in staff only, as the type it was stored as."""
-    media = uploads.find(sha256)
+    media = library.find(sha256)
     if media is None:
         abort(404)
-    return _serve(media.data, media.content_type, uploads.download_name(media), sha256)
+    return _serve(media.data, media.content_type, library.download_name(media), sha256)
 
 
 @bp.get("/media/<sha256>/thumbnail")
 @login_required
 def media_thumbnail(sha256: str):
-    media = uploads.find(sha256)
+    media = library.find(sha256)
     if media is None or not media.thumbnail:
         abort(404)
     return _serve(media.thumbnail, "image/jpeg", "thumbnail.jpg", sha256 + "-t")

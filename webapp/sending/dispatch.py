@@ -29,7 +29,7 @@ from webapp.gateway import client as gateway
 from webapp.gateway.pace import DispatchLimiter, dispatch_limiter
 from webapp.logs import event
 from webapp.models import Message, StatusEvent, utcnow
-from webapp.pictures import uploads
+from webapp.pictures import library
 from webapp.tasks import enqueue_dispatch
 
 log = logging.getLogger(__name__)
@@ -177,19 +177,19 @@ def _retrying(policy: RetryPolicy, retry_on: tuple[type[Exception], ...],
 
 def _upload_media(message: Message, config: gateway.GatewayConfig,
                   limiter: DispatchLimiter, policy: RetryPolicy) -> list[str]:
-    """Plivo media ids for the message's uploaded files (uploads.plivo_media_ids). Each
+    """Plivo media ids for the message's uploaded files (library.plivo_media_ids). Each
     upload takes a place in Plivo's window like a send, and is retried like one; an
     upload that may have arrived is made again too (an extra copy costs nothing)."""
 
     def upload(media) -> str:
         def attempt() -> str:
             with limiter.slot(policy.sleep):
-                return gateway.upload_media(config, name=uploads.upload_name(media),
+                return gateway.upload_media(config, name=library.upload_name(media),
                                             content_type=media.content_type, data=media.data)
 
         return _retrying(policy, (gateway.PlivoRetryable, gateway.PlivoAmbiguous))(attempt)
 
-    return uploads.plivo_media_ids(message.media, config, upload)
+    return library.plivo_media_ids(message.media, config, upload)
 
 
 def probe_circuit() -> dict[str, int]:

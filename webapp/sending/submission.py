@@ -21,7 +21,7 @@ from webapp.config import current_settings
 from webapp.extensions import db
 from webapp.logs import event
 from webapp.models import Message, utcnow
-from webapp.pictures import uploads
+from webapp.pictures import library
 from webapp.sending.probe import check_media
 from webapp.tasks import enqueue_dispatch
 
@@ -85,12 +85,12 @@ def submit(user: Actor, draft: Draft) -> Submission:
 def prepare_media(items: list[dict]) -> tuple[list[dict], list[str], list[str]]:
     """The media of a send as its messages record them: stored files by what they are,
     addresses probed (check_media). (media, warnings, errors); errors: record nothing."""
-    stored = uploads.find_many([m["upload"] for m in items if "upload" in m])
+    stored = library.find_many([m["upload"] for m in items if "upload" in m])
     if any("upload" in m and m["upload"] not in stored for m in items):
         return [], [], ["An attached file is no longer stored; attach it again."]
     settings = current_settings()
     return check_media(
-        [uploads.item_for(stored[m["upload"]]) if "upload" in m else m for m in items],
+        [library.item_for(stored[m["upload"]]) if "upload" in m else m for m in items],
         enabled=settings.media_probe, allow_hosts=settings.media_probe_allow_hosts,
         timeout=settings.probe_timeout_seconds)
 
@@ -113,7 +113,7 @@ def create_messages(user: Actor, draft: Draft) -> tuple[list[Message], bool]:
     try:
         db.session.flush()
         if uploaded:  # in the same transaction: counted once, with the messages
-            uploads.count_uses(uploaded, len(rows))
+            library.count_uses(uploaded, len(rows))
         # Read before the commit expires them: no reload SELECT per message.
         created = [(message.id, message.public_id) for message in rows]
         # In the same transaction: no send without its entry, no entry without the send.
@@ -179,9 +179,9 @@ def copy_of(user: Actor, public_id: str | None = None, key: str | None = None,
     from webapp.history.pages import message_by_public_id  # a flow may call another
 
     if media:
-        stored = uploads.find(media)
+        stored = library.find(media)
         return stored and Draft(sender="", recipients=[], text="",
-                                media=[uploads.item_for(stored)], idempotency_key="")
+                                media=[library.item_for(stored)], idempotency_key="")
     if public_id:
         message = message_by_public_id(public_id[:32])
         found = [message] if message is not None else []

@@ -22,7 +22,7 @@ from webapp.history import pages as history
 from webapp.history import rows
 from webapp.messages import opt_outs, presentation
 from webapp.models import utcnow
-from webapp.pictures import uploads
+from webapp.pictures import library, preparation
 from webapp.security import body_limit, max_upload_bytes, send_limit, user_key
 from webapp.sending import submission as sending
 from webapp.sending.forms import ComposeForm
@@ -46,7 +46,7 @@ def compose():
             form.fill_from(draft, presentation.format_phone)
     else:
         # CSRF was checked before the view (CSRFProtect): the files are this person's.
-        stored, file_errors = uploads.attach(request.files.getlist(form.files.name),
+        stored, file_errors = library.attach(request.files.getlist(form.files.name),
                                              current_user)
         form.attach([media.sha256 for media, _notes in stored],
                     removed=request.form.getlist("remove_upload"))
@@ -72,11 +72,11 @@ def compose():
             "This item needs fixing: see it above." if len(result.errors) == 1 else
             f"{len(result.errors)} of the items need fixing: see each one above."])
     status = 400 if request.method == "POST" and repeat_of is None else 200
-    attached = uploads.find_many(form.uploaded.data or [])
+    attached = library.find_many(form.uploaded.data or [])
     return render_template("sending/compose.html", form=form, file_errors=file_errors,
                            attached=[attached[sha] for sha in form.uploaded.data or []
                                      if sha in attached],
-                           accept=uploads.ACCEPT, repeat_of=repeat_of,
+                           accept=preparation.ACCEPT, repeat_of=repeat_of,
                            repeat_minutes=repeat_of and max(
                                1, round((utcnow() - repeat_of).total_seconds() / 60)),
                            max_upload_mb=settings.max_upload_mb), status
