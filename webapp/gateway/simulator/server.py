@@ -1,4 +1,4 @@
-"""A Plivo-compatible HTTP server for sandbox mode and the tests.
+"""The simulator's HTTP server: Plivo's Message and Media API endpoints the dashboard uses.
 
 It speaks the parts of Plivo's Message and Media APIs the dashboard uses, so
 the real SDK runs end to end with no network, and it posts status callbacks
@@ -13,115 +13,27 @@ import hashlib
 import json
 import logging
 import random
-import secrets
 import threading
 import time
 import uuid
 from collections import Counter, deque
-from dataclasses import dataclass, field
-from urllib.parse import urlsplit, urlunsplit
 
-import requests
 from flask import Flask, Response, jsonify, request
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from webapp.gateway.signatures import signed_headers
+from webapp.gateway.simulator.behaviours import (
+    ANSWERS,
+    BEHAVIOUR_OF,
+    DELIVERED,
+    Behaviour,
+    Chaos,
+    SimulatedMessage,
+)
+from webapp.gateway.simulator.callbacks import StatusCallbacks
 
 log = logging.getLogger(__name__)
 
-@dataclass(frozen=True)
-class Behaviour:
-    """What the simulator does for one magic destination. This table alone decides it,
-    and describes it to the CLI, the compose page's sandbox hint and the README (a test
-    checks the README's table against it)."""
-
-    number: str  # E.164 without "+"
-    happens: str  # for the README and the CLI
-    hint: str | None = None  # a few words on the compose page, or None to leave it out
-    answer: int | None = None  # the HTTP status the send request gets instead of a 202
-    answer_first_only: bool = False  # ... on the first attempt only; the retry is accepted
-    hang: bool = False  # the send request is never answered in time
-    outcome: tuple[str, str] = ("delivered", "")  # final status and error code
-    callbacks_first: bool = False  # the callbacks arrive before the send is answered
-    callbacks_lost: bool = False  # the message moves on at Plivo; no callback is posted
-    hang_after_accepting: bool = False  # Plivo has it, but the answer never comes
-
-
-BEHAVIOURS = (
-    Behaviour("14155550400", 'Plivo answers 400 "not a valid phone number": the message is '
-              "*Refused by Plivo*", hint="invalid number", answer=400),
-    Behaviour("14155550030", "accepted, then *Not delivered: spam detected (30)*",
-              hint="spam, undelivered", outcome=("undelivered", "30")),
-    Behaviour("14155550900", "accepted, then *Failed: insufficient credit (900)*",
-              hint="no credit", outcome=("failed", "900")),
-    Behaviour("14155550500", "500 on the first attempt, sent on the retry (2 attempts)",
-              answer=500, answer_first_only=True),
-    Behaviour("14155550429", "429 with `Retry-After: 1` first, sent on the retry",
-              answer=429, answer_first_only=True),
-    Behaviour("14155550408", "never answers and never has it: after the read timeout the "
-              "message is *Unknown*, then *Not sent — Plivo never received it* once the "
-              "reconciler finds nothing in Plivo's message list",
-              hint="no answer", hang=True),
-    Behaviour("14155550001", "status callbacks arrive before the send request is answered",
-              callbacks_first=True),
-    Behaviour("14155550410", "delivered, but no status callback ever arrives: the dashboard "
-              "learns it by asking Plivo (the reconciler)", hint="lost callbacks",
-              callbacks_lost=True),
-    Behaviour("14155550411", "accepted, but neither the answer nor any callback ever comes: "
-              "*Unknown* until the reconciler finds it in Plivo's message list, then "
-              "delivered", hint="lost answer", hang_after_accepting=True, callbacks_lost=True),
-)
-BEHAVIOUR_OF = {behaviour.number: behaviour for behaviour in BEHAVIOURS}
-_DELIVERED = Behaviour("", "delivered")
-_ANSWERS = {400: "{dst} is not a valid phone number", 429: "too many requests",
-            500: "internal server error"}
-
-
-@dataclass(frozen=True)
-class Chaos:
-    """What goes wrong on the way back (the benchmark's chaos run): the share of callbacks
-    never posted, of callbacks posted twice, of messages whose callbacks come in reverse
-    order, and of ordinary messages that end undelivered (spam, 30) or failed (no credit,
-    900) instead of delivered. Plivo's own state, which the Message API answers with,
-    moves on regardless: that is the truth the dashboard must end up showing."""
-
-    drop: float = 0.0
-    duplicate: float = 0.0
-    reorder: float = 0.0
-    failing: float = 0.0
-    seed: int = 0
-
-
-def display_number(number: str) -> str:
-    """(415) 555-0400 for a magic number."""
-    return f"({number[1:4]}) {number[4:7]}-{number[7:]}"
-
-
-def readme_table() -> str:
-    """The README's table of magic numbers, as this table says."""
-    lines = ["| number | what happens |", "|---|---|"]
-    lines += [f"| {display_number(b.number)} | {b.happens} |" for b in BEHAVIOURS]
-    return "\n".join(lines) + "\n"
-
-
-@dataclass
-class SimulatedMessage:
-    uuid: str
-    src: str
-    dst: str
-    text: str
-    media_urls: list[str]
-    media_ids: list[str]
-    url: str | None
-    method: str
-    state: str = "queued"
-    error_code: str = ""
-    callbacks: list[dict] = field(default_factory=list)
-    received_at: float = field(default_factory=time.time)
-    times: dict[str, float] = field(default_factory=dict)  # when it reached each state
-
-
-class PlivoSimulator:
+class PlivoSimulator(StatusCallbacks):
     def __init__(self, auth_id: str, auth_token: str, *, callback_delay: float = 0.3,
                  hang_seconds: float = 30.0, latency: float = 0.0,
                  rate_per_5s: int | None = None, deliver_to: str | None = None,
@@ -244,10 +156,10 @@ class PlivoSimulator:
             return self._error(400, "this simulator only sends MMS")
         if len(media_urls) + len(media_ids) > 10:
             return self._error(400, "too many media attachments (at most 10)")
-        behaviour = BEHAVIOUR_OF.get(dst, _DELIVERED)
+        behaviour = BEHAVIOUR_OF.get(dst, DELIVERED)
         if behaviour.answer and (first_attempt or not behaviour.answer_first_only):
             headers = {"Retry-After": "1"} if behaviour.answer == 429 else None
-            return self._error(behaviour.answer, _ANSWERS[behaviour.answer].format(dst=dst),
+            return self._error(behaviour.answer, ANSWERS[behaviour.answer].format(dst=dst),
                                headers)
         if behaviour.hang:
             time.sleep(self.hang_seconds)
@@ -364,91 +276,9 @@ class PlivoSimulator:
             return self._random.random() < share
 
     def _outcome(self, behaviour: Behaviour) -> tuple[str, str]:
-        if behaviour is _DELIVERED and self._chance(self.chaos.failing):
+        if behaviour is DELIVERED and self._chance(self.chaos.failing):
             return ("failed", "900") if self._chance(1 / 3) else ("undelivered", "30")
         return behaviour.outcome
-
-    def _run_callbacks(self, message: SimulatedMessage, delay: float | None = None) -> None:
-        delay = self.callback_delay if delay is None else delay
-        behaviour = BEHAVIOUR_OF.get(message.dst, _DELIVERED)
-        final, error_code = self._outcome(behaviour)
-        path = ["queued", final] if final == "failed" else ["queued", "sent", final]
-        reverse = self._chance(self.chaos.reorder)
-        held: list[tuple[str, int, str]] = []
-        for sequence, status in enumerate(path, start=1):
-            if self._stopped.wait(delay):
-                return
-            message.state, message.error_code = status, error_code if status == final else ""
-            message.times[status] = time.time()
-            if behaviour.callbacks_lost:
-                continue
-            held.append((status, sequence, message.error_code))
-            if not reverse:
-                self._post_or_not(message, *held.pop())
-        if held:  # reordered: Plivo's callbacks overtake one another (Sequence still says)
-            with self._lock:
-                self.chaos_counts["reordered"] += 1
-            for status, sequence, code in reversed(held):
-                self._post_or_not(message, status, sequence, code)
-
-    def _post_or_not(self, message: SimulatedMessage, status: str, sequence: int,
-                     error_code: str) -> None:
-        if self._chance(self.chaos.drop):
-            with self._lock:
-                self.chaos_counts["dropped"] += 1
-            return
-        self.post_callback(message, status, sequence, error_code)
-        if self._chance(self.chaos.duplicate):
-            with self._lock:
-                self.chaos_counts["duplicated"] += 1
-            self.post_callback(message, status, sequence, error_code)
-
-    def callback_params(self, message: SimulatedMessage, status: str, sequence: int,
-                        error_code: str = "") -> dict[str, str]:
-        def at(*states: str) -> str:  # when the message reached the first of `states`
-            moment = next((message.times[s] for s in states if s in message.times), None)
-            return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(moment))
-
-        now = at(status)
-        return {
-            "MessageUUID": message.uuid, "ParentMessageUUID": message.uuid,
-            "To": message.dst, "From": message.src, "Type": "mms", "Status": status,
-            "ErrorCode": error_code, "Sequence": str(sequence), "PartInfo": "1 of 1",
-            "Units": "1", "TotalRate": "0.01600",
-            "TotalAmount": "0.01600" if status in ("sent", "delivered", "undelivered") else "0",
-            "MCC": "310", "MNC": "410", "MessageTime": now, "QueuedTime": at("queued"),
-            "SentTime": at("sent", status) if status != "queued" else "",
-            "DeliveryReportTime": now if status in ("delivered", "undelivered") else "",
-            "PowerpackUUID": "", "requester_ip": "127.0.0.1",
-        }
-
-    def post_callback(self, message: SimulatedMessage, status: str, sequence: int,
-                      error_code: str = "") -> int:
-        """POST (or GET) one signed callback, retrying like Plivo on failure."""
-        params = self.callback_params(message, status, sequence, error_code)
-        message.callbacks.append(params)
-        code = 0
-        target = message.url
-        if self.deliver_to:
-            parts = urlsplit(message.url)
-            target = self.deliver_to + urlunsplit(("", "", parts.path, parts.query, ""))
-        for attempt in range(4):  # Plivo: the original plus 3 retries
-            nonce = str(secrets.randbelow(10**20)).zfill(20)
-            headers = signed_headers(message.method, message.url, params, self.auth_token, nonce)
-            try:
-                if message.method == "GET":
-                    resp = requests.get(target, params=params, headers=headers, timeout=8)
-                else:
-                    resp = requests.post(target, data=params, headers=headers, timeout=8)
-                code = resp.status_code
-            except requests.RequestException as exc:
-                log.warning("simulator: callback to %s failed: %s", target, exc)
-                code = 0
-            if 200 <= code < 300 or self._stopped.wait(min(0.5 * (attempt + 1), 2.0)):
-                break
-        with self._lock:
-            self.callback_results.append((message.uuid, status, code))
-        return code
 
     # ---- serving ----------------------------------------------------------------------
     def serve_in_thread(self, host: str = "127.0.0.1", port: int = 0) -> BaseWSGIServer:
