@@ -5,21 +5,22 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 
 import pytest
+import time_machine
 from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.serving import make_server
 
+from tests.helpers import csrf_token_in, url
+from tests.services import free_port
 from webapp import create_app
 from webapp.auth import service as accounts
 from webapp.config import SANDBOX_AUTH_ID, SANDBOX_AUTH_TOKEN
 from webapp.extensions import db
 from webapp.gateway.simulator import PlivoSimulator
 from webapp.models import User
-
-from .helpers import csrf_token_in, url
-from .services import free_port
 
 PASSWORD = "correct horse battery staple"
 
@@ -150,3 +151,14 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, interval: flo
             return
         time.sleep(interval)
     raise AssertionError("condition not met in time")
+
+
+T0 = datetime(2026, 6, 1, 9, 0, 0, tzinfo=UTC)
+
+
+
+@pytest.fixture
+def clock():
+    with time_machine.travel(T0, tick=False) as traveller:
+        yield traveller
+

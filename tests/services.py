@@ -24,7 +24,7 @@ from pathlib import Path
 
 import requests
 
-from .helpers import clean_environment, url
+from tests.helpers import clean_environment, url
 
 INITDB = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
 REDIS = shutil.which("redis-server")

@@ -11,13 +11,12 @@ import pytest
 from flask import url_for
 from sqlalchemy import create_engine, inspect
 
+from tests.conftest import PASSWORD, base_env, login
+from tests.helpers import clean_environment, url
 from webapp import create_app
 from webapp.config import ConfigError, load_settings
 from webapp.extensions import db
 from webapp.models import User
-
-from .conftest import PASSWORD, base_env, login
-from .helpers import clean_environment, url
 
 ROOT = Path(__file__).resolve().parent.parent
 

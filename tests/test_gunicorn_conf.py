@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from .helpers import clean_environment
-from .services import free_port
+from tests.helpers import clean_environment
+from tests.services import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "gunicorn.conf.py"

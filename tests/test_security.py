@@ -17,15 +17,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from wtforms.fields.core import UnboundField
 
+from tests.conftest import PASSWORD, csrf_token, login, post_form
+from tests.helpers import url, wrong_passwords_at_once
 from webapp import check_python
 from webapp.auth import service as accounts
 from webapp.config import ConfigError
 from webapp.extensions import db
 from webapp.models import Message, User
 from webapp.sending.forms import parse_recipients
-
-from .conftest import PASSWORD, csrf_token, login, post_form
-from .helpers import url, wrong_passwords_at_once
 
 # Query parameters the pages read (the history filter, its cursor, the rows poll, login).
 QUERY_PARAMETERS = ("status", "from", "to", "recipient", "sent_by", "q", "before", "id", "next")
@@ -307,8 +306,8 @@ def fuzz_every_route(app: Flask, client, data) -> None:
 
 @pytest.fixture(scope="module")
 def fuzz_app(tmp_path_factory):
-    from .conftest import base_env
-    from .helpers import make_message
+    from tests.conftest import base_env
+    from tests.helpers import make_message
 
     app = __import__("webapp").create_app(base_env(tmp_path_factory.mktemp("fuzz"),
                                                    SENDS_PER_MINUTE_PER_USER="100000"))

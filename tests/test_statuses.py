@@ -9,13 +9,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import delete, func, select
 
+from tests.conftest import base_env
+from tests.helpers import make_message
 from webapp import create_app, statuses
 from webapp.callbacks import ledger as callbacks
 from webapp.extensions import db
 from webapp.models import Message, StatusEvent, User
-
-from .conftest import base_env
-from .helpers import make_message
 
 
 def test_final_state_never_goes_back():

@@ -11,8 +11,8 @@ import pyotp
 import pytest
 from playwright.sync_api import Page, expect
 
-from ..helpers import make_message, url
-from .conftest import AXE, IMAGES, Stack
+from tests.e2e.conftest import AXE, IMAGES, Stack
+from tests.helpers import make_message, url
 
 STAFF_EMAIL = "casey@example.com"
 STAFF_PASSWORD = "casey's long passphrase"

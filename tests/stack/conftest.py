@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from ..services import (
+from tests.services import (
     INITDB,
     REDIS,
     Dashboard,

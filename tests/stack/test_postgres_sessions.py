@@ -16,30 +16,26 @@ from hypothesis import strategies as st
 from sqlalchemy import event, select, text
 
 import webapp
+from tests.audit_log.test_every_action_recorded import check_export_is_recorded
+from tests.auth.test_sessions import check_sign_out_everywhere_else
+from tests.auth.test_two_factor import check_a_code_works_once
+from tests.conftest import PASSWORD, base_env, login
+from tests.helpers import make_message, url
+from tests.history.test_export import check_export_cells_and_times, check_export_ends_with_every_row_once
+from tests.history.test_pages import check_row_shows_time_number_text_media_and_cost_escaped
+from tests.history.test_search import (
+    check_filters_use_their_indexes,
+    check_recipient_search,
+    check_text_search,
+)
+from tests.lists.test_list_sends import check_cancel_races_the_dispatch, check_opt_out_is_noted_once
+from tests.overview.test_overview import STEPS, check_rollups_equal_a_recount
+from tests.services import postgres_server, restart_postgres
+from tests.test_statuses import callback_orders, check_callback_order, check_sql_and_python_agree
 from webapp.auth import service as accounts
 from webapp.callbacks import ledger as callbacks
 from webapp.extensions import csrf, db
 from webapp.models import Message, StatusEvent, User
-
-from ..conftest import PASSWORD, base_env, login
-from ..helpers import make_message, url
-from ..services import postgres_server, restart_postgres
-from ..test_accountability import (
-    check_a_code_works_once,
-    check_export_is_recorded,
-    check_sign_out_everywhere_else,
-)
-from ..test_batches import check_cancel_races_the_dispatch, check_opt_out_is_noted_once
-from ..test_history import (
-    check_export_cells_and_times,
-    check_export_ends_with_every_row_once,
-    check_filters_use_their_indexes,
-    check_recipient_search,
-    check_row_shows_time_number_text_media_and_cost_escaped,
-    check_text_search,
-)
-from ..test_overview import STEPS, check_rollups_equal_a_recount
-from ..test_statuses import callback_orders, check_callback_order, check_sql_and_python_agree
 
 pytestmark = pytest.mark.stack
 
@@ -258,9 +254,9 @@ def test_the_same_callback_twice_at_once_is_applied_once_on_postgresql(ledger_ap
         assert ledger_of("twice-1") == [("sent", True)]
 
 
-# ---- hostile input on PostgreSQL (tests/test_security.py, tests/test_webhooks.py) ----------
+# ---- hostile input on PostgreSQL (tests/test_security.py, tests/callbacks/test_webhooks.py) ----------
 def test_hostile_input_gets_4xx_on_postgresql(make_app, own_postgres):
-    from ..test_security import (
+    from tests.test_security import (
         check_demotion_race_leaves_an_admin,
         check_no_nul_reaches_the_database,
         check_odd_query_values_are_explained,
@@ -279,9 +275,8 @@ def test_hostile_input_gets_4xx_on_postgresql(make_app, own_postgres):
 
 
 def test_nonces_bind_bodies_and_refusals_are_sampled_on_postgresql(make_app, own_postgres):
+    from tests.callbacks.test_webhooks import CALLBACK_PATH, form, post_signed
     from webapp.callbacks.guard import SAMPLES_PER_SOURCE_HOUR, refused_counts
-
-    from ..test_webhooks import CALLBACK_PATH, form, post_signed
 
     app = make_app(DATABASE_URL=own_postgres)
     with app.app_context():
@@ -334,7 +329,7 @@ def fuzz_pg(own_postgres, tmp_path_factory):
 @settings(max_examples=20, deadline=None)
 @given(data=st.data())
 def test_no_route_gives_a_500_whatever_its_parameters_on_postgresql(fuzz_pg, data):
-    from ..test_security import fuzz_every_route
+    from tests.test_security import fuzz_every_route
 
     app, client = fuzz_pg
     fuzz_every_route(app, client, data)
@@ -362,10 +357,9 @@ def test_uploaded_files_are_stored_once_and_served_on_postgresql(make_app, own_p
 
     from PIL import Image
 
+    from tests.helpers import csrf_token_in
+    from tests.sending.test_submission import KEY_RE
     from webapp.models import Media
-
-    from ..helpers import csrf_token_in
-    from ..test_sending import KEY_RE
     app = make_app(DATABASE_URL=own_postgres)
     with app.app_context():
         db.drop_all()

@@ -13,7 +13,7 @@ import pytest
 import requests
 from sqlalchemy import create_engine, text
 
-from ..helpers import csrf_token_in, url, wrong_passwords_at_once
+from tests.helpers import csrf_token_in, url, wrong_passwords_at_once
 
 pytestmark = pytest.mark.stack
 

@@ -9,15 +9,14 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
+from tests.conftest import login, post_form, wait_for
+from tests.helpers import save_message, url
+from tests.sending.test_dispatch import FakeClock
 from webapp.callbacks import reconcile
 from webapp.extensions import db
 from webapp.gateway import pace
 from webapp.models import Message, StatusEvent, utcnow
 from webapp.sending import dispatch
-
-from .conftest import login, post_form, wait_for
-from .helpers import save_message, url
-from .test_dispatch import FakeClock
 
 LOST = "+14155550410"  # the simulator delivers it and posts no callback
 

@@ -7,13 +7,12 @@ import itertools
 import pytest
 from sqlalchemy import func, select
 
+from tests.helpers import make_message, url
 from webapp.callbacks import ledger as callbacks
 from webapp.config import SANDBOX_AUTH_TOKEN
 from webapp.extensions import db
 from webapp.gateway.signatures import signed_headers
 from webapp.models import Message, StatusEvent, User
-
-from .helpers import make_message, url
 
 CALLBACK_PATH = url("callbacks.plivo_status")
 PUBLIC_URL = "http://127.0.0.1:5000" + CALLBACK_PATH
@@ -338,9 +337,8 @@ def test_a_v2_only_callback_waits_for_plivo_to_confirm_it(live, simulator, make_
     simulator) is asked before a V2-only callback changes a message."""
     import requests
 
+    from tests.helpers import save_message
     from webapp.gateway.simulator import SimulatedMessage
-
-    from .helpers import save_message
 
     sim, _ = simulator
     user = make_user()

@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import free_port
 from webapp.config import SANDBOX_AUTH_ID, SANDBOX_AUTH_TOKEN
 from webapp.gateway import client as gateway
 
-from .conftest import free_port
-
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MEDIA = "https://example.com/picture.jpg"
 KEY_RE = re.compile(r'name="idempotency_key" type="hidden" value="([^"]+)"')
 

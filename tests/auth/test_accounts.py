@@ -2,13 +2,12 @@ from __future__ import annotations
 
 import pytest
 
+from tests.conftest import PASSWORD, login, post_form
+from tests.helpers import url
 from webapp.auth import service as accounts
 from webapp.auth.passwords import MAX_LENGTH, hash_password, verify_password
 from webapp.extensions import db
 from webapp.models import User
-
-from .conftest import PASSWORD, login, post_form
-from .helpers import url
 
 ADMIN_ENDPOINTS = [
     ("GET", "auth.users", {}),

@@ -11,12 +11,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from sqlalchemy import select
 
+from tests.conftest import csrf_token
+from tests.helpers import url
 from webapp.extensions import db
 from webapp.models import Message
 from webapp.sending.probe import MediaRefused, check_media, probe_media_url, system_resolver
-
-from .conftest import csrf_token
-from .helpers import url
 
 KB = 1024
 
@@ -274,7 +273,7 @@ def test_compose_with_probe_on_refuses_and_accepts(make_app, media_server):
         from webapp.auth.service import create_user
 
         create_user("amy@example.com", "correct horse battery staple")
-    from .conftest import login
+    from tests.conftest import login
 
     login(client, "amy@example.com")
 

@@ -9,16 +9,15 @@ from datetime import timedelta
 
 import pytest
 
+from tests.conftest import login, wait_for
+from tests.helpers import save_message, url
+from tests.sending.test_dispatch import FakeClock
 from webapp.callbacks import reconcile
 from webapp.extensions import db
 from webapp.gateway import circuit
 from webapp.gateway import client as gateway
 from webapp.models import Message, PlivoCircuit, utcnow
 from webapp.sending import dispatch
-
-from .conftest import login, wait_for
-from .helpers import save_message, url
-from .test_dispatch import FakeClock
 
 pytestmark = pytest.mark.integration
 

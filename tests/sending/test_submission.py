@@ -12,16 +12,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
+from tests.conftest import PASSWORD, base_env, csrf_token, free_port, login, wait_for
+from tests.helpers import clean_environment, csrf_token_in, save_message, url
 from webapp.extensions import db
 from webapp.models import Message
 from webapp.sending import dispatch
 from webapp.sending import submission as sending
 from webapp.sending.forms import parse_recipients, read_recipients
 
-from .conftest import PASSWORD, base_env, csrf_token, free_port, login, wait_for
-from .helpers import clean_environment, csrf_token_in, save_message, url
-
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MEDIA = "https://example.com/picture.jpg"
 KEY_RE = re.compile(r'name="idempotency_key" type="hidden" value="([^"]+)"')
 

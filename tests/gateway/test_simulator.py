@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import free_port, wait_for
+from tests.helpers import save_message, url
 from webapp import statuses
 from webapp.config import SANDBOX_AUTH_ID, SANDBOX_AUTH_TOKEN
 from webapp.extensions import db
@@ -14,10 +16,7 @@ from webapp.gateway.simulator import BEHAVIOURS, display_number, readme_table
 from webapp.models import Message
 from webapp.sending import dispatch
 
-from .conftest import free_port, wait_for
-from .helpers import save_message, url
-
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def test_the_readme_lists_the_magic_numbers_the_simulator_acts_on():
@@ -61,9 +60,8 @@ def test_simulator_delivers_through_a_proxy_address_signed_for_the_public_url(ma
                                                                              make_user):
     """A dashboard whose public address is https (a TLS proxy in front): the simulator
     posts to the loopback port and signs for the https URL, which the webhook checks."""
+    from tests.conftest import LiveServer
     from webapp.gateway.simulator import PlivoSimulator
-
-    from .conftest import LiveServer
 
     port = free_port()
     sim = PlivoSimulator(SANDBOX_AUTH_ID, SANDBOX_AUTH_TOKEN, callback_delay=0.05,
@@ -97,9 +95,8 @@ def test_simulator_refuses_a_deliver_to_that_is_not_a_loopback_base(runner, valu
 
 
 def _chaotic(make_app, chaos):
+    from tests.conftest import LiveServer
     from webapp.gateway.simulator import PlivoSimulator
-
-    from .conftest import LiveServer
 
     port = free_port()
     sim = PlivoSimulator(SANDBOX_AUTH_ID, SANDBOX_AUTH_TOKEN, callback_delay=0.05,

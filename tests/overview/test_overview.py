@@ -16,6 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import delete, select
 
+from tests.conftest import PASSWORD, login, post_form
+from tests.helpers import make_message, save_message, url
 from webapp.auth import service as accounts
 from webapp.callbacks import ledger as callbacks
 from webapp.extensions import db
@@ -32,9 +34,6 @@ from webapp.models import (
 )
 from webapp.overview import figures as overview
 from webapp.overview import health, rollups
-
-from .conftest import PASSWORD, login, post_form
-from .helpers import make_message, save_message, url
 
 ZONE = "America/Toronto"
 TORONTO = ZoneInfo(ZONE)
@@ -386,8 +385,8 @@ def test_a_test_message_needs_a_valid_number(client, make_user):
 def test_a_test_message_shows_its_round_trip_through_plivo(live, make_user):
     import requests
 
-    from .conftest import wait_for
-    from .helpers import csrf_token_in
+    from tests.conftest import wait_for
+    from tests.helpers import csrf_token_in
 
     make_user("boss@example.com", "admin")
     browser = requests.Session()

@@ -16,13 +16,12 @@ import requests
 from PIL import Image
 from sqlalchemy import func, select
 
+from tests.conftest import PASSWORD, wait_for
+from tests.helpers import csrf_token_in, url
+from tests.sending.test_submission import KEY_RE
 from webapp.extensions import db
 from webapp.models import Media, Message
 from webapp.pictures import library, preparation
-
-from .conftest import PASSWORD, wait_for
-from .helpers import csrf_token_in, url
-from .test_sending import KEY_RE
 
 KB = 1024
 
@@ -323,8 +322,8 @@ def test_plivo_refusing_our_credentials_on_upload_pauses_sending(live, simulator
 # ---- the library -----------------------------------------------------------------------------
 def test_the_library_lists_searches_counts_uses_and_lets_admins_delete(app, client, login_as,
                                                                       make_user):
-    from .conftest import login
-    from .test_sending import compose
+    from tests.conftest import login
+    from tests.sending.test_submission import compose
 
     staff = login_as("staff", "sam@example.com")
     with app.app_context():
@@ -346,7 +345,7 @@ def test_the_library_lists_searches_counts_uses_and_lets_admins_delete(app, clie
     response, _ = compose(client, "(415) 555-0123, (415) 555-0124", media=[], uploaded=[cake_sha])
     assert response.status_code == 303
     assert "used in 2 messages" in client.get(url("pictures.library")).get_data(as_text=True)
-    from .conftest import csrf_token
+    from tests.conftest import csrf_token
     staff_token = csrf_token(client, url("pictures.library"))
     assert client.post(f"/media/{menu_sha}/delete",
                        data={"csrf_token": staff_token}).status_code == 403
@@ -368,7 +367,7 @@ def test_the_library_lists_searches_counts_uses_and_lets_admins_delete(app, clie
 def test_a_file_uploaded_as_it_is_chosen_shows_what_came_of_it(app, client, login_as):
     """Compose's JavaScript sends each file to /media/upload at once (with a progress bar)
     and shows the card that comes back, before Send."""
-    from .conftest import csrf_token
+    from tests.conftest import csrf_token
     anonymous = app.test_client()
     assert anonymous.post(url("pictures.upload_media")).status_code in (302, 400)
     login_as()

@@ -8,15 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import PASSWORD, free_port
+from tests.helpers import save_message
 from webapp.extensions import db
 from webapp.gateway import pace
 from webapp.models import Message
 from webapp.sending import dispatch
 
-from .conftest import PASSWORD, free_port
-from .helpers import save_message
-
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MEDIA = "https://example.com/picture.jpg"
 KEY_RE = re.compile(r'name="idempotency_key" type="hidden" value="([^"]+)"')
 
