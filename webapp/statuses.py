@@ -109,7 +109,7 @@ def should_apply(current: str, current_sequence: int | None, new: str, new_seque
     final states share the top rank, a final state never goes back, and among
     final states the one Plivo generated last wins. This is a total order on
     (rank, sequence), so any arrival order of the same callbacks ends the same.
-    The status callback's SQL (messages/callback_sql.py) is built from RANKS and
+    The status callback's SQL (callbacks/sql.py) is built from RANKS and
     this order; tests/test_statuses.py proves both agree on every combination.
     """
     if new not in RANKS:

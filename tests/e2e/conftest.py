@@ -157,3 +157,39 @@ def pytest_runtest_makereport(item, call):
         (folder / "error.txt").write_text(repr(exc))
     report.sections.append(("e2e artifacts", f"screenshot and HTML written to {folder}"))
     print(f"\nE2E ARTIFACTS: {folder}", file=sys.stderr)
+
+
+@pytest.fixture(scope="session")
+def staff_account(stack, browser):
+    """The admin logs in with the printed credentials, is made to choose a password of
+    their own before anything else, and creates a staff account."""
+    from playwright.sync_api import expect
+
+    from tests.e2e.actions import ADMIN_PASSWORD, STAFF_EMAIL, STAFF_PASSWORD, log_out
+    from tests.helpers import url
+
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(stack.url + url("auth.login"))
+    page.get_by_label("Email").fill(stack.admin_email)
+    page.get_by_label("Password").fill(stack.admin_password)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_text("Choose your own password first")).to_be_visible()
+    page.goto(stack.url + url("history.history"))  # nothing else opens until then
+    expect(page.get_by_text("Choose your own password first")).to_be_visible()
+    page.locator("#current_password").fill(stack.admin_password)
+    page.locator("#new_password").fill(ADMIN_PASSWORD)
+    page.locator("#confirm").fill(ADMIN_PASSWORD)
+    page.get_by_role("button", name="Change password").click()
+    expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+    stack.admin_password = ADMIN_PASSWORD
+    page.get_by_role("link", name="Staff accounts").click()
+    page.get_by_label("Email").fill(STAFF_EMAIL)
+    page.get_by_label("Role").select_option("staff")
+    page.get_by_label("Initial password").fill(STAFF_PASSWORD)
+    page.get_by_role("button", name="Create account").click()
+    expect(page.get_by_text(f"Account created for {STAFF_EMAIL}")).to_be_visible()
+    expect(page.get_by_role("cell", name=STAFF_EMAIL, exact=True)).to_be_visible()
+    log_out(page)
+    context.close()
+    return STAFF_EMAIL

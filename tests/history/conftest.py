@@ -13,7 +13,6 @@ from webapp.extensions import db
 STAMP = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 
 
-
 @pytest.fixture
 def seed(app, make_user):
     """Messages for two staff; many share one timestamp to test tie-breaking."""

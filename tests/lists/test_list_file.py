@@ -8,20 +8,19 @@ import re
 
 import pytest
 
-from webapp.lists import list_file as batch_file
+from webapp.lists import list_file
 from webapp.lists.list_file import ListError
 
 MEDIA = "https://example.com/picture.jpg"
 TOKEN_RE = re.compile(r"/batches/drafts/([A-Za-z0-9_-]+)")
 
 
-def read(data: bytes, max_rows: int = 10_000) -> batch_file.Table:
-    return batch_file.read_upload(io.BytesIO(data), max_rows)
+def read(data: bytes, max_rows: int = 10_000) -> list_file.Table:
+    return list_file.read_upload(io.BytesIO(data), max_rows)
 
 
 def numbers(n: int, start: int = 101) -> list[str]:
     return [f"(415) 555-{start + i:04d}" for i in range(n)]
-
 
 
 # ---- reading lists -------------------------------------------------------------------------
@@ -56,7 +55,7 @@ def test_quoted_newlines_stay_in_their_cell_and_rows_count_as_a_spreadsheet_show
 
 
 def test_rows_without_a_header_name_and_phone():
-    table = batch_file.read_pasted("Ana\t(415) 555-0101\nBen\t(415) 555-0102", 100)
+    table = list_file.read_pasted("Ana\t(415) 555-0101\nBen\t(415) 555-0102", 100)
     assert table.header is None and table.columns == ["name", "phone"]
     assert len(table.rows) == 2
 
@@ -83,26 +82,26 @@ def test_files_that_are_not_lists_are_refused_in_plain_words(data, words):
 def test_too_many_rows_stops_reading_early():
     big = io.BytesIO(b"phone\n" + b"4155550101\n" * 50_000)
     with pytest.raises(ListError, match="more than 10,000 rows"):
-        batch_file.read_upload(big, 10_000)
+        list_file.read_upload(big, 10_000)
     assert big.tell() < 300_000  # stopped near row 10,001, not at the end of the file
 
 
 def test_placeholders_are_filled_and_missing_values_are_row_errors():
-    table = batch_file.read_pasted("First name,phone\nAna,4155550101\n,4155550102\n"
+    table = list_file.read_pasted("First name,phone\nAna,4155550101\n,4155550102\n"
                                    "Cy,4155550101\nDee,123\n", 100)
     text = "Hi ((first name)), ((FirstName))! ((shop))"
-    result = batch_file.check(table, text, "+14155550100", 1600)
+    result = list_file.check(table, text, "+14155550100", 1600)
     assert [r.number for r in result.recipients] == ["+14155550101"]
     assert result.duplicates == 1
     assert [(row, reason[:18]) for row, _v, reason in result.invalid] == [
         (3, "no value for ((fir"), (5, "“123” is too short")]
     assert result.missing_columns == ["shop"]
-    assert batch_file.render(text, batch_file.values_by_key(result.recipients[0].fields)) == \
+    assert list_file.render(text, list_file.values_by_key(result.recipients[0].fields)) == \
         "Hi Ana, Ana! ((shop))"
 
 
 def test_a_message_too_long_once_filled_is_a_row_error():
-    table = batch_file.read_pasted("name,phone\n" + "x" * 401 + ",4155550101\nAl,4155550102\n", 10)
-    result = batch_file.check(table, "((name))" * 4, "+14155550100", 1600)
+    table = list_file.read_pasted("name,phone\n" + "x" * 401 + ",4155550101\nAl,4155550102\n", 10)
+    result = list_file.check(table, "((name))" * 4, "+14155550100", 1600)
     assert [r.row for r in result.recipients] == [3]
     assert "over 1,600 characters" in result.invalid[0][2]

@@ -28,8 +28,6 @@ MEDIA = "https://example.com/picture.jpg"
 TOKEN_RE = re.compile(r"/batches/drafts/([A-Za-z0-9_-]+)")
 
 
-
-
 # ---- through the pages ---------------------------------------------------------------------
 def upload(client, data: bytes | None = None, pasted: str = "", text: str = "Hi ((name))",
            filename: str = "customers.csv"):

@@ -2,7 +2,7 @@
 
 Also where a message learns its Plivo uuid (record_uuid), since that is when callbacks
 that arrived before it (early events) are adopted. The write of a callback itself is
-prebuilt SQL in callback_sql.py; this module decides what it writes.
+prebuilt SQL in callbacks/sql.py; this module decides what it writes.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The history queries: filters, keyset pagination (never OFFSET), the rows of one send,
+"""The history queries: keyset pagination (never OFFSET), the rows of one send,
 one message and its timeline, and the "Sent by" list. What a row shows is rows.py;
 the CSV export is export.py."""
 

@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from webapp import audit, statuses
 from webapp.auth.service import Actor
 from webapp.extensions import db
-from webapp.lists import list_file as batch_file
+from webapp.lists import list_file
 from webapp.lists.drafts import draft_for, preview
 from webapp.lists.lanes import start_lanes, waiting_condition
 from webapp.lists.states import AWAITING, CANCELLED, OPEN, PAUSED, SENDING
@@ -76,7 +76,7 @@ def confirm(user: Actor, token: str) -> tuple[Batch | None, list[str]]:
             "public_id": new_public_id(), "created_by_id": user.id, "idempotency_key": key,
             "sender": draft.sender, "recipient": r.number,
             "recipient_reversed": reversed_digits(r.number),
-            "text": batch_file.render(draft.text, batch_file.values_by_key(r.fields)),
+            "text": list_file.render(draft.text, list_file.values_by_key(r.fields)),
             "media": media, "status": statuses.PENDING, "status_sequence": 0, "attempts": 0,
             "lookups": 0, "created_at": now, "updated_at": now, "batch_id": batch_id,
             "fields": r.fields or None, "version": 1,

@@ -19,7 +19,7 @@ from webapp import audit, statuses
 from webapp.auth.service import Actor
 from webapp.config import current_settings
 from webapp.extensions import db
-from webapp.lists import list_file as batch_file
+from webapp.lists import list_file
 from webapp.lists.list_file import Check, ListError, Table
 from webapp.lists.states import RETRY_MAY_HELP
 from webapp.messages import opt_outs
@@ -211,12 +211,12 @@ def set_limits(recipients: int | None, cost: Decimal | None, actor: Actor) -> No
 def preview(user: Actor, draft: BatchDraft, table: Table) -> Preview:
     """Everything the preview page shows, from the draft as it stands now (the opt-out
     list and the prices may have moved since it was read)."""
-    result = batch_file.check(table, draft.text, draft.sender, MAX_TEXT)
+    result = list_file.check(table, draft.text, draft.sender, MAX_TEXT)
     opted = opt_outs.among(r.number for r in result.recipients)
     if opted:
         result.opted_out = [(r.row, r.number) for r in result.recipients if r.number in opted]
         result.recipients = [r for r in result.recipients if r.number not in opted]
-    samples = [(r.number, batch_file.render(draft.text, batch_file.values_by_key(r.fields)))
+    samples = [(r.number, list_file.render(draft.text, list_file.values_by_key(r.fields)))
                for r in result.recipients[:PREVIEW]]
     found = Preview(result, samples, estimate(len(result.recipients)))
     if result.missing_columns:

@@ -1,5 +1,5 @@
-"""Sending to a list (batches), and the opt-out list admins keep. Thin: messages.batches
-does the work, messages.batch_file reads the lists."""
+"""Sending to a list (batches), and the opt-out list admins keep. Thin: drafts, controls
+and reports do the work, list_file reads the lists."""
 
 from __future__ import annotations
 
@@ -22,8 +22,7 @@ from webapp import statuses
 from webapp.auth.sessions import passive
 from webapp.config import current_settings
 from webapp.extensions import limiter
-from webapp.lists import controls, drafts, reports, states
-from webapp.lists import list_file as batch_file
+from webapp.lists import controls, drafts, list_file, reports, states
 from webapp.lists.list_file import ListError
 from webapp.messages import opt_outs, presentation
 from webapp.models import utcnow
@@ -64,10 +63,10 @@ def new_batch():
         chosen = form.list_file.data
         try:
             if chosen is not None and (chosen.filename or "").strip():
-                table = batch_file.read_upload(chosen.stream, settings.max_batch_recipients)
+                table = list_file.read_upload(chosen.stream, settings.max_batch_recipients)
                 name = chosen.filename.strip()
             elif (form.pasted.data or "").strip():
-                table = batch_file.read_pasted(form.pasted.data, settings.max_batch_recipients)
+                table = list_file.read_pasted(form.pasted.data, settings.max_batch_recipients)
                 name = "Pasted list"
             else:
                 raise ListError("Choose a CSV file with your list, or paste its rows.")

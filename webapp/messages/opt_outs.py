@@ -1,6 +1,6 @@
 """The opt-out list: numbers whose person replied STOP. Plivo answers a message to such a
 number with error 200 (PLIVO.md section 5); the status callback that says so adds the
-number here (callbacks.py), batches leave it out and single sends to it are refused,
+number here (callbacks/ledger.py), list sends leave it out and single sends to it are refused,
 until an admin removes it (the person texted START)."""
 
 from __future__ import annotations

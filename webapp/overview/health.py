@@ -2,7 +2,7 @@
 
 Every figure is read from something small or indexed: callbacks per hour from the
 rollups (rollups.CallbackHour, counted from the ledger by the sweep), refusals from their
-hourly counts (callback_guard), the last callbacks by the ledger's primary key, the
+hourly counts (callbacks.guard), the last callbacks by the ledger's primary key, the
 queue and the waiting messages by the (status, created_at) index.
 """
 
@@ -181,7 +181,7 @@ TEST_PICTURE_NAME = "dashboard-test-picture.png"
 
 def _test_picture() -> bytes:
     """The same small picture every time (so it is stored once): the dashboard's colours."""
-    from PIL import Image, ImageDraw  # lazy: as uploads.py, Pillow only when needed
+    from PIL import Image, ImageDraw  # lazy: as pictures/preparation.py, Pillow only when needed
 
     image = Image.new("RGB", (320, 200), (16, 82, 140))
     draw = ImageDraw.Draw(image)

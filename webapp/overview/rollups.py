@@ -1,6 +1,6 @@
 """The overview's rollups, kept off the write paths: recounted by the workers' sweep.
 
-A status callback is the hottest write of the app (callback_sql.py), so nothing here
+A status callback is the hottest write of the app (callbacks/sql.py), so nothing here
 runs in it. Instead, every sweep (QUEUE_SWEEP_SECONDS) recounts from `messages`:
 
 - the recent days (today and the RECENT_DAYS before it, in the rollups' time zone),

@@ -300,7 +300,7 @@ class ComposeForm(MessageForm):
 
 class BatchForm(MessageForm):
     """A send to many: the list comes as a CSV file or pasted rows (read by the view with
-    batch_file, which says what is wrong with a list as a whole)."""
+    lists.list_file, which says what is wrong with a list as a whole)."""
 
     list_file = FileField("Upload a CSV file")
     pasted = TextAreaField("Or paste rows from a spreadsheet")

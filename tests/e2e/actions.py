@@ -1,0 +1,53 @@
+"""What a person does in the browser again and again: sign in and out, compose, and the
+accessibility check every page gets; the people the browser suite signs in as."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from playwright.sync_api import Page, expect
+
+from tests.e2e.conftest import AXE, Stack
+from tests.helpers import url
+
+STAFF_EMAIL = "casey@example.com"
+STAFF_PASSWORD = "casey's long passphrase"
+ADMIN_PASSWORD = "the first admin's own passphrase"
+
+
+def log_in(page: Page, stack: Stack, email: str, password: str) -> None:
+    page.goto(stack.url + url("auth.login"))
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+
+
+def log_out(page: Page) -> None:
+    page.locator("details.dropdown summary").click()
+    page.get_by_role("button", name="Log out").click()
+    expect(page.get_by_role("heading", name="Log in")).to_be_visible()
+
+
+def check_accessibility(page: Page) -> None:
+    page.evaluate(AXE.read_text())
+    result = page.evaluate("async () => await axe.run(document, {resultTypes: ['violations']})")
+    serious = [f"{v['id']}: {v['help']} {[n['target'] for n in v['nodes']]}"
+               for v in result["violations"] if v["impact"] in ("serious", "critical")]
+    assert not serious, f"{page.url}: {serious}"
+
+
+def compose(page: Page, stack: Stack, recipients: str, media: list[str], text: str = "") -> None:
+    page.goto(stack.url + url("sending.compose"))
+    page.get_by_label("To").fill(recipients)
+    page.get_by_label("Message").fill(text)
+    for i, address in enumerate(media):
+        if i:
+            page.get_by_role("button", name="Add another item").click()
+        page.locator("input[name=media]").nth(i).fill(address)
+    page.get_by_role("button", name="Send").click()
+
+
+# Where every screenshot goes (README: the browser suite's screenshots), and the widths.
+SCREENS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screens"
+WIDTHS = {"desktop": (1280, 800), "tablet": (768, 1024), "phone": (390, 844)}
