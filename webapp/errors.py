@@ -102,7 +102,10 @@ def init_app(app: Flask) -> None:
             return render_error(exc.code or 500)
         # Our own abort(code, "why") says why; Werkzeug's stock wording does not.
         own = exc.description if exc.description != type(exc).description else None
-        return render_error(exc.code, own)
+        body, code = render_error(exc.code, own)
+        # What the exception says besides its page: Allow on a 405, above all.
+        kept = {key: value for key, value in exc.get_headers() if key.lower() != "content-type"}
+        return body, code, kept
 
     @app.errorhandler(InternalServerError)
     def server_error(_exc):

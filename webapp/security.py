@@ -8,7 +8,7 @@ from urllib.parse import unquote, urlsplit
 
 from flask import Flask, abort, current_app, request
 from flask_login import current_user, login_required
-from werkzeug.routing import IntegerConverter
+from werkzeug.routing import BaseConverter, IntegerConverter
 
 from webapp.config import current_settings
 
@@ -23,6 +23,14 @@ class BoundedIntConverter(IntegerConverter):
     def __init__(self, url_map, fixed_digits: int = 0, min: int | None = 0,
                  max: int | None = MAX_ID, signed: bool = False) -> None:
         super().__init__(url_map, fixed_digits=fixed_digits, min=min, max=max, signed=signed)
+
+
+class Sha256Converter(BaseConverter):
+    """`<sha256:...>`: a stored file's name, its digest as hashlib writes it. A path that
+    is not one (`/media/upload` read with GET) matches no GET route, so Werkzeug answers
+    405 with `Allow` rather than looking the word up as a file."""
+
+    regex = "[0-9a-f]{64}"
 
 
 def body_limit(max_bytes):
@@ -86,6 +94,7 @@ def init_app(app: Flask) -> None:
     they are added."""
     production = app.extensions["settings"].production
     app.url_map.converters["int"] = BoundedIntConverter
+    app.url_map.converters["sha256"] = Sha256Converter
     app.before_request(apply_body_limit)
     app.before_request(refuse_nul_bytes)
 

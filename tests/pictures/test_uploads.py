@@ -390,3 +390,13 @@ def test_a_file_uploaded_as_it_is_chosen_shows_what_came_of_it(app, client, logi
     assert forged.status_code == 400  # no CSRF token: nothing stored
     with app.app_context():
         assert db.session.scalar(select(func.count()).select_from(Media)) == 1
+
+
+def test_a_post_only_address_read_with_get_says_405_and_what_it_allows(client, login_as):
+    """`/media/upload` once matched the file route as a digest named "upload" (404)."""
+    login_as("staff")
+    answer = client.get(url("pictures.upload_media"))
+    assert answer.status_code == 405
+    assert "POST" in answer.headers["Allow"]
+    assert client.get("/media/" + "A" * 64).status_code == 404  # not a digest hashlib writes
+    assert client.get("/media/" + "0" * 64).status_code == 404  # a digest nobody uploaded

@@ -173,6 +173,11 @@ class MediaHandler(BaseHTTPRequestHandler):
         "/page.html": (200, {"Content-Type": "text/html", "Content-Length": "100"}),
         "/notype": (200, {"Content-Length": "100"}),
         "/nolength.png": (200, {"Content-Type": "image/png"}),
+        # A Unicode digit and a 5,000-digit length: "²".isdigit() is true and int() of
+        # either raises; both once gave HTTP 500 on compose.
+        "/superscript.png": (200, {"Content-Type": "image/png", "Content-Length": "\u00b2"}),
+        "/huge-length.png": (200, {"Content-Type": "image/png", "Content-Length": "9" * 5000}),
+        "/negative.png": (200, {"Content-Type": "image/png", "Content-Length": "-5"}),
         "/missing.jpg": (404, {"Content-Type": "text/plain", "Content-Length": "0"}),
         "/to-ok": (302, {"Location": "/ok.jpg", "Content-Length": "0"}),
         "/to-private": (302, {"Location": "https://10.0.0.1/a.jpg", "Content-Length": "0"}),
@@ -246,6 +251,9 @@ def test_probe_warns_above_carrier_guidance_and_for_unformatted_types(media_serv
     ("/page.html", "text/html cannot be sent"),
     ("/notype", "no Content-Type"),
     ("/nolength.png", "no Content-Length"),
+    ("/superscript.png", "not a number of bytes"),
+    ("/huge-length.png", "not a number of bytes"),
+    ("/negative.png", "not a number of bytes"),
     ("/missing.jpg", "error (404)"),
     ("/to-private", "not on the public internet"),
     ("/loop", "redirects more than 3 times"),
@@ -292,6 +300,10 @@ def test_compose_with_probe_on_refuses_and_accepts(make_app, media_server):
                      r'not say how large', page)
     assert 'id="media-2" value="http://' in page and page.count('aria-invalid="true"') == 1
     assert 'id="media-1-error"' not in page
+    for odd in ("/superscript.png", "/huge-length.png"):
+        answer = send([f"http://{media_server}{odd}"])
+        assert answer.status_code == 400, odd
+        assert "not a number of bytes" in answer.get_data(as_text=True)
     accepted = send([f"http://{media_server}/ok.jpg"])
     assert accepted.status_code == 303
     with app.app_context():

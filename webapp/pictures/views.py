@@ -51,7 +51,7 @@ def media_library():
                            next_before=next_before)
 
 
-@bp.post("/media/<sha256>/delete", endpoint="delete_media")
+@bp.post("/media/<sha256:sha256>/delete", endpoint="delete_media")
 @login_required
 def delete_media(sha256: str):
     if not current_user.is_admin:
@@ -70,7 +70,7 @@ def delete_media(sha256: str):
     return redirect(url_for("pictures.library"), 303)
 
 
-@bp.get("/media/<sha256>")
+@bp.get("/media/<sha256:sha256>")
 @login_required
 def media_file(sha256: str):
     """An uploaded file, to signed-in staff only, as the type it was stored as."""
@@ -80,7 +80,7 @@ def media_file(sha256: str):
     return _serve(media.data, media.content_type, library.download_name(media), sha256)
 
 
-@bp.get("/media/<sha256>/thumbnail")
+@bp.get("/media/<sha256:sha256>/thumbnail")
 @login_required
 def media_thumbnail(sha256: str):
     media = library.find(sha256)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import re
 import socket
 import ssl
 import threading
@@ -162,13 +163,22 @@ def _request(url: str, method: str, allow_hosts: frozenset[str], resolver: Resol
     raise MediaRefused(f"The address redirects more than {MAX_REDIRECTS} times.")
 
 
+# A byte count as HTTP writes one: ASCII digits only (str.isdigit() also takes "²" and
+# other Unicode digits, which int() then refuses), and no more than 19 of them (int() of
+# thousands of digits is slow, and past 4,300 it raises).
+_BYTE_COUNT = re.compile(r"[0-9]{1,19}")
+
+
+def _byte_count(text: str | None) -> int | None:
+    text = (text or "").strip()
+    return int(text) if _BYTE_COUNT.fullmatch(text) else None
+
+
 def _size_of(response: http.client.HTTPResponse) -> int | None:
     content_range = response.getheader("Content-Range", "")
     if response.status == 206 and "/" in content_range:
-        total = content_range.rsplit("/", 1)[1].strip()
-        return int(total) if total.isdigit() else None
-    length = response.getheader("Content-Length")
-    return int(length) if length and length.strip().isdigit() else None
+        return _byte_count(content_range.rsplit("/", 1)[1])
+    return _byte_count(response.getheader("Content-Length"))
 
 
 def probe_media_url(url: str, *, allow_hosts: frozenset[str] = frozenset(),
@@ -195,6 +205,9 @@ def probe_media_url(url: str, *, allow_hosts: frozenset[str] = frozenset(),
         raise MediaRefused("The address does not say what type of file it is (no Content-Type);"
                            " Plivo refuses such media.")
     if size is None:
+        if response.getheader("Content-Length"):
+            raise MediaRefused("The address gives a size that is not a number of bytes (its "
+                               "Content-Length); Plivo refuses such media.")
         raise MediaRefused("The address does not say how large the file is (no Content-Length);"
                            " Plivo refuses such media.")
     if content_type not in ALLOWED_TYPES:
