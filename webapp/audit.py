@@ -58,6 +58,7 @@ ACTIONS = {
     "test_message_sent": "Test message sent",
     "history_exported": "History exported",
     "audit_exported": "Audit log exported",
+    "audit_pruned": "Old audit entries deleted",
     "media_deleted": "Picture or file deleted",
     "batch_sent": "Sent to a list",
     "batch_approved": "List send approved",
@@ -116,9 +117,15 @@ def record_now(action: str, target: str | None = None, **kwargs) -> None:
     db.session.commit()
 
 
-def prune(older_than: timedelta) -> int:
-    """Delete entries older than `older_than`; how many went."""
-    result = db.session.execute(delete(_events).where(_events.c.at < utcnow() - older_than))
+def prune(older_than: timedelta, run_by: str | None = None) -> int:
+    """Delete entries older than `older_than`; how many went. The deletion is itself an
+    entry, in the same transaction: how many, older than what, and who ran it (`run_by`,
+    the command line's operating-system user)."""
+    cutoff = utcnow() - older_than
+    result = db.session.execute(delete(_events).where(_events.c.at < cutoff))
+    record("audit_pruned", f"entries older than {older_than.days} days",
+           email=f"command line ({run_by})" if run_by else None, deleted=result.rowcount,
+           older_than_days=older_than.days, before=cutoff.isoformat(timespec="seconds"))
     db.session.commit()
     return result.rowcount
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import getpass
+import os
 import re
 import secrets
 import sys
@@ -99,7 +101,7 @@ def bootstrap() -> None:
     line = "=" * 64
     click.echo(f"{line}\nFirst run: an admin account was created.\n"
                f"  email:    {email}\n  password: {password}\n"
-               f"Log in at {current_settings().public_base_url}/login: you will be asked to "
+               f"Sign in at {current_settings().public_base_url}/login: you will be asked to "
                f"choose your own password first.\n{line}")
 
 
@@ -232,11 +234,19 @@ def audit_prune(older_than: str) -> None:
     if days < 30:
         _fail("--older-than must be at least 30d: recent entries are what an admin looks "
               "into first.")
-    removed = audit.prune(timedelta(days=days))
+    removed = audit.prune(timedelta(days=days), run_by=_os_user())
     forgotten = forget_ended_sessions()
     db.session.commit()
     click.echo(f"Deleted {removed:,} audit entries older than {days} days and "
                f"{forgotten:,} sessions that ended long ago.")
+
+
+def _os_user() -> str:
+    """Who ran a command, as the operating system knows them (for the audit log)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a bare container)
+        return f"uid {os.getuid()}"
 
 
 def init_app(app: Flask) -> None:

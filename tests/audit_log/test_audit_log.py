@@ -131,4 +131,12 @@ def test_prune_deletes_only_older_entries(app, runner, make_user):
     result = runner.invoke(args=["audit", "prune", "--older-than", "400d"])
     assert result.exit_code == 0, result.output
     assert "Deleted 1 audit entries" in result.output
-    assert [e.target for e in entries(app)] == ["new@example.com"]
+    kept = entries(app)
+    assert [e.target for e in kept] == ["new@example.com", "entries older than 400 days"]
+    pruned = kept[-1]
+    assert pruned.action == "audit_pruned" and pruned.actor_email.startswith("command line (")
+    assert pruned.detail["deleted"] == 1 and pruned.detail["older_than_days"] == 400
+    # The prune's own entry is not deleted by the next prune of the same age.
+    assert "Deleted 0 audit entries" in runner.invoke(
+        args=["audit", "prune", "--older-than", "400d"]).output
+    assert [e.action for e in entries(app, "audit_pruned")] == ["audit_pruned"] * 2

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import select
 
 from tests.accounts import entries
 from tests.conftest import PASSWORD, csrf_token, login, post_form
 from tests.helpers import url
 from webapp.extensions import db
-from webapp.models import UserSession
+from webapp.models import User, UserSession
 
 
 # ---- sessions -------------------------------------------------------------------------------
@@ -94,7 +95,10 @@ def check_sign_out_everywhere_else(app):
                        form_page=url("auth.account_sessions"))
     assert answer.status_code == 303
     assert thief.get(url("history.history")).status_code == 302
-    assert laptop.get(url("history.history")).status_code == 302
+    sent_away = laptop.get(url("history.history"))
+    assert sent_away.status_code == 302
+    told = laptop.get(sent_away.headers["Location"]).get_data(as_text=True)
+    assert "you chose &#34;Sign out everywhere else&#34; in another browser" in told
     assert phone.get(url("history.history")).status_code == 200
     ended = entries(app, "sessions_ended")
     assert len(ended) == 1 and ended[0].detail == {"count": 1, "kept_this_one": True}
@@ -154,3 +158,42 @@ def test_the_token_is_kept_hashed(app, client, make_user):
     with client.session_transaction() as session:
         token = session["_user_id"]
     assert len(token) >= 40 and token != stored and len(stored) == 64
+
+
+@pytest.mark.parametrize(("how", "says"), [
+    ("admin", "An admin ended your sessions."),
+    ("password", "because your password was changed"),
+    ("reset", "An admin reset your two-factor sign-in"),
+    ("deactivate", "Your account was deactivated."),
+])
+def test_a_session_ended_elsewhere_says_why_on_the_sign_in_page(app, make_user, how, says):
+    amy = make_user("amy@example.com")
+    admin = make_user("boss@example.com", "admin")
+    browser = app.test_client()
+    login(browser, amy.email)
+    with app.app_context():
+        from webapp.auth import service as accounts
+        from webapp.auth import sessions, two_factor
+        boss = db.session.get(User, admin.id)
+        person = db.session.get(User, amy.id)
+        if how == "admin":
+            accounts.end_sessions(person, boss)
+        elif how == "password":
+            sessions.end_others(person.id, None, "password changed")
+            db.session.commit()
+        elif how == "reset":
+            two_factor.reset(person)
+            db.session.commit()
+        else:
+            accounts.set_active(person, False, boss)
+    sent_away = browser.get(url("history.history"))
+    assert sent_away.status_code == 302
+    page = browser.get(sent_away.headers["Location"]).get_data(as_text=True)
+    assert says in page
+    assert "Please sign in to see this page." not in page
+
+
+def test_a_browser_that_was_never_signed_in_gets_the_usual_line(client):
+    sent_away = client.get(url("history.history"))
+    assert "Please sign in to see this page." in client.get(
+        sent_away.headers["Location"]).get_data(as_text=True)

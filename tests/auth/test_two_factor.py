@@ -109,6 +109,11 @@ def test_a_recovery_code_works_once_and_never_again(app, client, make_user, cloc
     used = entries(app, "recovery_code_used")
     assert len(used) == 1 and used[0].detail == {"left": 9}
     assert entries(app, "sign_in")[-1].detail == {"second_factor": "recovery"}
+    # The person is told, on the page they land on, with what is left and where to renew.
+    landing = client.get(answer.headers["Location"]).get_data(as_text=True)
+    assert "You signed in with a recovery code; it cannot be used again." in landing
+    assert "You have 9 codes left." in landing
+    assert f'href="{url("auth.two_factor")}">Make new recovery codes' in landing
     post_form(client, url("auth.logout"), {}, form_page=url("auth.account"))
     password_step(client, user.email)
     assert code_step(client, codes[3]).status_code == 400

@@ -19,14 +19,14 @@ def log_in(page: Page, stack: Stack, email: str, password: str) -> None:
     page.goto(stack.url + url("auth.login"))
     page.get_by_label("Email").fill(email)
     page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Log in").click()
+    page.get_by_role("button", name="Sign in").click()
     expect(page.get_by_role("heading", name="Overview")).to_be_visible()
 
 
 def log_out(page: Page) -> None:
     page.locator("details.dropdown summary").click()
-    page.get_by_role("button", name="Log out").click()
-    expect(page.get_by_role("heading", name="Log in")).to_be_visible()
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
 
 
 def check_accessibility(page: Page) -> None:

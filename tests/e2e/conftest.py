@@ -173,7 +173,7 @@ def staff_account(stack, browser):
     page.goto(stack.url + url("auth.login"))
     page.get_by_label("Email").fill(stack.admin_email)
     page.get_by_label("Password").fill(stack.admin_password)
-    page.get_by_role("button", name="Log in").click()
+    page.get_by_role("button", name="Sign in").click()
     expect(page.get_by_text("Choose your own password first")).to_be_visible()
     page.goto(stack.url + url("history.history"))  # nothing else opens until then
     expect(page.get_by_text("Choose your own password first")).to_be_visible()

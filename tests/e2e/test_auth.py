@@ -61,7 +61,7 @@ def test_two_factor_enrolment_and_sign_in_with_the_app_s_code(browser, stack, st
         page.goto(stack.url + url("auth.login"))
         page.get_by_label("Email").fill(email)
         page.get_by_label("Password").fill(password)
-        page.get_by_role("button", name="Log in").click()
+        page.get_by_role("button", name="Sign in").click()
         expect(page.get_by_role("heading", name="Enter your code")).to_be_visible()
         page.screenshot(path=str(SCREENS / f"sign-in-code-{width_name}.png"), full_page=True)
         scroll, inner = page.evaluate("[document.documentElement.scrollWidth, innerWidth]")

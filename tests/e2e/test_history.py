@@ -52,9 +52,9 @@ def test_logout_then_back_shows_no_private_page(page: Page, stack, staff_account
     page.goto(stack.url + url("history.history"))
     log_out(page)
     page.go_back()
-    expect(page.get_by_role("heading", name="Log in")).to_be_visible()
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
     page.goto(stack.url + url("history.history"))
-    expect(page.get_by_role("heading", name="Log in")).to_be_visible()
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
 
 
 def test_a_day_picked_in_the_browser_is_the_day_the_table_shows(page: Page, stack):

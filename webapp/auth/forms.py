@@ -21,7 +21,7 @@ class PasswordPolicy:
 class LoginForm(FlaskForm):
     email = EmailField("Email", validators=[DataRequired(), Length(max=254)])
     password = PasswordField("Password", validators=[DataRequired(), Length(max=MAX_LENGTH)])
-    submit = SubmitField("Log in")
+    submit = SubmitField("Sign in")
 
 
 class ChangePasswordForm(FlaskForm):

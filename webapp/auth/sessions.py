@@ -89,6 +89,18 @@ _LOOKUP = select(
     _u.c.is_active.is_(True))
 
 
+def _why_ended(token_hash: str) -> str | None:
+    """Why the session behind this cookie is over, as recorded when it ended (another
+    browser's "sign out everywhere else", an admin, a password change...); None when no
+    session has this token or the account was deactivated while it was open."""
+    row = db.session.connection().execute(
+        select(_s.c.ended_reason, _u.c.is_active).join(_u, _u.c.id == _s.c.user_id)
+        .where(_s.c.token_hash == token_hash)).first()
+    if row is None:
+        return None
+    return row.ended_reason if row.is_active or row.ended_reason else "deactivated"
+
+
 def start(user_id: int) -> str:
     """A new session for this person, from this request's browser; its token (the caller
     puts it in the cookie through login_user). The caller commits."""
@@ -119,6 +131,8 @@ def lookup(token: str, touch: bool = True) -> SignedInUser | None:
     token_hash = _hash(token)
     row = db.session.connection().execute(_LOOKUP, {"token_hash": token_hash}).first()
     if row is None:
+        if has_request_context():  # for the sign-in page to say why (only on this path)
+            request.environ["webapp.session_ended"] = _why_ended(token_hash)
         return None
     now = utcnow()
     idle = timedelta(minutes=current_settings().session_idle_minutes)

@@ -15,8 +15,25 @@ from webapp.extensions import login_manager
 bp = Blueprint("auth", __name__)
 
 login_manager.login_view = "auth.login"
-login_manager.login_message = "Please log in to see this page."
+login_manager.login_message = "Please sign in to see this page."
 login_manager.login_message_category = "info"
+
+# What the sign-in page says to a browser whose session ended while it was away, by the
+# reason recorded when it ended (sessions.end_others, sessions.lookup). A plain "signed
+# out" (this browser's own Sign out) says nothing more than the usual line.
+ENDED_BECAUSE = {
+    "expired": "You were signed out: a session lasts 12 hours at most. Sign in again.",
+    "signed out elsewhere": "You were signed out because you chose \"Sign out everywhere "
+                            "else\" in another browser. Sign in again to carry on.",
+    "ended by admin": "An admin ended your sessions. Sign in again to carry on.",
+    "password changed": "You were signed out because your password was changed. Sign in "
+                        "with the new one.",
+    "two-factor off": "You were signed out because two-factor sign-in was turned off for "
+                      "your account. Sign in again.",
+    "two-factor reset": "An admin reset your two-factor sign-in, which signed you out. Sign "
+                        "in again and set it up anew.",
+    "deactivated": "Your account was deactivated. Ask an admin if you need it again.",
+}
 
 
 @login_manager.user_loader
@@ -33,11 +50,9 @@ def unauthorized():
         minutes = current_settings().session_idle_minutes
         message = (f"You were signed out after {minutes} minutes without activity. "
                    "Sign in again to carry on.")
-    elif reason == "expired":
-        message = "You were signed out: a session lasts 12 hours at most. Sign in again."
     else:
-        message = login_manager.login_message
-    flash(message, "warning" if reason else "info")
+        message = ENDED_BECAUSE.get(reason or "", login_manager.login_message)
+    flash(message, "warning" if reason in ENDED_BECAUSE or reason == "idle" else "info")
     target = login_url(login_manager.login_view, request.url)
     if request.headers.get("HX-Request"):
         # A fragment that polls: the whole page goes to the sign-in form, not the fragment.

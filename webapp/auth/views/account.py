@@ -157,6 +157,6 @@ def change_password():
         else:
             session.clear()
             login_user(renewed)
-            flash("Your password has changed. Other sessions have been logged out.", "success")
+            flash("Your password has changed. Your other sessions have been signed out.", "success")
             return redirect(url_for("overview.index"), 303)
     return render_template("auth/change_password.html", form=form)

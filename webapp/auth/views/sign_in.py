@@ -6,6 +6,7 @@ import time
 
 from flask import abort, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, login_user, logout_user
+from markupsafe import Markup
 
 from webapp import audit
 from webapp.auth import service, sessions, throttle
@@ -57,9 +58,12 @@ def login():
     return render_template("auth/login.html", form=form)
 
 
-def _signed_in(user: User, second_factor: str | None, target: str | None):
+def _signed_in(user: User, second_factor: str | None, target: str | None,
+               notes: list[str] | None = None):
     session.clear()  # a fresh session at sign-in: nothing from before carries over
     login_user(service.sign_in(user, second_factor))
+    for note in notes or ():  # after the clear, or it would go with the old session
+        flash(note, "warning")
     return redirect(target or url_for("overview.index"), 303)
 
 
@@ -96,12 +100,17 @@ def login_code():
         factor = two_factor_service.verify(user.id, form.code.data)
         if factor is not None:
             throttle.give_back(user.email, source, step="code")
+            notes = []
             if factor == "recovery":
-                audit.record("recovery_code_used", user.email, actor=user,
-                             left=two_factor_service.recovery_codes_left(user.id))
-                flash("You signed in with a recovery code; it cannot be used again. "
-                      "Renew your codes on your account page if few are left.", "warning")
-            return _signed_in(user, factor, pending.get("next"))
+                left = two_factor_service.recovery_codes_left(user.id)
+                audit.record("recovery_code_used", user.email, actor=user, left=left)
+                notes.append(Markup(
+                    "You signed in with a recovery code; it cannot be used again. "
+                    "You have {left} left. <a href=\"{href}\">Make new recovery codes</a>.")
+                    .format(left="no codes" if left == 0 else f"{left} code"
+                            + ("s" if left != 1 else ""),
+                            href=url_for("auth.two_factor")))
+            return _signed_in(user, factor, pending.get("next"), notes)
         audit.record_now("code_failed", user.email, email=user.email)
         form.code.errors.append("That code is not right, or it was used already. Type "
                                 "the 6 digits your app shows now, or a recovery code.")
@@ -117,7 +126,7 @@ def logout():
         service.sign_out(current_user)
         logout_user()
         session.clear()
-        flash("You have logged out.", "info")
+        flash("You have signed out.", "info")
     return redirect(url_for("auth.login"), 303)
 
 

@@ -125,7 +125,7 @@ def deactivate(user_id: int):
     user = _user_or_404(user_id)
     if ActionForm().validate_on_submit():
         _apply(lambda: service.set_active(user, False, actor=current_user),
-               f"{user.email} is deactivated and logged out everywhere.")
+               f"{user.email} is deactivated and signed out everywhere.")
     return redirect(url_for("auth.user_detail", user_id=user.id), 303)
 
 
@@ -147,7 +147,7 @@ def activate(user_id: int):
     user = _user_or_404(user_id)
     if ActionForm().validate_on_submit():
         _apply(lambda: service.set_active(user, True, actor=current_user),
-               f"{user.email} can log in again.")
+               f"{user.email} can sign in again.")
     return redirect(url_for("auth.user_detail", user_id=user.id), 303)
 
 
