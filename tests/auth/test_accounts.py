@@ -187,14 +187,35 @@ def test_anonymous_sent_to_login_from_admin_pages(app, client, method, endpoint,
         assert url("auth.login") in response.headers["Location"]
 
 
-def test_admin_creates_staff_who_can_log_in(app, client, login_as):
+def test_admin_creates_staff_who_choose_their_own_password_first(app, client, login_as):
     login_as("admin")
     response = post_form(client, url("auth.users"), {
         "email": "New.Person@Example.com", "role": "staff", "password": "twelve chars ok"})
     assert response.status_code == 303
     other = app.test_client()
     assert login(other, "new.person@example.com", "twelve chars ok").status_code == 303
+    # The admin has seen the password: nothing opens until the person chooses their own.
+    held = other.get(url("history.history"))
+    assert held.status_code == 303 and held.headers["Location"].endswith(
+        url("auth.change_password"))
+    assert post_form(other, url("auth.change_password"), {
+        "current_password": "twelve chars ok", "new_password": "my own long passphrase",
+        "confirm": "my own long passphrase"}).status_code == 303
+    assert other.get(url("history.history")).status_code == 200
     assert other.get(url("auth.users")).status_code == 403
+
+
+def test_a_password_an_admin_reset_is_replaced_at_the_next_sign_in(app, client, login_as,
+                                                                   make_user):
+    staff = make_user("amy@example.com")
+    login_as("admin")
+    assert post_form(client, url("auth.reset_password", user_id=staff.id),
+                     {"password": "an admin chose this"},
+                     form_page=url("auth.user_detail", user_id=staff.id)).status_code == 303
+    amy = app.test_client()
+    assert login(amy, "amy@example.com", "an admin chose this").status_code == 303
+    assert amy.get(url("history.history")).headers["Location"].endswith(
+        url("auth.change_password"))
 
 
 def test_admin_create_reports_duplicate_and_weak_password(client, login_as):
@@ -234,6 +255,9 @@ def test_admin_deactivates_resets_and_changes_role(app, client, login_as, make_u
               form_page=url("auth.users"))
     other = app.test_client()
     assert login(other, "amy@example.com", "another fine phrase").status_code == 303
+    assert post_form(other, url("auth.change_password"), {
+        "current_password": "another fine phrase", "new_password": "amy's very own phrase",
+        "confirm": "amy's very own phrase"}).status_code == 303
     assert other.get(url("auth.users")).status_code == 200
 
 

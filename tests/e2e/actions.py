@@ -51,3 +51,18 @@ def compose(page: Page, stack: Stack, recipients: str, media: list[str], text: s
 # Where every screenshot goes (README: the browser suite's screenshots), and the widths.
 SCREENS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screens"
 WIDTHS = {"desktop": (1280, 800), "tablet": (768, 1024), "phone": (390, 844)}
+
+
+def first_sign_in(page: Page, stack: Stack, email: str, given: str, own: str) -> None:
+    """A person signs in with the password an admin gave them and, before anything else,
+    chooses their own (the admin has seen the first one)."""
+    page.goto(stack.url + url("auth.login"))
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(given)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_text("Choose your own password first")).to_be_visible()
+    page.locator("#current_password").fill(given)
+    page.locator("#new_password").fill(own)
+    page.locator("#confirm").fill(own)
+    page.get_by_role("button", name="Change password").click()
+    expect(page.get_by_role("heading", name="Overview")).to_be_visible()

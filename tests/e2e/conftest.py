@@ -161,11 +161,18 @@ def pytest_runtest_makereport(item, call):
 
 @pytest.fixture(scope="session")
 def staff_account(stack, browser):
-    """The admin logs in with the printed credentials, is made to choose a password of
-    their own before anything else, and creates a staff account."""
+    """The admin signs in with the printed credentials, is made to choose a password of
+    their own before anything else, and creates a staff account; the staff member signs
+    in with the password the admin gave and chooses their own."""
     from playwright.sync_api import expect
 
-    from tests.e2e.actions import ADMIN_PASSWORD, STAFF_EMAIL, STAFF_PASSWORD, log_out
+    from tests.e2e.actions import (
+        ADMIN_PASSWORD,
+        STAFF_EMAIL,
+        STAFF_PASSWORD,
+        first_sign_in,
+        log_out,
+    )
     from tests.helpers import url
 
     context = browser.new_context()
@@ -186,10 +193,12 @@ def staff_account(stack, browser):
     page.get_by_role("link", name="Staff accounts").click()
     page.get_by_label("Email").fill(STAFF_EMAIL)
     page.get_by_label("Role").select_option("staff")
-    page.get_by_label("Initial password").fill(STAFF_PASSWORD)
+    page.get_by_label("Initial password").fill("from the admin, seen by the admin")
     page.get_by_role("button", name="Create account").click()
     expect(page.get_by_text(f"Account created for {STAFF_EMAIL}")).to_be_visible()
     expect(page.get_by_role("cell", name=STAFF_EMAIL, exact=True)).to_be_visible()
+    log_out(page)
+    first_sign_in(page, stack, STAFF_EMAIL, "from the admin, seen by the admin", STAFF_PASSWORD)
     log_out(page)
     context.close()
     return STAFF_EMAIL

@@ -13,6 +13,7 @@ from tests.e2e.actions import (
     STAFF_PASSWORD,
     WIDTHS,
     check_accessibility,
+    first_sign_in,
     log_in,
     log_out,
 )
@@ -32,9 +33,11 @@ def test_two_factor_enrolment_and_sign_in_with_the_app_s_code(browser, stack, st
     page.goto(stack.url + url("auth.users"))
     page.get_by_label("Email").fill(email)
     page.get_by_label("Role").select_option("staff")
-    page.get_by_label("Initial password").fill(password)
+    page.get_by_label("Initial password").fill("dana's first, from the admin")
     page.get_by_role("button", name="Create account").click()
     expect(page.get_by_text(f"Account created for {email}")).to_be_visible()
+    log_out(page)
+    first_sign_in(page, stack, email, "dana's first, from the admin", password)
     log_out(page)
     context.close()
 

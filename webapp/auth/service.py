@@ -90,9 +90,10 @@ def set_password(user: User, new_password: str, actor: Actor | None = None,
     they changed it from); how many ended."""
     check_policy(new_password, user.email)
     user.password_hash = hash_password(new_password, current_settings().bcrypt_rounds)
-    user.must_change_password = False
-    ended = sessions.end_others(user.id, keep_session_id, "password changed")
     own = actor is not None and actor.id == user.id
+    # A password an admin typed has been seen by the admin: the person replaces it first.
+    user.must_change_password = actor is not None and not own
+    ended = sessions.end_others(user.id, keep_session_id, "password changed")
     audit.record("password_changed" if own else "password_reset", user.email, actor=actor,
                  sessions_ended=ended)
     db.session.commit()

@@ -31,12 +31,14 @@ def users():
     form = CreateUserForm()
     if form.validate_on_submit():
         try:
+            # The admin has seen this password: the person chooses their own first.
             user = service.create_user(form.email.data, form.password.data, form.role.data,
-                                       actor=current_user)
+                                       actor=current_user, must_change_password=True)
         except (service.AccountError, WeakPassword) as exc:
             form.email.errors.append(str(exc))
         else:
-            flash(f"Account created for {user.email}.", "success")
+            flash(f"Account created for {user.email}. Pass the password on to them: they "
+                  "choose their own when they first sign in.", "success")
             return redirect(url_for("auth.users"), 303)
     return render_template("auth/users.html", users=service.list_users(), form=form,
                            require_form=RequireTwoFactorForm(
@@ -103,7 +105,8 @@ def reset_password(user_id: int):
         except WeakPassword as exc:
             form.password.errors.append(str(exc))
         else:
-            flash(f"Password reset for {user.email}; their sessions have ended.", "success")
+            flash(f"Password reset for {user.email}; their sessions have ended. They choose "
+                  "their own password when they next sign in.", "success")
             return redirect(url_for("auth.user_detail", user_id=user.id), 303)
     return _user_page(user, form, 400)
 
