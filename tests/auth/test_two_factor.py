@@ -11,7 +11,7 @@ import pytest
 import time_machine
 from sqlalchemy import func, select
 
-from tests.accounts import CODES_RE, code_step, enrol, entries, password_step
+from tests.accounts import CODES_RE, SECRET_RE, code_step, enrol, entries, password_step
 from tests.conftest import PASSWORD, T0, csrf_token, login, post_form
 from tests.helpers import url
 from webapp.auth import throttle
@@ -289,3 +289,37 @@ def test_staff_cannot_reset_or_require(client, login_as, make_user):
                          form_page=url("auth.account")).status_code == 403
     assert client.get(url("audit_log.audit_log")).status_code == 403
     assert client.get(url("audit_log.audit_export")).status_code == 403
+
+
+def test_the_code_that_turned_two_factor_on_is_refused_next_with_the_reason(app, client,
+                                                                             make_user):
+    """People sign out right after enrolment and type the code still on their app's
+    screen: it was spent turning two-factor on. They are told so, and how long until the
+    next code; a wrong code still reads as wrong."""
+    user = make_user("amy@example.com")
+    with time_machine.travel(T0 + timedelta(seconds=5), tick=False) as clock:
+        password_step(client, user.email)
+        secret, _ = enrol(client)
+        assert client.get(url("history.history")).status_code == 200  # still signed in
+        post_form(client, url("auth.logout"), {}, form_page=url("auth.account"))
+        clock.shift(13)  # 18 s into the step: the next code comes in about 12 s
+        password_step(client, user.email)
+        answer = code_step(client, pyotp.TOTP(secret).now())
+        page = answer.get_data(as_text=True)
+        assert answer.status_code == 400
+        assert "That code was just used" in page and "about 12 s" in page
+        wrong = code_step(client, "000000" if pyotp.TOTP(secret).now() != "000000" else "111111")
+        assert "That code is not right." in wrong.get_data(as_text=True)
+        clock.shift(12)
+        assert code_step(client, pyotp.TOTP(secret).now()).status_code == 303
+
+
+def test_the_key_is_shown_in_fours_with_a_link_for_an_app_on_the_same_phone(client, login_as):
+    login_as("staff")
+    post_form(client, url("auth.two_factor_start"), {}, form_page=url("auth.two_factor"))
+    page = client.get(url("auth.two_factor")).get_data(as_text=True)
+    key = SECRET_RE.search(page).group(1)
+    assert re.fullmatch(r"([A-Z2-7]{4} )+[A-Z2-7]{1,4}", key), key
+    link = re.search(r'<a href="(otpauth://totp/[^"]+)" class="otpauth">Open in your '
+                     r"authenticator app</a>", page)
+    assert link and f"secret={key.replace(' ', '')}" in link.group(1).replace("&amp;", "&")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 import pyotp
@@ -51,7 +52,11 @@ def test_two_factor_enrolment_and_sign_in_with_the_app_s_code(browser, stack, st
             expect(page.get_by_alt_text("QR code for setting up two-factor sign-in")).to_be_visible()
             page.screenshot(path=str(SCREENS / f"two-factor-enrol-{width_name}.png"), full_page=True)
             check_accessibility(page)
-            secret = page.locator("#totp-secret").inner_text().strip()
+            key = page.locator("#totp-secret").inner_text().strip()
+            assert re.fullmatch(r"([A-Z2-7]{4} )+[A-Z2-7]{1,4}", key), key  # grouped in fours
+            secret = key.replace(" ", "")
+            link = page.get_by_role("link", name="Open in your authenticator app")
+            assert link.get_attribute("href").startswith("otpauth://totp/")
             totp = pyotp.TOTP(secret)
             page.get_by_label("Code").fill(totp.now())
             page.get_by_role("button", name="Turn on two-factor sign-in").click()

@@ -98,6 +98,20 @@ def _matching_step(secret: str, code: str, at: datetime) -> int | None:
     return None
 
 
+SPENT = "spent"
+STEP_SECONDS = 30  # RFC 6238's time step, as every authenticator app uses
+
+
+def seconds_to_next_code(now: datetime | None = None) -> int:
+    """How long until the app shows its next code."""
+    return STEP_SECONDS - int((now or utcnow()).timestamp()) % STEP_SECONDS
+
+
+def grouped(secret: str) -> str:
+    """The key as people copy it into an app: in fours ("ABCD EFGH ...")."""
+    return " ".join(secret[i:i + 4] for i in range(0, len(secret), 4))
+
+
 def confirm(user: User, code: str) -> list[str]:
     """Turn two-factor on with the first code from the app; the recovery codes (shown
     once). Recorded in the audit log."""
@@ -148,8 +162,10 @@ def recovery_codes_left(user_id: int) -> int:
 
 
 def verify(user_id: int, code: str) -> str | None:
-    """Check a sign-in code: "totp" or "recovery" when accepted (and spent), else None.
-    The caller commits."""
+    """Check a sign-in code: "totp" or "recovery" when accepted (and spent), SPENT when it
+    is the app's right code but one of its step (or a later one) was accepted already
+    (most often: the code just typed to turn two-factor on), else None. The caller
+    commits."""
     factor = factor_for(user_id)
     if factor is None:
         return None
@@ -160,7 +176,7 @@ def verify(user_id: int, code: str) -> str | None:
             update(SecondFactor).where(SecondFactor.id == factor.id,
                                        SecondFactor.last_used_step < step)
             .values(last_used_step=step).execution_options(synchronize_session=False))
-        return TOTP if spent.rowcount == 1 else None
+        return TOTP if spent.rowcount == 1 else SPENT
     normal = _normal(code)
     if len(normal) != 10:
         return None

@@ -60,7 +60,7 @@ def _enrolment_page(pending, code_form: CodeForm, status: int = 200):
     enrolment = two_factor_service.enrolment(person.email, pending.secret) if pending else None
     return render_template("auth/two_factor.html", on=False, enrolment=enrolment,
                            code_form=code_form, action_form=ActionForm(),
-                           required=person.must_enrol), status
+                           required=person.must_enrol, grouped=two_factor_service.grouped), status
 
 
 @bp.post("/account/two-factor/start")

@@ -98,7 +98,7 @@ def login_code():
             return (render_template("auth/login_code.html", form=form), 429,
                     {"Retry-After": str(refusal.retry_after)})
         factor = two_factor_service.verify(user.id, form.code.data)
-        if factor is not None:
+        if factor in (two_factor_service.TOTP, "recovery"):
             throttle.give_back(user.email, source, step="code")
             notes = []
             if factor == "recovery":
@@ -112,8 +112,14 @@ def login_code():
                             href=url_for("auth.two_factor")))
             return _signed_in(user, factor, pending.get("next"), notes)
         audit.record_now("code_failed", user.email, email=user.email)
-        form.code.errors.append("That code is not right, or it was used already. Type "
-                                "the 6 digits your app shows now, or a recovery code.")
+        if factor == two_factor_service.SPENT:
+            wait = two_factor_service.seconds_to_next_code()
+            form.code.errors.append(f"That code was just used (a code works once, and "
+                                    f"this one turned two-factor on or signed you in). "
+                                    f"Wait for the next one, about {wait} s.")
+        else:
+            form.code.errors.append("That code is not right. Type the 6 digits your app "
+                                    "shows now, or a recovery code.")
     return render_template("auth/login_code.html", form=form), (
         400 if form.errors else 200)
 
