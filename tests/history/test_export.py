@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import re
@@ -33,7 +34,7 @@ def test_csv_export_follows_the_filter_and_escapes(client, login_as, seed):
     response = client.get(url("history.export") + "?status=failed")
     assert response.mimetype == "text/csv"
     assert "attachment" in response.headers["Content-Disposition"]
-    rows = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
+    rows = list(csv.DictReader(io.StringIO(response.get_data().decode("utf-8-sig"))))
     assert len(rows) == 2
     for row in rows:
         assert row["text"].startswith("'=HYPERLINK")  # still cannot run
@@ -84,19 +85,19 @@ def check_export_ends_with_every_row_once(app, user_id: int) -> None:
 # hours at a half-hour offset), the repeated hour in November, and Kathmandu (+05:45).
 EXPORT_TIMES = {
     "la-before-spring": (datetime(2026, 3, 8, 9, 59, 59, tzinfo=UTC),
-                         {"America/Los_Angeles": "2026-03-08T01:59:59-08:00"}),
+                         {"America/Los_Angeles": "2026-03-08 01:59:59"}),
     "la-after-spring": (datetime(2026, 3, 8, 10, 0, 0, tzinfo=UTC),
-                        {"America/Los_Angeles": "2026-03-08T03:00:00-07:00"}),
+                        {"America/Los_Angeles": "2026-03-08 03:00:00"}),
     "nl-before-spring": (datetime(2026, 3, 8, 5, 29, 59, tzinfo=UTC),
-                         {"America/St_Johns": "2026-03-08T01:59:59-03:30"}),
+                         {"America/St_Johns": "2026-03-08 01:59:59"}),
     "nl-after-spring": (datetime(2026, 3, 8, 5, 30, 0, tzinfo=UTC),
-                        {"America/St_Johns": "2026-03-08T03:00:00-02:30"}),
+                        {"America/St_Johns": "2026-03-08 03:00:00"}),
     "la-first-0130": (datetime(2026, 11, 1, 8, 30, 0, 999999, tzinfo=UTC),
-                      {"America/Los_Angeles": "2026-11-01T01:30:00-07:00"}),
+                      {"America/Los_Angeles": "2026-11-01 01:30:00"}),
     "la-second-0130": (datetime(2026, 11, 1, 9, 30, 0, tzinfo=UTC),
-                       {"America/Los_Angeles": "2026-11-01T01:30:00-08:00",
-                        "Asia/Kathmandu": "2026-11-01T15:15:00+05:45",
-                        "UTC": "2026-11-01T09:30:00+00:00"}),
+                       {"America/Los_Angeles": "2026-11-01 01:30:00",
+                        "Asia/Kathmandu": "2026-11-01 15:15:00",
+                        "UTC": "2026-11-01 09:30:00"}),
 }
 # Cells as a spreadsheet must get them: (message fields, expected cells).
 EXPORT_CELLS = {
@@ -166,7 +167,8 @@ def exported(app, zone: str, **args: str) -> dict[str, dict[str, str]]:
     with app.test_request_context("/messages/export.csv", query_string=args):
         filters, errors = HistoryFilter.from_args(request_args(), ZoneInfo(zone))
         assert not errors
-        text_ = b"".join(export_rows(filters, timedelta(hours=1), ZoneInfo(zone))).decode()
+        text_ = b"".join(export_rows(filters, timedelta(hours=1), ZoneInfo(zone))).decode(
+            "utf-8-sig")
     return {row["message_id"]: row for row in csv.DictReader(io.StringIO(text_))}
 
 
@@ -207,9 +209,27 @@ def test_csv_lists_each_message_media_and_readable_numbers(app, client, login_as
                    {"media_id": "0b0e6a4c-0000-4000-8000-000000000001"}]))
         db.session.commit()
     [row] = list(csv.DictReader(io.StringIO(
-        client.get(url("history.export")).get_data(as_text=True))))
+        client.get(url("history.export")).get_data().decode("utf-8-sig"))))
     assert row["media_count"] == "2"
     assert row["media"].splitlines() == ["https://cdn.example.com/a.png",
                                          "media id 0b0e6a4c-0000-4000-8000-000000000001"]
     assert row["status"] == "Not delivered: spam detected (30)"
     assert (row["from"], row["to"]) == ("+14155550100", "+14155550123")  # no apostrophe
+
+
+def test_the_csv_opens_in_a_spreadsheet_with_names_and_dates_intact(app, client, login_as):
+    """Excel reads a CSV without a byte-order mark in the machine's legacy code page
+    ("Émile Müller" garbled) and an ISO string with an offset as text, not a date."""
+    user = login_as("staff", "viewer@example.com")
+    with app.app_context():
+        db.session.add(make_message(created_by_id=user.id, text="Émile Müller, García",
+                                    created_at=datetime(2026, 7, 1, 16, 5, 9, tzinfo=UTC)))
+        db.session.commit()
+    body = client.get(url("history.export")).get_data()
+    assert body.startswith(codecs.BOM_UTF8)
+    header, row = list(csv.reader(io.StringIO(body.decode("utf-8-sig"))))
+    assert header[:4] == ["created_at_local", "to", "status", "text"]  # people's columns first
+    values = dict(zip(header, row, strict=True))
+    assert values["text"] == "Émile Müller, García"
+    assert values["created_at_local"] == "2026-07-01 16:05:09"  # the display zone (UTC here)
+    assert values["created_at_utc"] == "2026-07-01T16:05:09+00:00"  # kept for programs

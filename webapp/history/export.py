@@ -45,9 +45,14 @@ from webapp.models import Message, User, utcnow
 from webapp.spreadsheet import FORMULA_PREFIXES, neutralize
 from webapp.spreadsheet import PHONE_NUMBER as _PHONE_NUMBER
 
-CSV_COLUMNS = ("created_at_utc", "created_at_local", "message_id", "sent_by", "from", "to", "status",
-               "status_code", "error_code", "error_reason", "text", "media_count", "media",
-               "units", "total_amount", "plivo_uuid", "sent_at_utc", "final_at_utc")
+# What people read first (the time as a spreadsheet reads a date, in the display zone;
+# who to; how it went; what was sent), then what programs want: codes, ids, UTC times.
+CSV_COLUMNS = ("created_at_local", "to", "status", "text", "media_count", "media", "from",
+               "sent_by", "error_code", "error_reason", "total_amount", "units", "status_code",
+               "message_id", "plivo_uuid", "created_at_utc", "sent_at_utc", "final_at_utc")
+# Excel reads a CSV without a byte-order mark as the machine's legacy code page:
+# "Émile Müller" would come out garbled. Every CSV this app writes starts with one.
+BOM = "\ufeff"
 BATCH = 500
 
 _m, _u = Message.__table__, User.__table__
@@ -96,14 +101,15 @@ def _media(items: list[dict] | None) -> str:
 
 
 class _Times:
-    """UTC and display-zone ISO-8601 to the second, the same shape in every row. From
-    datetimes, or (SQLite) from the stored text `YYYY-MM-DD HH:MM:SS[.ffffff]` in UTC
-    by slicing, with the zone's offset worked out once per minute of the clock: offsets
-    and their changes fall on whole minutes."""
+    """UTC as ISO-8601 (for programs) and the display zone's wall clock as
+    `YYYY-MM-DD HH:MM:SS` (what a spreadsheet reads as a date), to the second, the same
+    shape in every row. From datetimes, or (SQLite) from the stored text
+    `YYYY-MM-DD HH:MM:SS[.ffffff]` in UTC by slicing, with the zone's offset worked out
+    once per minute of the clock: offsets and their changes fall on whole minutes."""
 
     def __init__(self, zone: tzinfo):
         self.zone = zone
-        self._minutes: dict[str, tuple[str, str] | None] = {}
+        self._minutes: dict[str, str | None] = {}
 
     @staticmethod
     def _parse(stored: str | datetime) -> datetime:
@@ -132,17 +138,16 @@ class _Times:
             except KeyError:
                 parts = self._minute(minute)
             if parts:
-                return f"{parts[0]}{stored[16:19]}{parts[1]}"
-        return self._parse(stored).astimezone(self.zone).isoformat(timespec="seconds")
+                return f"{parts}{stored[16:19]}"
+        return f"{self._parse(stored).astimezone(self.zone):%Y-%m-%d %H:%M:%S}"
 
-    def _minute(self, minute: str) -> tuple[str, str] | None:
+    def _minute(self, minute: str) -> str | None:
         if len(self._minutes) > 4096:
             self._minutes.clear()
         moment = datetime.fromisoformat(minute).replace(tzinfo=UTC).astimezone(self.zone)
         offset = moment.utcoffset()
-        text = moment.isoformat(timespec="minutes")
         # An offset with seconds (local mean time before 1900) moves the seconds too.
-        parts = (text[:16], text[16:]) if offset is None or not offset.seconds % 60 else None
+        parts = f"{moment:%Y-%m-%d %H:%M}" if offset is None or not offset.seconds % 60 else None
         self._minutes[minute] = parts
         return parts
 
@@ -173,6 +178,7 @@ def export_rows(filters: HistoryFilter, no_receipt_after: timedelta, zone: tzinf
     them as they come, and COPY's need no decoding and encoding again). The status reads
     as on screen (its code in the next column)."""
     buffer = io.StringIO()
+    buffer.write(BOM)
     csv.writer(buffer).writerow(CSV_COLUMNS)
     yield buffer.getvalue().encode()
     tally = tally or Tally()
@@ -216,11 +222,11 @@ def batched_rows(filters: HistoryFilter, no_receipt_after: timedelta, zone: tzin
             if sqlite:
                 media = json.loads(media) if media and media != "[]" else None
             lines.append((
-                utc(created_at), local(created_at), public_id, cell(sent_by), cell(sender),
-                cell(recipient), label, status, cell(error_code), cell(error_reason),
-                cell(text), len(media) if media else 0, cell(_media(media)) if media else "",
-                units, total_amount, cell(plivo_uuid), utc(sent_at),
-                utc(final_at)))
+                local(created_at), cell(recipient), label, cell(text),
+                len(media) if media else 0, cell(_media(media)) if media else "",
+                cell(sender), cell(sent_by), cell(error_code), cell(error_reason),
+                total_amount, units, status, public_id, cell(plivo_uuid), utc(created_at),
+                utc(sent_at), utc(final_at)))
         writer.writerows(lines)
         if tally is not None:
             tally.rows += len(lines)
@@ -230,7 +236,7 @@ def batched_rows(filters: HistoryFilter, no_receipt_after: timedelta, zone: tzin
 
 # PostgreSQL: each cell formatted by the SELECT itself, as batched_rows formats it.
 _ISO_UTC = 'YYYY-MM-DD"T"HH24:MI:SS"+00:00"'
-_ISO_LOCAL = 'YYYY-MM-DD"T"HH24:MI:SSTZH:TZM'  # in the session's TimeZone, set to the zone's
+_LOCAL = "YYYY-MM-DD HH24:MI:SS"  # in the session's TimeZone, set to the display zone
 # The media of each row: the JSON is parsed only where there is some (a json value is
 # text, parsed again by every json function given it).
 _MEDIA_COUNT = literal_column(
@@ -283,12 +289,12 @@ def _pg_label(no_receipt_after: timedelta):
 
 def _pg_select(no_receipt_after: timedelta):
     return select(
-        _pg_times(_m.c.created_at, _ISO_UTC), _pg_times(_m.c.created_at, _ISO_LOCAL),
-        _m.c.public_id, _pg_cell(_u.c.email), _pg_cell(_m.c.sender),
-        _pg_cell(_m.c.recipient), _pg_label(no_receipt_after), _m.c.status,
-        _pg_cell(_m.c.error_code), _pg_cell(_m.c.error_reason), _pg_cell(_m.c.text),
-        _MEDIA_COUNT, func.regexp_replace(_MEDIA_LINES, _NEUTRAL_PATTERN, "'"),
-        _m.c.units, _m.c.total_amount, _pg_cell(_m.c.plivo_uuid),
+        _pg_times(_m.c.created_at, _LOCAL), _pg_cell(_m.c.recipient),
+        _pg_label(no_receipt_after), _pg_cell(_m.c.text), _MEDIA_COUNT,
+        func.regexp_replace(_MEDIA_LINES, _NEUTRAL_PATTERN, "'"), _pg_cell(_m.c.sender),
+        _pg_cell(_u.c.email), _pg_cell(_m.c.error_code), _pg_cell(_m.c.error_reason),
+        _m.c.total_amount, _m.c.units, _m.c.status, _m.c.public_id,
+        _pg_cell(_m.c.plivo_uuid), _pg_times(_m.c.created_at, _ISO_UTC),
         _pg_times(_m.c.sent_at, _ISO_UTC), _pg_times(_m.c.final_at, _ISO_UTC),
     ).join(_u, _m.c.created_by_id == _u.c.id)
 
