@@ -92,6 +92,9 @@ def init_app(app: Flask) -> None:
                                      "dashboard takes at once. Attach fewer or smaller "
                                      "files (each picture is shrunk for phones anyway). "
                                      "Nothing was sent.")
+        if request.endpoint == "pictures.upload_media" and limit:
+            return render_error(413, f"The file is larger than the {limit // (1024 * 1024)} "
+                                     "MB limit for one upload. Choose a smaller file.")
         own = exc.description if exc.description != type(exc).description else None
         return render_error(413, own)
 

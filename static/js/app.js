@@ -78,7 +78,26 @@
       pending += change;
       if (send) send.setAttribute("aria-busy", pending ? "true" : "false");
     }
+    var limitMb = parseInt(input.dataset.maxUploadMb, 10) || 0;
+    function tooLarge(file) {
+      return file.name + " is " + size(file.size) + ", larger than the " + limitMb +
+        " MB limit for one upload. Choose a smaller file (pictures are shrunk for phones anyway).";
+    }
+    function refuse(message) {
+      var card = document.createElement("li");
+      card.className = "upload-error";
+      var text = document.createElement("span");
+      text.className = "field-error";
+      text.setAttribute("role", "alert");
+      text.textContent = message;
+      card.appendChild(text);
+      list.appendChild(card);
+    }
     function upload(file) {
+      if (limitMb && file.size > limitMb * 1048576) {
+        refuse(tooLarge(file));  // said at once: no upload of a file the server refuses
+        return;
+      }
       var item = document.createElement("li");
       item.className = "attached-file uploading";
       var facts = document.createElement("span");
@@ -115,7 +134,7 @@
         if (refused) {
           holder.content.querySelector("span").textContent = xhr.status === 429
             ? "Too many files at once: wait a minute, then choose " + file.name + " again."
-            : file.name + " is larger than this dashboard takes at once.";
+            : limitMb ? tooLarge(file) : file.name + " is larger than this dashboard takes at once.";
         }
         var made = holder.content.querySelectorAll("li");
         Array.prototype.forEach.call(made, function (card) {

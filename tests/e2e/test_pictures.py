@@ -73,6 +73,12 @@ def test_a_photo_attached_by_picker_and_by_drop_is_shrunk_sent_and_shown(browser
               "buffer": b'<svg xmlns="http://www.w3.org/2000/svg"><script>1</script></svg>'}])
         expect(page.locator("#file-previews .upload-error")).to_contain_text("SVG drawing")
         expect(cards).to_have_count(2)
+        if width_name == "desktop":  # a file over the limit is refused at once, with it
+            page.get_by_label("Attach files").set_input_files(
+                [{"name": "film.mp4", "mimeType": "video/mp4", "buffer": bytes(13 << 20)}])
+            expect(page.locator("#file-previews .upload-error").last).to_contain_text(
+                "film.mp4 is 13.0 MB, larger than the 12 MB limit for one upload")
+            expect(cards).to_have_count(2)
         page.screenshot(path=str(SCREENS / f"compose-files-{width_name}.png"), full_page=True)
         scroll, inner = page.evaluate("[document.documentElement.scrollWidth, innerWidth]")
         assert scroll <= inner, (width_name, scroll, inner)

@@ -271,6 +271,22 @@ def test_a_body_over_the_upload_limit_gets_a_page_saying_so(live, simulator, mak
 
 
 @pytest.mark.integration
+def test_one_file_over_the_limit_says_the_limit(live, simulator, make_user):
+    """The upload the compose page's JavaScript makes as a file is chosen: its refusal
+    names the limit (the page without JavaScript already did)."""
+    browser = signed_in(live, make_user)
+    page = browser.get(live.url + url("sending.compose")).text
+    assert 'data-max-upload-mb="12"' in page  # the script says it before uploading
+    answer = browser.post(live.url + url("pictures.upload_media"),
+                          files=[("file", ("huge.jpg", os.urandom(13 * 1024 * KB), "image/jpeg"))],
+                          headers={"X-CSRFToken": csrf_token_in(page)})
+    assert answer.status_code == 413
+    assert "larger than the 12 MB limit for one upload" in answer.text
+    with live.app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Media)) == 0
+
+
+@pytest.mark.integration
 def test_media_are_served_to_signed_in_staff_only_as_their_stored_type(live, simulator,
                                                                       make_user):
     browser = signed_in(live, make_user)
