@@ -271,9 +271,12 @@ def test_staff_see_the_team_and_their_own_line_only(client, team):
     ("period=30d", None, "Last 30 days"),
     ("period=forever", "Unknown period", "Last 7 days"),
     ("period=custom&from=2026-13-01&to=x", "Give both dates", "Last 7 days"),
-    ("period=custom&from=2020-01-01&to=2026-01-01", "at most 400 days", "Last 7 days"),
+    ("period=custom&from=2020-01-01&to=2026-01-01", "at most 400 days apart", "Last 7 days"),
+    ("period=custom&from=2025-01-01&to=2026-02-06", "at most 400 days apart", "Last 7 days"),
+    ("period=custom&from=2025-01-01&to=2026-02-05", None, "1 Jan 2025 to 5 Feb 2026"),
     ("period=custom&from=1999-01-01&to=1999-01-02", "between 2000 and 2099", "Last 7 days"),
-    ("period=custom&from=2026-02-10&to=2026-02-01", None, "1 Feb 2026 to 10 Feb 2026"),
+    ("period=custom&from=2026-02-10&to=2026-02-01", "wrong way round; they have been swapped",
+     "1 Feb 2026 to 10 Feb 2026"),
 ])
 def test_the_period_is_chosen_and_bad_ones_are_explained(client, team, query, message, shown):
     login(client, "amy@example.com")
@@ -283,6 +286,19 @@ def test_the_period_is_chosen_and_bad_ones_are_explained(client, team, query, me
     assert shown in html
     if message:
         assert message in html
+
+
+@pytest.mark.parametrize(("seconds", "said"), [("30", "every 30 seconds"),
+                                                ("300", "every 5 minutes")])
+def test_the_page_says_how_often_the_figures_are_recounted(make_app, seconds, said):
+    app = make_app(QUEUE_SWEEP_SECONDS=seconds)
+    client = app.test_client()
+    with app.app_context():
+        from webapp.auth.service import create_user
+        create_user("boss@example.com", PASSWORD, "admin")
+    login(client, "boss@example.com")
+    assert f"recounted by the workers {said}</p>" in client.get(url("overview.index")).text
+    assert f"by the workers {said}." in client.get(url("overview.health")).text
 
 
 def test_a_custom_period_reaches_back_further(client, team):

@@ -32,7 +32,15 @@ OUTCOME_LABELS = {"delivered": "Delivered", "failed": "Not delivered or failed",
                   "awaiting": "Awaiting a receipt", "unknown": "Unknown"}
 _OUTCOME_OF = {status: outcome for outcome, group in OUTCOMES.items() for status in group}
 PERIODS = {"today": "Today", "7d": "Last 7 days", "30d": "Last 30 days", "custom": "Custom"}
-MAX_CUSTOM_DAYS = 400
+MAX_CUSTOM_DAYS = 400  # how far apart a custom period's two dates may be
+
+
+def every(seconds: int) -> str:
+    """How often the workers recount, as a person says it ("every 30 seconds")."""
+    if seconds < 90:
+        return "every second" if seconds == 1 else f"every {seconds} seconds"
+    minutes = round(seconds / 60)
+    return "every minute" if minutes == 1 else f"every {minutes} minutes"
 TOP_ERRORS = 8
 
 
@@ -70,15 +78,19 @@ class Period:
         except ValueError:
             return cls("7d", today - timedelta(days=6), today), [
                 "Give both dates of a custom period, like 2026-01-31: showing the last 7 days."]
-        if first > last:
+        notes = []
+        if first > last:  # as the history does: swapped, and said
             first, last = last, first
-        if (last - first).days >= MAX_CUSTOM_DAYS:
+            notes.append("The From and To dates were the wrong way round; they have been "
+                         "swapped.")
+        if (last - first).days > MAX_CUSTOM_DAYS:
             return cls("7d", today - timedelta(days=6), today), [
-                f"A custom period may be at most {MAX_CUSTOM_DAYS} days: showing the last 7 days."]
+                f"The dates of a custom period may be at most {MAX_CUSTOM_DAYS} days apart: "
+                "showing the last 7 days."]
         if first.year < 2000 or last.year > 2099:
             return cls("7d", today - timedelta(days=6), today), [
                 "Dates must be between 2000 and 2099: showing the last 7 days."]
-        return cls(key, first, last), []
+        return cls(key, first, last), notes
 
 
 @dataclass

@@ -102,6 +102,7 @@ def overview_page():
     return render_template(
         "overview/index.html", figures=figures, period=period, zone=rollups.zone_name(zone),
         refreshed_at=refreshed_at, periods=overview.PERIODS,
+        recounted=overview.every(current_settings().queue_sweep_seconds),
         health=_health_panel() if current_user.is_admin else None)
 
 
@@ -109,7 +110,8 @@ def overview_page():
 @admin_required
 def health_page():
     return render_template("overview/health.html", health=health.gather(),
-                           statuses_labels=statuses.LABELS)
+                           statuses_labels=statuses.LABELS,
+                           recounted=overview.every(current_settings().queue_sweep_seconds))
 
 
 @bp.post("/admin/health/test", endpoint="send_test")
@@ -126,6 +128,7 @@ def send_test():
     if result.error:
         return render_template("overview/health.html", health=health.gather(),
                                statuses_labels=statuses.LABELS, test_error=result.error,
+                               recounted=overview.every(current_settings().queue_sweep_seconds),
                                test_number=request.form.get("number", "")[:40]), 400
     return redirect(url_for("overview.test_round_trip", public_id=result.public_id), 303)
 
