@@ -164,8 +164,9 @@ ADVICE_BY_CODE = {
            "again.",
 }
 ADVICE_BY_STATUS = {
-    UNKNOWN: "The request may or may not have reached Plivo. Look the message up in "
-             "Plivo's console before sending again, or the customer may get it twice.",
+    UNKNOWN: "The request may or may not have reached Plivo. The dashboard is asking "
+             "Plivo and the status will change by itself; do not send it again meanwhile, "
+             "or the customer may get it twice.",
     ERROR: "Plivo refused the request, so nothing was sent. Correct what the reason names "
            "(the number, the media or the account) and send again.",
     NOT_SENT: "Nothing reached the customer and nothing was charged. Send again sends "

@@ -362,3 +362,23 @@ def test_the_message_list_takes_at_most_20_requests_a_minute():
             pass
     with pytest.raises(Waited), limiter.list_slot(sleep=wait):
         pass
+
+
+def test_an_unknown_message_says_the_dashboard_is_asking_and_names_the_console_only_after(
+        app, client, login_as):
+    """The dashboard asks Plivo by itself: while it does, the page says when it asks next;
+    only once it has stopped does it send staff to Plivo's console."""
+    from datetime import UTC, datetime
+
+    user = login_as("staff")
+    asking = save_message(app, created_by_id=user.id, status="unknown", lookups=1,
+                          next_lookup_at=datetime(2026, 12, 7, 16, 59, tzinfo=UTC))
+    stopped = save_message(app, created_by_id=user.id, status="unknown",
+                           lookups=reconcile.MAX_LOOKUPS, next_lookup_at=None)
+    with app.app_context():
+        ids = {m.id: m.public_id for m in db.session.scalars(select(Message))}
+    page = client.get(url("history.detail", public_id=ids[asking])).get_data(as_text=True)
+    assert "We are asking Plivo whether it went; next check at 2026-12-07 16:59 UTC." in page
+    assert "console" not in page
+    page = client.get(url("history.detail", public_id=ids[stopped])).get_data(as_text=True)
+    assert "the dashboard has stopped asking. Look the message up in Plivo&#39;s console" in page

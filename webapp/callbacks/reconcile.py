@@ -77,6 +77,21 @@ def gave_up(message: Message) -> bool:
             and not statuses.is_final(message.status))
 
 
+def unknown_advice(message: Message, when) -> str:
+    """What staff should do about an unknown message, by where the asking stands: the
+    dashboard checks by itself, so Plivo's console is only worth opening once it has
+    stopped. `when` formats a time for the reader (presentation.local_time)."""
+    if gave_up(message):
+        return ("Plivo has no final status for it and the dashboard has stopped asking. "
+                "Look the message up in Plivo's console before sending again, or the "
+                "customer may get it twice.")
+    if message.next_lookup_at is not None:
+        return (f"We are asking Plivo whether it went; next check at "
+                f"{when(message.next_lookup_at)}. The status changes by itself; do not send "
+                "it again meanwhile, or the customer may get it twice.")
+    return statuses.advice(message.status, message.error_code) or ""
+
+
 def _plivo_time(value: str) -> str:
     """Plivo's message_time ("2026-12-01 10:42:07+00:00") as a callback's UTC time."""
     try:

@@ -77,7 +77,10 @@ def rows_poll():
 @login_required
 def detail(public_id: str):
     message = history.message_by_public_id(public_id) or abort(404)
-    return render_template("history/detail.html", message=message,
+    what_to_do = (reconcile.unknown_advice(message, presentation.local_time)
+                  if message.status == statuses.UNKNOWN
+                  else statuses.advice(message.status, message.error_code))
+    return render_template("history/detail.html", message=message, what_to_do=what_to_do,
                            events=history.timeline(message), gave_up=reconcile.gave_up(message))
 
 
