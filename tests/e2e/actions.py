@@ -66,3 +66,20 @@ def first_sign_in(page: Page, stack: Stack, email: str, given: str, own: str) ->
     page.locator("#confirm").fill(own)
     page.get_by_role("button", name="Change password").click()
     expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+
+
+# Elements that scroll sideways inside themselves: what is off to their right is hidden
+# from a person on a phone even though the page itself does not scroll.
+INNER_SCROLLERS = """() => [...document.querySelectorAll('body *')].filter(el => {
+  const overflow = getComputedStyle(el).overflowX;
+  return (overflow === 'auto' || overflow === 'scroll') && el.scrollWidth > el.clientWidth + 1;
+}).map(el => el.tagName.toLowerCase() + (el.id ? '#' + el.id : '') +
+             (typeof el.className === 'string' && el.className
+              ? '.' + el.className.trim().replace(/ +/g, '.') : ''))"""
+
+
+def check_nothing_scrolls_sideways(page: Page, name: str) -> None:
+    """Neither the page nor any element in it scrolls sideways."""
+    scroll, inner = page.evaluate("[document.documentElement.scrollWidth, innerWidth]")
+    assert scroll <= inner, (name, scroll, inner)
+    assert page.evaluate(INNER_SCROLLERS) == [], name

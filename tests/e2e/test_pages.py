@@ -11,6 +11,7 @@ from tests.e2e.actions import (
     STAFF_PASSWORD,
     WIDTHS,
     check_accessibility,
+    check_nothing_scrolls_sideways,
     compose,
     log_in,
     log_out,
@@ -140,6 +141,8 @@ def test_every_page_fits_every_width_and_the_status_shows_on_a_phone(browser, st
             page.screenshot(path=str(SCREENS / f"{name}-{width_name}.png"), full_page=True)
             scroll, inner = page.evaluate("[document.documentElement.scrollWidth, innerWidth]")
             assert scroll <= inner, (name, width_name, scroll, inner)
+            if width_name == "phone":  # no box on the page scrolls sideways either
+                check_nothing_scrolls_sideways(page, name)
             check_accessibility(page)
         if width_name == "phone":
             page.goto(stack.url + url("history.history"))
@@ -153,6 +156,13 @@ def test_every_page_fits_every_width_and_the_status_shows_on_a_phone(browser, st
             for i in range(badges.count()):
                 box = badges.nth(i).bounding_box()
                 assert box and box["x"] >= 0 and box["x"] + box["width"] <= width, box
+            # Why a message failed reads under its badge: nothing hovers on a phone.
+            reasons = page.locator("tbody tr .why")
+            assert reasons.count() >= 2  # the spam failure and the no-credit one sent above
+            for i in range(reasons.count()):
+                expect(reasons.nth(i)).to_be_visible()
+                box = reasons.nth(i).bounding_box()
+                assert box["x"] >= 0 and box["x"] + box["width"] <= width, box
         context.close()
 
 

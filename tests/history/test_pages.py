@@ -202,6 +202,8 @@ def test_a_failure_says_what_to_do_on_its_page_and_in_its_row(app, client, login
     assert "No status reports from Plivo yet" not in refused_page
     history = client.get(url("history.history")).get_data(as_text=True)
     assert 'title="The Plivo account has run out of credit' in history
+    # and under the badge, for a phone, where nothing hovers
+    assert '<small class="why">The Plivo account has run out of credit' in history
 
 
 def test_dates_are_the_days_the_table_shows_in_the_display_time_zone(make_app, make_user):
