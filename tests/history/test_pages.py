@@ -176,7 +176,7 @@ def test_detail_shows_timeline_with_explained_error_codes(app, client, login_as,
     html = client.get(url("history.detail", public_id=public_id)).get_data(as_text=True)
     assert "Not delivered: spam detected (30)" in html
     assert "spam detected (30)" in html and "Unknown (code 130)" in html
-    assert html.count("<td>v3</td>") == 3
+    assert html.count("<td data-label=\"Signature\">v3</td>") == 3
 
 
 def test_unknown_message_is_404_and_anonymous_goes_to_login(client, login_as):
