@@ -17,6 +17,10 @@ def e164(item: str, sender: str | None = None) -> str:
     """One entry as E.164, or ValueError saying why not (without the line)."""
     if len(item) > 40:
         raise ValueError(f"“{item[:40]}…” is not a phone number")
+    if any(ch.isalpha() for ch in item) and any(ch.isdigit() for ch in item):
+        # phonenumbers reads letters as a keypad's digits (ABC is 222), then finds the
+        # number too short: the letters are what the person needs to hear about.
+        raise ValueError(f"“{item}” contains letters; type the number in digits")
     try:
         parsed = phonenumbers.parse(item, "US")
     except phonenumbers.NumberParseException:

@@ -201,7 +201,7 @@
   function closeMenusOnEscape() {
     document.addEventListener("keydown", function (event) {
       if (event.key !== "Escape") return;
-      document.querySelectorAll("details.dropdown[open]").forEach(function (menu) {
+      document.querySelectorAll("details.dropdown[open], details.phone-menu[open]").forEach(function (menu) {
         menu.removeAttribute("open");
         menu.querySelector("summary").focus();
       });

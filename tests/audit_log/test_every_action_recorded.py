@@ -26,6 +26,7 @@ EXEMPT = {
     "callbacks.plivo_status": "Plivo, not a person; every callback is in the status ledger",
     "lists.new_batch": "reads a list into a draft; nothing is sent before the confirm",
     "lists.batch_column": "a draft's number column; nothing is sent",
+    "lists.batch_text": "a draft's text corrected on the preview; nothing is sent",
     "lists.retry_batch": "a new draft from a batch; its confirm is recorded",
     "lists.copy_batch": "a new draft from a batch; its confirm is recorded",
     "lists.batch_left_out": "the person's own list's rows, with why they were left out",

@@ -23,9 +23,36 @@ def log_in(page: Page, stack: Stack, email: str, password: str) -> None:
     expect(page.get_by_role("heading", name="Overview")).to_be_visible()
 
 
+def _phone_menu(page: Page):
+    """The "Menu" disclosure when the page is as narrow as a phone (opened), else None."""
+    menu = page.locator("header details.phone-menu")
+    if not menu.is_visible():
+        return None
+    if menu.get_attribute("open") is None:
+        menu.locator("summary").click()
+    return menu
+
+
+def nav(page: Page, name: str) -> None:
+    """Open a page from the menu as a person would: the phone's "Menu" first, or at a
+    desk the "Admin" group for an admin page."""
+    menu = _phone_menu(page)
+    if menu is not None:
+        menu.get_by_role("link", name=name, exact=True).click()
+        return
+    desk = page.locator("header .desk-menu")
+    link = desk.get_by_role("link", name=name, exact=True)
+    if not link.is_visible():
+        desk.locator("details.admin-menu > summary").click()
+    link.click()
+
+
 def log_out(page: Page) -> None:
-    page.locator("details.dropdown summary").click()
-    page.get_by_role("button", name="Sign out").click()
+    menu = _phone_menu(page)
+    if menu is None:
+        page.locator("details.account-menu summary").click()
+        menu = page.locator("details.account-menu")
+    menu.get_by_role("button", name="Sign out").click()
     expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
 
 

@@ -172,6 +172,7 @@ def staff_account(stack, browser):
         STAFF_PASSWORD,
         first_sign_in,
         log_out,
+        nav,
     )
     from tests.helpers import url
 
@@ -190,7 +191,7 @@ def staff_account(stack, browser):
     page.get_by_role("button", name="Change password").click()
     expect(page.get_by_role("heading", name="Overview")).to_be_visible()
     stack.admin_password = ADMIN_PASSWORD
-    page.get_by_role("link", name="Staff accounts").click()
+    nav(page, "Staff accounts")
     page.get_by_label("Email").fill(STAFF_EMAIL)
     page.get_by_label("Role").select_option("staff")
     page.get_by_label("Initial password").fill("from the admin, seen by the admin")

@@ -16,6 +16,7 @@ from tests.e2e.actions import (
     compose,
     log_in,
     log_out,
+    nav,
 )
 from tests.helpers import make_message, url
 
@@ -27,7 +28,7 @@ def test_history_filters_detail_and_export(page: Page, stack, staff_account):
     compose(page, stack, "(415) 555-0900", [stack.media + "/blue.png"], text="=1+2 credit")
     expect(page.locator("tbody").get_by_text("Failed: insufficient credit (900)")
            ).to_be_visible(timeout=20_000)
-    page.get_by_role("link", name="History", exact=True).click()
+    nav(page, "History")
     page.locator("details.filters summary").click()
     page.get_by_label("Failed", exact=True).check()
     page.get_by_label("Text contains").fill("credit")
@@ -37,7 +38,7 @@ def test_history_filters_detail_and_export(page: Page, stack, staff_account):
     assert "status=failed" in page.url and "q=credit" in page.url
     with page.expect_download() as download_info:
         page.get_by_role("link", name="Export these messages as CSV").click()
-    content = Path(download_info.value.path()).read_text(encoding="utf-8")
+    content = Path(download_info.value.path()).read_text(encoding="utf-8-sig")  # BOM first
     table = list(csv.reader(io.StringIO(content)))
     header, row = table[0], dict(zip(table[0], table[1], strict=True))
     assert len(table) == 2 and {"status", "status_code", "created_at_local"} <= set(header)

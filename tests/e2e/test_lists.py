@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from tests.e2e.actions import SCREENS, STAFF_PASSWORD, WIDTHS, check_accessibility, log_in
+from tests.e2e.actions import SCREENS, STAFF_PASSWORD, WIDTHS, check_accessibility, log_in, nav
 
 pytestmark = pytest.mark.e2e
 
@@ -29,7 +29,7 @@ def test_a_list_is_checked_priced_confirmed_and_watched_to_the_end(browser, stac
                                       accept_downloads=True)
         page = context.new_page()
         log_in(page, stack, staff_account, STAFF_PASSWORD)
-        page.get_by_role("link", name="Lists").click()
+        nav(page, "Lists")
         page.get_by_role("button", name="Send to a list").click()
         page.locator("#list_file").set_input_files(
             files=[{"name": "customers.csv", "mimeType": "text/csv", "buffer": listing}])
@@ -65,14 +65,14 @@ def test_a_list_is_checked_priced_confirmed_and_watched_to_the_end(browser, stac
         report = list(csv.reader(io.StringIO(
             Path(download.value.path()).read_text(encoding="utf-8-sig"))))
         assert report[0][:3] == ["phone", "name", "status"] and len(report) == 61
-        page.get_by_role("link", name="Lists").click()
+        nav(page, "Lists")
         page.screenshot(path=str(SCREENS / f"batches-{width_name}.png"), full_page=True)
         check_accessibility(page)
         context.close()
     context = browser.new_context(viewport={"width": 390, "height": 844})
     page = context.new_page()
     log_in(page, stack, stack.admin_email, stack.admin_password)
-    page.get_by_role("link", name="Opt-outs").click()
+    nav(page, "Opt-outs")
     page.screenshot(path=str(SCREENS / "opt-outs-phone.png"), full_page=True)
     scroll, inner = page.evaluate("[document.documentElement.scrollWidth, innerWidth]")
     assert scroll <= inner

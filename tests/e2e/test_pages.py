@@ -15,6 +15,7 @@ from tests.e2e.actions import (
     compose,
     log_in,
     log_out,
+    nav,
 )
 from tests.e2e.conftest import IMAGES, Stack
 from tests.helpers import make_message, url
@@ -45,7 +46,7 @@ def test_pages_have_no_serious_accessibility_violations(page: Page, stack, staff
 def test_escape_closes_the_account_menu_and_focus_is_always_visible(page: Page, stack,
                                                                    staff_account):
     log_in(page, stack, staff_account, STAFF_PASSWORD)
-    menu = page.locator("details.dropdown")
+    menu = page.locator("details.account-menu")
     menu.locator("summary").click()
     expect(menu).to_have_attribute("open", "")
     page.keyboard.press("Escape")
@@ -205,3 +206,36 @@ def test_the_paused_banner_reads_on_a_desk_and_a_phone(browser, stack):
         # let that pass, so the next tests' screenshots show the state as it is
         import time
         time.sleep(5.5)
+
+
+def test_the_menu_takes_one_row_on_a_phone_and_at_a_desk(browser, stack, staff_account):
+    """The links took two or three rows of every phone page and wrapped at 1280 px for
+    admins: a "Menu" disclosure on a phone (no JavaScript needed), and the admin pages
+    grouped under "Admin" at a desk."""
+    for width_name in ("desktop", "phone"):
+        width, height = WIDTHS[width_name]
+        context = browser.new_context(viewport={"width": width, "height": height})
+        page = context.new_page()
+        log_in(page, stack, stack.admin_email, stack.admin_password)
+        nav_box = page.locator("header nav").bounding_box()
+        assert nav_box["height"] < 100, (width_name, nav_box)  # one row (two were 130+)
+        if width_name == "phone":
+            links = page.locator("header .phone-links")
+            expect(links).to_be_hidden()
+            page.locator("header .phone-menu > summary").click()
+            expect(links.get_by_role("link", name="History")).to_be_visible()
+            expect(links.get_by_role("link", name="Audit log")).to_be_visible()
+            page.screenshot(path=str(SCREENS / "menu-open-phone.png"), full_page=False)
+            check_nothing_scrolls_sideways(page, "menu")
+            check_accessibility(page)
+            page.keyboard.press("Escape")
+            expect(links).to_be_hidden()
+        else:
+            admin = page.locator("header details.admin-menu")
+            expect(admin.get_by_role("link", name="Staff accounts")).to_be_hidden()
+            admin.locator("summary").click()
+            expect(admin.get_by_role("link", name="Staff accounts")).to_be_visible()
+            page.screenshot(path=str(SCREENS / "menu-admin-desktop.png"), full_page=False)
+        nav(page, "Health")
+        expect(page.get_by_role("heading", name="Webhook and sending health")).to_be_visible()
+        context.close()

@@ -13,6 +13,7 @@ from tests.e2e.actions import (
     WIDTHS,
     check_accessibility,
     log_in,
+    nav,
 )
 from tests.helpers import url
 
@@ -97,7 +98,7 @@ def test_a_photo_attached_by_picker_and_by_drop_is_shrunk_sent_and_shown(browser
         expect(page.locator("ul.media-list")).to_contain_text("menu.pdf")
         page.screenshot(path=str(SCREENS / f"detail-picture-{width_name}.png"), full_page=True)
         check_accessibility(page)
-        page.get_by_role("link", name="Pictures").click()
+        nav(page, "Pictures")
         expect(page.locator("#library")).to_contain_text("menu.pdf")
         expect(page.locator("#library")).to_contain_text("cake.jpg")
         page.screenshot(path=str(SCREENS / f"library-{width_name}.png"), full_page=True)

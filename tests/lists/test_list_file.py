@@ -93,8 +93,11 @@ def test_placeholders_are_filled_and_missing_values_are_row_errors():
     result = list_file.check(table, text, "+14155550100", 1600)
     assert [r.number for r in result.recipients] == ["+14155550101"]
     assert result.duplicates == 1
-    assert [(row, reason[:18]) for row, _v, reason in result.invalid] == [
-        (3, "no value for ((fir"), (5, "“123” is too short")]
+    # A row only missing a name is not "invalid": its number is fine.
+    assert [(row, reason) for row, _v, reason in result.invalid] == [(5, "“123” is too short")]
+    assert result.missing_values == [(3, "4155550102", ["first name", "FirstName"])]
+    assert [(row, reason) for row, _v, reason in result.left_out] == [
+        (3, "missing a value for ((first name)), ((FirstName))"), (5, "“123” is too short")]
     assert result.missing_columns == ["shop"]
     assert list_file.render(text, list_file.values_by_key(result.recipients[0].fields)) == \
         "Hi Ana, Ana! ((shop))"
@@ -105,3 +108,23 @@ def test_a_message_too_long_once_filled_is_a_row_error():
     result = list_file.check(table, "((name))" * 4, "+14155550100", 1600)
     assert [r.row for r in result.recipients] == [3]
     assert "over 1,600 characters" in result.invalid[0][2]
+
+
+def test_a_placeholder_typo_suggests_the_nearest_column():
+    table = list_file.read_pasted("name,phone,shop\nAna,4155550101,Oak\n", 100)
+    result = list_file.check(table, "Hi ((nmae)) from ((Shopp)) and ((zzz))", "+14155550100",
+                             1600)
+    assert result.missing_columns == ["nmae", "Shopp", "zzz"]
+    assert result.suggestions == {"nmae": "name", "Shopp": "shop"}
+
+
+@pytest.mark.parametrize(("typed", "says"), [
+    ("+1555ABC", "“+1555ABC” contains letters; type the number in digits"),
+    ("hello", "“hello” is not a phone number"),
+    ("415555012", "“415555012” is too short"),
+])
+def test_a_bad_number_is_explained_by_what_is_wrong_with_it(typed, says):
+    from webapp.phones import e164
+
+    with pytest.raises(ValueError, match=re.escape(says)):
+        e164(typed)

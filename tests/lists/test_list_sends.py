@@ -154,8 +154,35 @@ def test_a_placeholder_with_no_column_is_refused(app, client, login_as):
     token = draft_token(upload(client, pasted="name,phone\nAna,4155550101\n",
                                text="Hi ((nickname))"))
     page = client.get(url("lists.batch_draft", token=token)).get_data(as_text=True)
-    assert "The list has no column for ((nickname))" in page
+    assert "The list has no column for ((nickname)): did you mean ((name))?" in page
+    assert "Nothing can be sent yet" in page and "will be sent to" not in page
     confirm(client, token)
+    assert counts(app) == (0, 0)
+
+
+def test_a_placeholder_typo_is_named_with_its_column_and_fixed_on_the_preview(app, client,
+                                                                            login_as):
+    login_as("staff")
+    rows = "name,phone\nAna,4155550101\n,4155550102\nBo,+1555ABC\nCy,4155550103\n"
+    token = draft_token(upload(client, pasted=rows, text="Hi ((nmae))"))
+    page = client.get(url("lists.batch_draft", token=token)).get_data(as_text=True)
+    assert "The list has no column for ((nmae)): did you mean ((name))?" in page
+    assert 'id="draft-text" name="text"' in page  # the text can be changed right here
+    fixed = post_form(client, url("lists.batch_text", token=token), {"text": "Hi ((name))"},
+                      form_page=url("lists.batch_draft", token=token))
+    assert fixed.status_code == 303
+    page = client.get(url("lists.batch_draft", token=token)).get_data(as_text=True)
+    assert "did you mean" not in page and "Nothing can be sent yet" not in page
+    summary = re.sub(r"\s+", " ", page[page.index('id="batch-summary"'):].split("</p>")[0])
+    assert "2 numbers will be sent to" in summary
+    assert "1 invalid" in summary  # +1555ABC; not the row only missing a name
+    assert "1 missing a value for ((name))" in summary
+    left_out = re.findall(r"<li>Row (\d+): ([^<]*)</li>", page)
+    assert left_out == [("3", "4155550102: missing a value for ((name))"),
+                        ("4", "+1555ABC: “+1555ABC” contains letters; type the number in digits")]
+    assert "The first 2 messages" in page
+    assert "the team&#39;s average" in page or "the configured price" in page
+    assert "your average" not in page
     assert counts(app) == (0, 0)
 
 
@@ -455,3 +482,32 @@ def test_cancel_races_the_dispatch(app):
 
 def test_an_opt_out_is_noted_once(app):
     check_opt_out_is_noted_once(app)
+
+
+@pytest.mark.parametrize("count", [30, 200])  # over the limit, and past what To reads at all
+def test_too_many_numbers_for_compose_go_to_a_list_send_with_the_message(app, client,
+                                                                         login_as, count):
+    from tests.sending.test_submission import KEY_RE
+
+    login_as("staff")
+    typed = "\n".join(numbers(count))
+    page = client.get(url("sending.compose")).get_data(as_text=True)
+    form = {"csrf_token": csrf_token(client, url("sending.compose")),
+            "idempotency_key": KEY_RE.search(page).group(1), "sender": "+14155550100",
+            "recipients": typed, "text": "Spring sale this weekend", "media": MEDIA}
+    refused = client.post(url("sending.compose"), data=form)
+    assert refused.status_code == 400
+    html = refused.get_data(as_text=True)
+    assert "For more, send it as a list" in html
+    assert f'formaction="{url("lists.new_batch")}" name="from_compose"' in html
+    # The button posts the same form to the list send: everything is carried over.
+    carried = client.post(url("lists.new_batch"), data={**form, "from_compose": "1"})
+    assert carried.status_code == 200
+    page = carried.get_data(as_text=True)
+    assert "Your numbers, message and pictures are here" in page
+    assert numbers(count)[-1] in page and "Spring sale this weekend" in page
+    assert MEDIA in page
+    assert counts(app) == (0, 0)  # nothing recorded before the person checks it
+    token = draft_token(upload(client, pasted=typed, text="Spring sale this weekend"))
+    assert f"{count} numbers will be sent to" in client.get(
+        url("lists.batch_draft", token=token)).get_data(as_text=True).replace("\n", " ")

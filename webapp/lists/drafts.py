@@ -93,6 +93,17 @@ def draft_for(user: Actor, token: str) -> tuple[BatchDraft, Table] | None:
 
 
 
+def change_text(draft: BatchDraft, text: str) -> None:
+    """The person corrected the message on the preview (a ((placeholder)) typo, most
+    often); the preview is made again from it."""
+    text = (text or "").replace("\r\n", "\n")
+    if len(text) > MAX_TEXT:
+        raise ListError(f"The message is {len(text):,} characters; an MMS carries at most "
+                        f"{MAX_TEXT:,}.")
+    draft.text = text
+    db.session.commit()
+
+
 def choose_number_column(draft: BatchDraft, table: Table, column: int) -> None:
     if not 0 <= column < len(table.columns):
         raise ListError("Choose one of the list's columns.")
@@ -172,7 +183,8 @@ def estimate(count: int, now=None) -> Estimate:
         .where(DailyStat.day >= today - timedelta(days=30))).one()
     if priced:
         per = round(int(cost) / int(priced))
-        source = f"your average over the last 30 days ({int(priced):,} priced messages)"
+        source = (f"the team's average over the last 30 days ({int(priced):,} priced "
+                  "messages)")
     else:
         per = round(current_settings().mms_price_estimate_usd * 1_000_000)
         source = "the configured price; no messages were priced by Plivo in the last 30 days"
@@ -219,9 +231,11 @@ def preview(user: Actor, draft: BatchDraft, table: Table) -> Preview:
     samples = [(r.number, list_file.render(draft.text, list_file.values_by_key(r.fields)))
                for r in result.recipients[:PREVIEW]]
     found = Preview(result, samples, estimate(len(result.recipients)))
-    if result.missing_columns:
-        found.errors.append("The list has no column for " + ", ".join(
-            f"(({p}))" for p in result.missing_columns) + ". Change the text or the list.")
+    for placeholder in result.missing_columns:
+        nearest = result.suggestions.get(placeholder)
+        found.errors.append(f"The list has no column for (({placeholder}))" + (
+            f": did you mean (({nearest}))?" if nearest else
+            f". Its columns are: {', '.join(table.columns)}.") + " Change the text below.")
     if not result.recipients:
         found.errors.append("No one on this list can be sent to: see the reasons below.")
     if not user.is_admin:
@@ -236,8 +250,6 @@ def preview(user: Actor, draft: BatchDraft, table: Table) -> Preview:
 
 def problems_csv(result: Check) -> Iterator[str]:
     """The rows left out, with their row number and reason, as CSV (formula-safe)."""
-    left_out = [*result.invalid,
-                *((row, number, "opted out (replied STOP)") for row, number in result.opted_out)]
     yield "\ufeff" + csv_line(["row", "value", "reason"])
-    yield "".join(csv_line(line) for line in sorted(left_out))
+    yield "".join(csv_line(line) for line in result.left_out)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import difflib
 import io
 import re
 from collections.abc import Iterable, Iterator
@@ -226,6 +227,35 @@ class Check:
     duplicates: int = 0
     opted_out: list[tuple[int, str]] = field(default_factory=list)  # row, number
     missing_columns: list[str] = field(default_factory=list)  # placeholders with no column
+    # Rows whose number is fine but a ((placeholder)) has no value: not "invalid", which
+    # would send staff looking for a bad number. row, number as written, placeholders.
+    missing_values: list[tuple[int, str, list[str]]] = field(default_factory=list)
+    suggestions: dict[str, str] = field(default_factory=dict)  # ((typo)) -> nearest column
+
+    @property
+    def left_out(self) -> list[tuple[int, str, str]]:
+        """Every row left out, in the list's own order: row, value, reason."""
+        rows = [*self.invalid,
+                *((row, raw, missing_value_reason(names))
+                  for row, raw, names in self.missing_values),
+                *((row, number, "replied STOP (opted out)") for row, number in self.opted_out)]
+        return sorted(rows, key=lambda line: line[0])
+
+
+def missing_value_reason(names: list[str]) -> str:
+    return "missing a value for " + ", ".join(f"(({name}))" for name in names)
+
+
+def nearest_columns(missing: list[str], columns: list[str]) -> dict[str, str]:
+    """For each placeholder no column matches, the column it most likely meant
+    (((nmae)) -> name), compared as placeholders are matched (key())."""
+    by_key = {key(name): name for name in columns}
+    found = {}
+    for placeholder in missing:
+        close = difflib.get_close_matches(key(placeholder), list(by_key), n=1, cutoff=0.6)
+        if close:
+            found[placeholder] = by_key[close[0]]
+    return found
 
 
 def check(table: Table, text: str, sender: str, max_text: int) -> Check:
@@ -237,6 +267,7 @@ def check(table: Table, text: str, sender: str, max_text: int) -> Check:
     by_key = {key(name): i for i, name in enumerate(table.columns)}
     wanted = placeholders(text)
     result.missing_columns = [p for p in wanted if key(p) not in by_key]
+    result.suggestions = nearest_columns(result.missing_columns, table.columns)
     used = [(p, by_key[key(p)]) for p in wanted if key(p) in by_key]
     seen: set[str] = set()
     for row, cells in table.rows:
@@ -251,8 +282,7 @@ def check(table: Table, text: str, sender: str, max_text: int) -> Check:
             continue
         empty = [p for p, i in used if i >= len(cells) or not cells[i]]
         if empty:
-            result.invalid.append((row, raw, "no value for " + ", ".join(
-                f"(({p}))" for p in empty)))
+            result.missing_values.append((row, raw, empty))
             continue
         if number in seen:
             result.duplicates += 1

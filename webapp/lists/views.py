@@ -59,6 +59,13 @@ def new_batch():
                                              current_user)
         form.attach([media.sha256 for media, _notes in stored],
                     removed=request.form.getlist("remove_upload"))
+    if request.method == "POST" and request.form.get("from_compose"):  # CSRF checked already
+        # Compose had more numbers than a single send takes ("Send it as a list"): the
+        # same numbers, text and pictures, as a list to check. Nothing is recorded yet.
+        form.pasted.data = (request.form.get("recipients") or "")[:MAX_CARRIED_CHARS]
+        flash("Your numbers, message and pictures are here. Check them, then press "
+              "“Check the list”: nothing is sent before you confirm.", "info")
+        return _new_batch_page(form, None, file_errors, settings), 200
     if form.validate_on_submit() and not file_errors:
         chosen = form.list_file.data
         try:
@@ -77,12 +84,21 @@ def new_batch():
                                          sender=form.sender.data, text=form.text.data or "",
                                          media=form.all_media)
             return redirect(url_for("lists.batch_draft", token=token), 303)
+    return _new_batch_page(form, list_error, file_errors, settings), (
+        400 if request.method == "POST" else 200)
+
+
+# What compose may carry over into a list send's pasted rows (its body is capped anyway).
+MAX_CARRIED_CHARS = 200_000
+
+
+def _new_batch_page(form, list_error, file_errors, settings) -> str:
     attached = library.find_many(form.uploaded.data or [])
     return render_template(
         "lists/batch_new.html", form=form, list_error=list_error, file_errors=file_errors,
         attached=[attached[sha] for sha in form.uploaded.data or [] if sha in attached],
         accept=preparation.ACCEPT, max_rows=settings.max_batch_recipients,
-        max_upload_mb=settings.max_upload_mb), 400 if request.method == "POST" else 200
+        max_upload_mb=settings.max_upload_mb)
 
 
 def _draft_or_404(token: str):
@@ -108,6 +124,20 @@ def batch_column(token: str):
         drafts.choose_number_column(draft, table, int(raw) if raw.isdigit() else -1)
     except ListError as exc:
         flash(str(exc), "error")
+    return redirect(url_for("lists.batch_draft", token=token), 303)
+
+
+@bp.post("/batches/drafts/<token>/text", endpoint="batch_text")
+@login_required
+def batch_text(token: str):
+    """The person corrected the message on the preview."""
+    draft, _table = _draft_or_404(token)
+    try:
+        drafts.change_text(draft, request.form.get("text", ""))
+    except ListError as exc:
+        flash(str(exc), "error")
+    else:
+        flash("The message is changed; check the preview again.", "success")
     return redirect(url_for("lists.batch_draft", token=token), 303)
 
 

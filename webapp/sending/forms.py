@@ -254,6 +254,10 @@ class ComposeForm(MessageForm):
     idempotency_key = HiddenField(validators=[DataRequired(), Regexp(r"^[A-Za-z0-9_-]{16,64}$")])
     submit = SubmitField("Send")
 
+    # Set when more numbers were given than a single send takes: the page then offers to
+    # carry them, the text and the pictures over to a list send.
+    too_many = False
+
     def __init__(self, *args, opted_out=None, **kwargs):
         super().__init__(*args, **kwargs)
         if not self.idempotency_key.data:
@@ -267,15 +271,18 @@ class ComposeForm(MessageForm):
         try:
             found = read_recipients(field_.data, self.sender.data)
         except ValueError as exc:
-            raise ValidationError(str(exc)) from exc
+            self.too_many = True
+            raise ValidationError(f"{exc} For more, send it as a list: it takes thousands, "
+                                  "and the numbers go with you.") from exc
         self.recipient_summary = found.summary() if (found.problems or found.duplicates) else ""
         problems = [f"{p}." for p in found.problems]
         if not problems and not found.numbers:
             problems = ["Enter at least one phone number."]
         if len(found.numbers) > MAX_RECIPIENTS:
+            self.too_many = True
             problems.append(f"Send to at most {MAX_RECIPIENTS} numbers at once "
-                            f"({len(found.numbers)} given). For more, use “Send to a list”: "
-                            "it takes thousands, from a file or pasted rows.")
+                            f"({len(found.numbers)} given). For more, send it as a list: it "
+                            "takes thousands, and the numbers go with you.")
         for number in sorted(self.opted_out(found.numbers)):
             problems.append(f"{number} replied STOP to our messages: nothing can be sent to "
                             "it until they text START and an admin takes it off the opt-out "
