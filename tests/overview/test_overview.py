@@ -424,3 +424,39 @@ def test_a_test_message_shows_its_round_trip_through_plivo(live, make_user):
         sent = db.session.execute(select(AuditEvent.actor_email, AuditEvent.target).where(
             AuditEvent.action == "test_message_sent")).all()
     assert sent == [("boss@example.com", "+14155550123")]
+
+
+def test_a_refused_callback_is_counted_once_as_refused_not_also_as_received(app, client,
+                                                                              make_user):
+    """Through the real webhook: a signed callback and an unsigned one (403). The
+    unsigned one's ledger sample is not a callback received."""
+    from tests.callbacks.test_webhooks import CALLBACK_PATH, form, post_signed
+
+    admin = make_user("boss@example.com", "admin")
+    assert post_signed(client, form("queued", 1, uuid="u-signed")).status_code == 200
+    assert client.post(CALLBACK_PATH, data=form("queued", 1, uuid="u-forged")).status_code == 403
+    with app.app_context():
+        rollups.refresh()
+        figures = health.gather()
+        assert figures.callbacks_24h == 1 and figures.refused_total == 1
+        assert "missing" not in figures.schemes_24h and "invalid" not in figures.schemes_24h
+    login(client, admin.email)
+    html = " ".join(unescape(client.get(url("overview.health")).get_data(as_text=True)).split())
+    assert re.search(r"Callbacks, last 24 hours</dt> <dd>1</dd>", html), html[:3000]
+
+
+def test_the_health_page_starts_with_one_line_all_good_or_what_needs_attention(
+        app, client, make_user):
+    admin = make_user("boss@example.com", "admin")
+    login(client, admin.email)
+    html = " ".join(unescape(client.get(url("overview.health")).get_data(as_text=True)).split())
+    assert 'id="health-verdict"><strong>All good:</strong>' in html
+    assert "The sending pace: the workers send at most" in html  # words before the setting
+    with app.app_context():
+        db.session.add(make_message(created_by_id=admin.id, status="sent",
+                                    created_at=utcnow() - timedelta(minutes=40)))
+        db.session.add(make_message(created_by_id=admin.id, status="unknown"))
+        db.session.commit()
+    html = " ".join(unescape(client.get(url("overview.health")).get_data(as_text=True)).split())
+    assert ('<strong>Needs attention:</strong> 1 message without a final status for over 15 '
+            "minutes; 1 message this week may or may not have reached Plivo.") in html

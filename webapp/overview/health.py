@@ -48,6 +48,7 @@ SCHEME_LABELS = {
 PASSING = frozenset({SignatureScheme.V3, SignatureScheme.MA_V3, SignatureScheme.V2,
                      SignatureScheme.V2_CONFIRMED})
 WAITING = (statuses.QUEUED, statuses.SENT)
+REFUSED_WHEN_ENFORCING = (SignatureScheme.INVALID, SignatureScheme.MISSING)
 
 
 @dataclass
@@ -103,6 +104,28 @@ class Health:
         return sum(self.refused_24h.values())
 
     @property
+    def attention(self) -> list[str]:
+        """What needs someone's attention, in words, worst first; [] when all is well.
+        The page's first line ("All good" or "Needs attention: ...")."""
+        found = []
+        if self.circuit is not None and self.circuit.state == "open":
+            found.append("Plivo is refusing our requests, so sending is paused")
+        if self.log_only:
+            found.append("callback signatures are only logged, not enforced")
+        if self.awaiting:
+            found.append(f"{self.awaiting:,} message{'s' if self.awaiting != 1 else ''} "
+                         "without a final status for over 15 minutes")
+        if self.queue_stale:
+            found.append("messages have waited over 2 minutes to be sent")
+        if self.unknown:
+            found.append(f"{self.unknown:,} message{'s' if self.unknown != 1 else ''} "
+                         "this week may or may not have reached Plivo")
+        if self.refused_total:
+            found.append(f"{self.refused_total:,} callback{'s' if self.refused_total != 1 else ''}"
+                         " refused in the last 24 hours")
+        return found
+
+    @property
     def would_pass_share(self) -> float | None:
         return self.recent_would_pass / self.recent_callbacks if self.recent_callbacks else None
 
@@ -121,6 +144,12 @@ def gather(now: datetime | None = None) -> Health:
             by_hour[hour][scheme] += count
             schemes[scheme] += count
     lookups = schemes.pop(SignatureScheme.LOOKUP, 0)
+    if settings.signature_mode == "enforce":
+        # Refused callbacks are kept in the ledger too (a sample, for the record) and so
+        # counted by the rollup; they are the "Refused" figures, not callbacks received.
+        for counts in (schemes, *by_hour.values()):
+            for scheme in REFUSED_WHEN_ENFORCING:
+                counts.pop(scheme, None)
 
     refused_by_hour: dict[datetime, Counter] = {hour: Counter() for hour in hours}
     refused: Counter = Counter()
