@@ -7,7 +7,8 @@
   var source = document.getElementById("chart-data");
   if (!source || typeof window.Chart === "undefined") return;
   var data = JSON.parse(source.textContent);
-  var colours = {delivered: "#15803d", failed: "#b91c1c", awaiting: "#64748b", unknown: "#b45309"};
+  var colours = {delivered: "#15803d", failed: "#b91c1c", awaiting: "#64748b", unknown: "#b45309",
+                 refused: "#7c3aed"};
   Chart.defaults.font.family = getComputedStyle(document.body).fontFamily;
   Chart.defaults.color = "#334155";
   Chart.defaults.animation = false;  // figures, not a show: drawn at once, as they are
@@ -27,12 +28,14 @@
     return Math.round(seconds / 360) / 10 + " h";
   }
 
+  // A day without messages has no rate and no time to delivery: the lines break there
+  // (spanGaps false) rather than draw a trend through days that had none.
   var datasets = data.outcomes.map(function (o) {
     return {type: "bar", label: o.label, data: o.values, backgroundColor: colours[o.key],
             stack: "messages", yAxisID: "y", links: o.links, order: 2};
   });
   datasets.push({type: "line", label: "Delivery rate (%)", data: data.rate, yAxisID: "rate",
-                 borderColor: "#1d4ed8", backgroundColor: "#1d4ed8", spanGaps: true,
+                 borderColor: "#1d4ed8", backgroundColor: "#1d4ed8", spanGaps: false,
                  pointRadius: 3, order: 1});
   new Chart(show("outcomes"), {
     data: {labels: data.labels, datasets: datasets},
@@ -65,9 +68,9 @@
       type: "line",
       data: {labels: data.labels, datasets: [
         {label: "Half delivered within", data: data.p50, borderColor: "#15803d",
-         backgroundColor: "#15803d", spanGaps: true},
+         backgroundColor: "#15803d", spanGaps: false},
         {label: "95% delivered within", data: data.p95, borderColor: "#b45309",
-         backgroundColor: "#b45309", borderDash: [6, 4], spanGaps: true}
+         backgroundColor: "#b45309", borderDash: [6, 4], spanGaps: false}
       ]},
       options: {
         responsive: true, maintainAspectRatio: false,

@@ -70,6 +70,11 @@ def test_the_overview_at_a_glance_on_a_desk_and_a_phone(browser, stack, staff_ac
             page.wait_for_timeout(500)
         expect(page.locator("#chart-outcomes")).to_be_visible()
         expect(page.locator("#chart-latency")).to_be_visible()
+        # Days without messages are gaps in the lines, not a line drawn across them.
+        gaps = page.evaluate("""() => ['outcomes', 'latency'].map(name => Chart.getChart(
+            document.querySelector('[data-chart="' + name + '"] canvas')).data.datasets
+            .filter(d => d.type === 'line' || !d.type).map(d => d.spanGaps))""")
+        assert gaps == [[False], [False, False]], gaps
         assert page.evaluate("document.getElementById('per-day-table').open") is False
         expect(page.locator("#errors-heading")).to_be_visible()
         expect(page.get_by_text("spam detected")).to_be_visible()

@@ -315,7 +315,7 @@ def test_an_empty_dashboard_reads_well(client, make_user):
     html = unescape(client.get(url("overview.index")).get_data(as_text=True))
     assert tile(html, "Messages sent") == "0"
     assert tile(html, "Delivery rate") == "—"
-    assert "No error codes from Plivo in this period." in html
+    assert "Nothing failed in this period." in html
 
 
 # ---- history filters the overview links to -------------------------------------------------------
@@ -460,3 +460,33 @@ def test_the_health_page_starts_with_one_line_all_good_or_what_needs_attention(
     html = " ".join(unescape(client.get(url("overview.health")).get_data(as_text=True)).split())
     assert ('<strong>Needs attention:</strong> 1 message without a final status for over 15 '
             "minutes; 1 message this week may or may not have reached Plivo.") in html
+
+
+def test_every_tile_s_breakdown_adds_up_and_refused_is_not_sent(app, client, make_user):
+    """A message Plivo refused (or that never reached it) was not sent: it is its own
+    figure, not a failure without an explanation; the reasons add up to their tiles."""
+    admin = make_user("boss@example.com", "admin")
+    with app.app_context():
+        for status, code in [("delivered", None), ("delivered", None), ("undelivered", "30"),
+                             ("failed", "900"), ("failed", None), ("error", None),
+                             ("not_sent", None)]:
+            db.session.add(make_message(created_by_id=admin.id, status=status, error_code=code))
+        db.session.commit()
+        rollups.refresh()
+    login(client, admin.email)
+    html = unescape(client.get(url("overview.index")).get_data(as_text=True))
+    assert tile(html, "Messages sent") == "5"
+    assert "and 2 refused before sending" in re.sub(r"<[^>]+>", "", html)
+    assert tile(html, "Not delivered or failed") == "3"
+    why = html[html.index('id="why-failed"'):].split("</table>")[0]
+    rows = re.findall(r'<td data-label="Meaning">([^<]*)</td><td data-label="Messages">'
+                      r'<a href="([^"]+)">(\d+)</a>', why)
+    by_meaning = {meaning: int(n) for meaning, _href, n in rows}
+    assert by_meaning == {"spam detected": 1, "insufficient credit": 1,
+                          "no error code from Plivo": 1,
+                          "Plivo refused the request (the reason is on each message)": 1,
+                          "never reached Plivo": 1}
+    # Each line opens exactly its messages in the history.
+    no_code = next(href for meaning, href, _n in rows if meaning == "no error code from Plivo")
+    listed = client.get(no_code.replace("&amp;", "&")).get_data(as_text=True)
+    assert len(re.findall(r'<tr id="msg-', listed)) == 1 and "No error code" in listed

@@ -12,10 +12,7 @@ from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from flask import current_app
-from sqlalchemy import (
-    Select,
-    bindparam,
-)
+from sqlalchemy import Select, bindparam, or_
 
 from webapp import statuses
 from webapp.extensions import db
@@ -24,6 +21,7 @@ from webapp.models import Message
 
 FIRST_DAY, LAST_DAY = date(2000, 1, 1), date(2099, 12, 31)
 _m = Message.__table__
+NO_CODE = "none"
 # A text search matching at most this many messages is answered from their ids; more, and
 # the date index is walked with each row checked (see HistoryFilter.apply).
 SPARSE = 2_000
@@ -79,7 +77,8 @@ class HistoryFilter:
             except (ZoneInfoNotFoundError, ValueError):
                 errors.append("Unknown time zone ignored: dates are in your own.")
         error_raw = (args.get("error") or "").strip()
-        error_code = error_raw if _ERROR_CODE.fullmatch(error_raw) else ""
+        # "none": messages Plivo gave no error code (the overview's "no error code" line).
+        error_code = error_raw if _ERROR_CODE.fullmatch(error_raw) or error_raw == NO_CODE else ""
         if error_raw and not error_code:
             errors.append("Unknown error code ignored.")
         chosen = [s for s in args.getlist("status") if s in statuses.ALL]
@@ -148,7 +147,9 @@ class HistoryFilter:
             values["f_sent_by"] = self.sent_by
         if self.send:
             values["f_send"] = self.send
-        if self.error_code:
+        if self.error_code == NO_CODE:
+            values["f_no_error_code"] = True
+        elif self.error_code:
             values["f_error_code"] = self.error_code
         return values
 
@@ -177,6 +178,8 @@ class HistoryFilter:
             query = query.where(_m.c.idempotency_key == value("f_send", _m.c.idempotency_key))
         if "f_error_code" in values:
             query = query.where(_m.c.error_code == value("f_error_code", _m.c.error_code))
+        if "f_no_error_code" in values:
+            query = query.where(or_(_m.c.error_code.is_(None), _m.c.error_code == ""))
         return query
 
     def _text_condition(self):
@@ -235,7 +238,9 @@ class HistoryFilter:
             parts.append(f"Text: “{self.search}”")
         if self.send:
             parts.append("One send")
-        if self.error_code:
+        if self.error_code == NO_CODE:
+            parts.append("No error code")
+        elif self.error_code:
             meaning = statuses.ERROR_CODES.get(self.error_code)
             parts.append(f"Error {self.error_code}" + (f" ({meaning})" if meaning else ""))
         return parts

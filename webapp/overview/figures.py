@@ -20,16 +20,23 @@ from webapp.extensions import db
 from webapp.models import DailyLatency, DailyStat, User
 from webapp.overview import rollups
 
-# What the overview calls each status: four outcomes, in the chart's order.
+# What the overview calls each status: five outcomes, in the chart's order. "refused":
+# Plivo refused the request, or it never reached Plivo: nothing was sent or charged, so
+# it is neither "sent" nor "not delivered" (and not in the delivery rate).
 OUTCOMES: dict[str, tuple[str, ...]] = {
     "delivered": (statuses.DELIVERED,),
-    "failed": (statuses.UNDELIVERED, statuses.FAILED, statuses.REJECTED, statuses.ERROR,
-               statuses.NOT_SENT),
+    "failed": (statuses.UNDELIVERED, statuses.FAILED, statuses.REJECTED),
     "awaiting": (statuses.PENDING, statuses.QUEUED, statuses.SENT),
     "unknown": (statuses.UNKNOWN,),
+    "refused": (statuses.ERROR, statuses.NOT_SENT),
 }
 OUTCOME_LABELS = {"delivered": "Delivered", "failed": "Not delivered or failed",
-                  "awaiting": "Awaiting a receipt", "unknown": "Unknown"}
+                  "awaiting": "Awaiting a receipt", "unknown": "Unknown",
+                  "refused": "Refused before sending"}
+SENT_OUTCOMES = ("delivered", "failed", "awaiting", "unknown")
+# The refused rows of "why", by status: there is no carrier error code to explain them.
+REFUSED_MEANING = {statuses.ERROR: "Plivo refused the request (the reason is on each message)",
+                   statuses.NOT_SENT: "never reached Plivo"}
 _OUTCOME_OF = {status: outcome for outcome, group in OUTCOMES.items() for status in group}
 PERIODS = {"today": "Today", "7d": "Last 7 days", "30d": "Last 30 days", "custom": "Custom"}
 MAX_CUSTOM_DAYS = 400  # how far apart a custom period's two dates may be
@@ -114,6 +121,11 @@ class Figures:
         return sum(self.by_outcome.values())
 
     @property
+    def sent(self) -> int:
+        """What reached Plivo: everything but what was refused before sending."""
+        return sum(self.by_outcome[outcome] for outcome in SENT_OUTCOMES)
+
+    @property
     def delivery_rate(self) -> float | None:
         """Delivered of those with an outcome (delivered or not); None before any."""
         ended = self.by_outcome["delivered"] + self.by_outcome["failed"]
@@ -134,6 +146,8 @@ class Figures:
             return self.link
         if outcome == "ended":
             return {**self.link, "status": [*OUTCOMES["delivered"], *OUTCOMES["failed"]]}
+        if outcome == "sent":
+            return {**self.link, "status": [s for o in SENT_OUTCOMES for s in OUTCOMES[o]]}
         return {**self.link, "status": list(OUTCOMES[outcome])}
 
 
@@ -148,7 +162,7 @@ class Day:
 
 @dataclass
 class ErrorLine:
-    code: str
+    code: str  # Plivo's error code; "" for none, "other" for the codes past TOP_ERRORS
     meaning: str
     messages: int
     link: dict
@@ -167,7 +181,8 @@ class Overview:
     zone: str
     totals: Figures
     days: list[Day]
-    errors: list[ErrorLine]
+    errors: list[ErrorLine]  # the "not delivered or failed" messages, summing to their tile
+    refused: list[ErrorLine]  # the "refused before sending" ones, summing to theirs
     staff: list[StaffLine]
     p50: int | None
     p95: int | None
@@ -219,14 +234,13 @@ def build(period: Period, zone: tzinfo, viewer_id: int, everyone: bool) -> Overv
         if day in days:
             days[day].p50, days[day].p95 = percentile(buckets, 0.5), percentile(buckets, 0.95)
 
-    errors = [ErrorLine(code, statuses.ERROR_CODES.get(code, f"Unknown (code {code})"),
-                        messages, _link(period, zone_name, error=code))
-              for code, messages in db.session.execute(
-                  select(DailyStat.error_code, func.sum(DailyStat.messages).label("n"))
-                  .where(*in_period, DailyStat.error_code != "")
-                  .group_by(DailyStat.error_code)
-                  .order_by(func.sum(DailyStat.messages).desc(), DailyStat.error_code)
-                  .limit(TOP_ERRORS))]
+    errors = _why_failed(period, zone_name, in_period)
+    refused = [ErrorLine("", REFUSED_MEANING.get(status, status), messages,
+                         _link(period, zone_name, status=status))
+               for status, messages in db.session.execute(
+                   select(DailyStat.status, func.sum(DailyStat.messages))
+                   .where(*in_period, DailyStat.status.in_(OUTCOMES["refused"]))
+                   .group_by(DailyStat.status).order_by(DailyStat.status)) if messages]
 
     staff_query = (select(DailyStat.created_by_id, DailyStat.status, *sums).where(*in_period)
                    .group_by(DailyStat.created_by_id, DailyStat.status))
@@ -246,8 +260,33 @@ def build(period: Period, zone: tzinfo, viewer_id: int, everyone: bool) -> Overv
             _link(period, zone_name, sent_by=viewer_id)))]) + [
             StaffLine(None, "Whole team", totals)]
     return Overview(period=period, zone=zone_name, totals=totals,
-                    days=[days[day] for day in period.days], errors=errors, staff=staff,
+                    days=[days[day] for day in period.days], errors=errors, refused=refused,
+                    staff=staff,
                     p50=percentile(histogram, 0.5), p95=percentile(histogram, 0.95))
+
+
+def _why_failed(period: Period, zone_name: str, in_period) -> list[ErrorLine]:
+    """The not-delivered-or-failed messages by Plivo's error code, most first, adding up
+    to that tile: a line for those without a code, and one for the codes past TOP_ERRORS."""
+    failed = list(OUTCOMES["failed"])
+    by_code = db.session.execute(
+        select(DailyStat.error_code, func.sum(DailyStat.messages))
+        .where(*in_period, DailyStat.status.in_(failed))
+        .group_by(DailyStat.error_code)
+        .order_by(func.sum(DailyStat.messages).desc(), DailyStat.error_code)).all()
+    coded = [(code, n) for code, n in by_code if code and n]
+    lines = [ErrorLine(code, statuses.ERROR_CODES.get(code, f"Unknown (code {code})"), n,
+                       _link(period, zone_name, error=code, status=failed))
+             for code, n in coded[:TOP_ERRORS]]
+    rest = sum(n for _code, n in coded[TOP_ERRORS:])
+    if rest:
+        lines.append(ErrorLine("other", f"{len(coded) - TOP_ERRORS} other codes", rest,
+                               _link(period, zone_name, status=failed)))
+    uncoded = sum(n for code, n in by_code if not code)
+    if uncoded:
+        lines.append(ErrorLine("", "no error code from Plivo", uncoded,
+                               _link(period, zone_name, status=failed, error="none")))
+    return lines
 
 
 def duration(seconds: int | None) -> str:
