@@ -197,6 +197,56 @@
     });
   }
 
+  // A form marked data-confirm (a destructive action) asks first, in a <dialog> that
+  // says what will happen; "yes" sends the form with confirmed=yes. Without JavaScript
+  // the server asks instead, on a page of its own (webapp/confirm.py).
+  function confirmDestructive() {
+    if (!window.HTMLDialogElement) return;  // the server's page asks instead
+    document.addEventListener("submit", function (event) {
+      var form = event.target;
+      if (!form.dataset || !form.dataset.confirm || form.querySelector("input[name=confirmed]")) return;
+      event.preventDefault();
+      var dialog = document.createElement("dialog");
+      dialog.className = "confirm-dialog";
+      dialog.setAttribute("aria-labelledby", "confirm-dialog-title");
+      var article = document.createElement("article");
+      var title = document.createElement("h2");
+      title.id = "confirm-dialog-title";
+      title.textContent = (form.dataset.confirmLabel || "Go ahead") + "?";
+      var text = document.createElement("p");
+      text.textContent = form.dataset.confirm;
+      var footer = document.createElement("footer");
+      var no = document.createElement("button");
+      no.type = "button";
+      no.className = "secondary outline";
+      no.textContent = "No, go back";
+      var yes = document.createElement("button");
+      yes.type = "button";
+      yes.className = "danger";
+      yes.textContent = form.dataset.confirmLabel || "Yes";
+      footer.appendChild(no);
+      footer.appendChild(yes);
+      article.appendChild(title);
+      article.appendChild(text);
+      article.appendChild(footer);
+      dialog.appendChild(article);
+      document.body.appendChild(dialog);
+      no.addEventListener("click", function () { dialog.close(); });
+      dialog.addEventListener("close", function () { dialog.remove(); });
+      yes.addEventListener("click", function () {
+        var sure = document.createElement("input");
+        sure.type = "hidden";
+        sure.name = "confirmed";
+        sure.value = "yes";
+        form.appendChild(sure);
+        dialog.close();
+        form.submit();
+      });
+      dialog.showModal();
+      no.focus();  // the safe answer has the focus
+    });
+  }
+
   // Escape closes an open menu (a <details> dropdown) and gives focus back to its button.
   function closeMenusOnEscape() {
     document.addEventListener("keydown", function (event) {
@@ -250,6 +300,7 @@
 
   document.addEventListener("DOMContentLoaded", function () {
     closeMenusOnEscape();
+    confirmDestructive();
     idleWarning();
     counter();
     mediaRows();

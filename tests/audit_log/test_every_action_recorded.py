@@ -97,18 +97,19 @@ def _driver(endpoint):
     amy_id = lambda ctx: {"user_id": ctx["amy"].id}  # noqa: E731
     none = lambda ctx: {}  # noqa: E731
     empty = lambda ctx: {}  # noqa: E731
+    sure = lambda ctx: {"confirmed": "yes"}  # noqa: E731  (a destructive action asks first)
     drivers = {
         "auth.users": admin_form(none, lambda ctx: {
             "email": "new@example.com", "role": "staff", "password": PASSWORD}),
         "auth.require_two_factor": admin_form(none, lambda ctx: {"required": "on"}),
         "auth.reset_password": admin_form(amy_id, lambda ctx: {"password": "a new passphrase!"}),
         "auth.change_role": admin_form(amy_id, lambda ctx: {"role": "admin"}),
-        "auth.deactivate": admin_form(amy_id, empty),
+        "auth.deactivate": admin_form(amy_id, sure),
         "auth.unlock": admin_form(amy_id, empty),
-        "auth.end_user_sessions": admin_form(amy_id, empty),
+        "auth.end_user_sessions": admin_form(amy_id, sure),
         "auth.reset_two_factor": admin_form(amy_id, empty),
         "auth.logout": admin_form(none, empty),
-        "auth.end_other_sessions": admin_form(none, empty),
+        "auth.end_other_sessions": admin_form(none, sure),
         "auth.change_password": admin_form(none, lambda ctx: {
             "current_password": PASSWORD, "new_password": "another passphrase",
             "confirm": "another passphrase"}),
@@ -149,7 +150,8 @@ def test_reactivation_writes_one_entry(app, make_user):
     client = app.test_client()
     login(client, admin.email)
     page = url("auth.user_detail", user_id=amy.id)
-    post_form(client, url("auth.deactivate", user_id=amy.id), {}, form_page=page)
+    post_form(client, url("auth.deactivate", user_id=amy.id), {"confirmed": "yes"},
+              form_page=page)
     before = len(entries(app))
     post_form(client, url("auth.activate", user_id=amy.id), {}, form_page=page)
     assert [e.action for e in entries(app)[before:]] == ["account_reactivated"]
@@ -239,7 +241,7 @@ def test_deleting_a_picture_writes_one_entry(app, client, login_as):
     with app.app_context():
         digest = db.session.scalar(select(Media.sha256))
     assert not entries(app, "media_deleted")  # uploading is not recorded
-    post_form(client, url("pictures.delete_media", sha256=digest), {},
+    post_form(client, url("pictures.delete_media", sha256=digest), {"confirmed": "yes"},
               form_page=url("pictures.library"))
     [deleted] = entries(app, "media_deleted")
     assert deleted.detail["sha256"] == digest and deleted.target == "logo.png"

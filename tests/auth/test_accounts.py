@@ -230,7 +230,8 @@ def test_admin_create_reports_duplicate_and_weak_password(client, login_as):
 
 def test_last_active_admin_cannot_be_deactivated_or_demoted(app, client, login_as):
     admin = login_as("admin")
-    post_form(client, url("auth.deactivate", user_id=admin.id), {}, form_page=url("auth.users"))
+    post_form(client, url("auth.deactivate", user_id=admin.id), {"confirmed": "yes"},
+              form_page=url("auth.users"))
     post_form(client, url("auth.change_role", user_id=admin.id), {"role": "staff"},
               form_page=url("auth.users"))
     with app.app_context():
@@ -245,7 +246,8 @@ def test_admin_deactivates_resets_and_changes_role(app, client, login_as, make_u
     staff = make_user("amy@example.com")
     staff_browser = app.test_client()
     login(staff_browser, "amy@example.com")
-    post_form(client, url("auth.deactivate", user_id=staff.id), {}, form_page=url("auth.users"))
+    post_form(client, url("auth.deactivate", user_id=staff.id), {"confirmed": "yes"},
+              form_page=url("auth.users"))
     assert staff_browser.get(url("history.history")).status_code == 302  # logged out at once
     assert login(app.test_client(), "amy@example.com").status_code == 200
     post_form(client, url("auth.activate", user_id=staff.id), {}, form_page=url("auth.users"))

@@ -91,7 +91,7 @@ def check_sign_out_everywhere_else(app):
     assert thief.get(url("history.history")).status_code == 200
     page = phone.get(url("auth.account_sessions")).get_data(as_text=True)
     assert page.count("<li>") >= 2 and "(this browser)" in page
-    answer = post_form(phone, url("auth.end_other_sessions"), {},
+    answer = post_form(phone, url("auth.end_other_sessions"), {"confirmed": "yes"},
                        form_page=url("auth.account_sessions"))
     assert answer.status_code == 303
     assert thief.get(url("history.history")).status_code == 302
@@ -126,7 +126,7 @@ def test_admin_ends_every_session_of_a_person(app, make_user):
     login(admin, "boss@example.com")
     page = admin.get(url("auth.user_detail", user_id=amy.id)).get_data(as_text=True)
     assert "2 sessions" in page
-    post_form(admin, url("auth.end_user_sessions", user_id=amy.id), {},
+    post_form(admin, url("auth.end_user_sessions", user_id=amy.id), {"confirmed": "yes"},
               form_page=url("auth.user_detail", user_id=amy.id))
     assert one.get(url("history.history")).status_code == 302
     assert two.get(url("history.history")).status_code == 302

@@ -239,3 +239,40 @@ def test_the_menu_takes_one_row_on_a_phone_and_at_a_desk(browser, stack, staff_a
         nav(page, "Health")
         expect(page.get_by_role("heading", name="Webhook and sending health")).to_be_visible()
         context.close()
+
+
+def test_a_destructive_action_asks_first_in_a_dialog_or_on_a_page(browser, stack,
+                                                                  staff_account):
+    """'Sign out everywhere else' asks in a <dialog> saying what will happen, and goes
+    back on 'No'; without JavaScript the server asks on a page of its own."""
+    for width_name, javascript in (("phone", True), ("desktop", False)):
+        elsewhere = browser.new_context()  # another browser signed in, to sign out
+        log_in(elsewhere.new_page(), stack, staff_account, STAFF_PASSWORD)
+        width, height = WIDTHS[width_name]
+        context = browser.new_context(viewport={"width": width, "height": height},
+                                      java_script_enabled=javascript)
+        page = context.new_page()
+        log_in(page, stack, staff_account, STAFF_PASSWORD)
+        page.goto(stack.url + url("auth.account_sessions"))
+        button = page.get_by_role("button", name="Sign out everywhere else")
+        button.click()
+        if javascript:
+            dialog = page.locator("dialog.confirm-dialog")
+            expect(dialog).to_be_visible()
+            expect(dialog).to_contain_text("this one stays signed in")
+            page.screenshot(path=str(SCREENS / f"confirm-dialog-{width_name}.png"))
+            check_accessibility(page)
+            dialog.get_by_role("button", name="No, go back").click()
+            expect(dialog).to_have_count(0)
+            assert page.url.endswith(url("auth.account_sessions"))  # nothing was sent
+            button.click()
+            page.locator("dialog.confirm-dialog").get_by_role(
+                "button", name="Sign out everywhere else").click()
+        else:
+            expect(page.get_by_role("heading", name="Sign out everywhere else?")).to_be_visible()
+            page.screenshot(path=str(SCREENS / f"confirm-page-{width_name}.png"))
+            page.locator("#confirm-page").get_by_role(
+                "button", name="Sign out everywhere else").click()
+        expect(page.get_by_text("Signed out everywhere else")).to_be_visible()
+        context.close()
+        elsewhere.close()

@@ -228,7 +228,7 @@ def test_pause_resume_and_cancel_are_recorded_and_cancel_counts_exactly(app, cli
             assert dispatch._claim(message_id)
     post_form(client, url("lists.pause_batch", public_id=public_id), {}, form_page=page)
     post_form(client, url("lists.resume_batch", public_id=public_id), {}, form_page=page)
-    answer = post_form(client, url("lists.cancel_batch", public_id=public_id), {},
+    answer = post_form(client, url("lists.cancel_batch", public_id=public_id), {"confirmed": "yes"},
                        form_page=page, follow_redirects=True)
     assert "Cancelled: 7 not sent; 3 had already been handed to Plivo." in \
         answer.get_data(as_text=True)
@@ -288,9 +288,9 @@ def test_opted_out_numbers_are_left_out_refused_and_removable(app, client, login
     assert "(415) 555-0101" in listing
     export = boss.get(url("lists.export_opt_outs"))
     assert "+14155550101" in export.get_data(as_text=True)
-    post_form(boss, url("lists.remove_opt_out"), {"number": "+14155550101"},
+    post_form(boss, url("lists.remove_opt_out"), {"number": "+14155550101", "confirmed": "yes"},
               form_page=url("lists.opt_outs"))
-    post_form(boss, url("lists.remove_opt_out"), {"number": "+14155550101"},
+    post_form(boss, url("lists.remove_opt_out"), {"number": "+14155550101", "confirmed": "yes"},
               form_page=url("lists.opt_outs"))
     assert len(entries(app, "opt_out_removed")) == 1
     assert len(entries(app, "opt_outs_exported")) == 1

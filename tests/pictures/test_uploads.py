@@ -373,7 +373,16 @@ def test_the_library_lists_searches_counts_uses_and_lets_admins_delete(app, clie
     refused = admin.post(f"/media/{cake_sha}/delete", data={"csrf_token": token},
                          follow_redirects=True).get_data(as_text=True)
     assert "still used by 2 messages waiting to be sent" in refused
-    deleted = admin.post(f"/media/{menu_sha}/delete", data={"csrf_token": token},
+    # It asks first, saying what will happen; nothing is deleted until the person agrees.
+    asked = admin.post(f"/media/{menu_sha}/delete", data={"csrf_token": token})
+    assert asked.status_code == 200
+    question = asked.get_data(as_text=True)
+    assert "Delete “menu_50%.pdf”?" in question and "cannot be restored" in question
+    assert 'name="confirmed" value="yes"' in question
+    with app.app_context():
+        assert library.find(menu_sha) is not None
+    deleted = admin.post(f"/media/{menu_sha}/delete",
+                         data={"csrf_token": token, "confirmed": "yes"},
                          follow_redirects=True).get_data(as_text=True)
     assert "menu_50%.pdf was deleted" in deleted
     with app.app_context():

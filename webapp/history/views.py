@@ -21,6 +21,7 @@ from webapp.history import pages as history
 from webapp.history.filters import HistoryFilter
 from webapp.messages import presentation
 from webapp.models import utcnow
+from webapp.pictures import library
 
 bp = Blueprint("history", __name__)
 for name, helper in rows.TEMPLATE_GLOBALS.items():
@@ -80,7 +81,10 @@ def detail(public_id: str):
     what_to_do = (reconcile.unknown_advice(message, presentation.local_time)
                   if message.status == statuses.UNKNOWN
                   else statuses.advice(message.status, message.error_code))
+    uploads = [item["upload"] for item in message.media or [] if item.get("upload")]
+    stored = set(library.find_many(uploads)) if uploads else set()
     return render_template("history/detail.html", message=message, what_to_do=what_to_do,
+                           stored=stored,
                            events=history.timeline(message), gave_up=reconcile.gave_up(message))
 
 

@@ -18,7 +18,7 @@ from flask import (
 )
 from flask_login import current_user, login_required
 
-from webapp import statuses
+from webapp import confirm, statuses
 from webapp.auth.sessions import passive
 from webapp.config import current_settings
 from webapp.extensions import limiter
@@ -241,6 +241,16 @@ def cancel_batch(public_id: str):
     batch = _batch_or_404(public_id)
     if not controls.may_manage(current_user, batch):
         abort(403)
+    if not confirm.confirmed():
+        seen = reports.progress(batch)
+        gone = batch.total - seen.waiting
+        return confirm.ask(
+            title=f"Cancel the send to “{batch.name}”?",
+            consequence=f"The {seen.waiting:,} message{'s' if seen.waiting != 1 else ''} not "
+                        f"yet handed to Plivo will not be sent. The {gone:,} already handed "
+                        "to Plivo cannot be called back. This cannot be undone: to send "
+                        "again, copy it to a new list send.",
+            label="Cancel what has not gone", back=url_for("lists.batch", public_id=public_id))
     cancelled = controls.cancel(batch, current_user)
     if cancelled is None:
         flash("It had already ended.", "error")
@@ -305,6 +315,13 @@ def export_opt_outs():
 @admin_required
 def remove_opt_out():
     number = (request.form.get("number") or "")[:16]
+    if not confirm.confirmed():
+        return confirm.ask(
+            title=f"Take {presentation.format_phone(number)} off the opt-out list?",
+            consequence="This person replied STOP. Messages can be sent to them again once "
+                        "they are off the list: do it only if they texted START or asked "
+                        "again in writing. The change is recorded in the audit log.",
+            label="Take off the list", back=url_for("lists.opt_outs"))
     if opt_outs.remove(number, current_user):
         flash(f"{presentation.format_phone(number)} can be sent to again.", "success")
     else:

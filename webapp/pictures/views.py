@@ -16,6 +16,7 @@ from flask import (
 )
 from flask_login import current_user, login_required
 
+from webapp import confirm
 from webapp.extensions import limiter
 from webapp.pictures import library
 from webapp.security import body_limit, max_upload_bytes, user_key
@@ -64,6 +65,15 @@ def delete_media(sha256: str):
     if waiting:
         flash(f"{name} is still used by {waiting} message{'s' if waiting != 1 else ''} "
               "waiting to be sent; it can be deleted once they have gone.", "error")
+    elif not confirm.confirmed():
+        used = media.uses
+        return confirm.ask(
+            title=f"Delete “{name}”?",
+            consequence=(f"{used:,} sent message{'s' if used != 1 else ''} "
+                         f"show{'s' if used == 1 else ''} it; their pages will say "
+                         "“picture deleted” instead. " if used else "No message uses it. ")
+                        + "It leaves the library for the whole team and cannot be restored.",
+            label="Delete", back=url_for("pictures.library"))
     elif library.delete(sha256):
         flash(f"{name} was deleted. Messages already sent with it keep their record.",
               "success")

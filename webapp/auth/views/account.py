@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, login_user
 
+from webapp import confirm
 from webapp.auth import service, sessions
 from webapp.auth import two_factor as two_factor_service
 from webapp.auth.forms import (
@@ -134,6 +135,13 @@ def account_sessions():
 @bp.post("/account/sessions/end-others")
 @login_required
 def end_other_sessions():
+    if not confirm.confirmed():
+        others = len(sessions.active_for(current_user.id)) - 1
+        return confirm.ask(
+            title="Sign out everywhere else?",
+            consequence=f"Every other browser you are signed in on ({max(others, 0)}) is "
+                        "signed out at once; this one stays signed in.",
+            label="Sign out everywhere else", back=url_for("auth.account_sessions"))
     if ActionForm().validate_on_submit():
         ended = service.end_sessions(current_user.record(), current_user,
                                      keep_session_id=current_user.session_id)

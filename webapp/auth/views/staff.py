@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import abort, flash, redirect, render_template, url_for
 from flask_login import current_user
 
-from webapp import audit
+from webapp import audit, confirm
 from webapp.auth import service, sessions, throttle
 from webapp.auth import two_factor as two_factor_service
 from webapp.auth.forms import (
@@ -62,6 +62,14 @@ def require_two_factor():
 @admin_required
 def end_user_sessions(user_id: int):
     user = _user_or_404(user_id)
+    if not confirm.confirmed():
+        open_now = len(sessions.active_for(user.id))
+        return confirm.ask(
+            title=f"End every session of {user.email}?",
+            consequence=f"{user.email} is signed out of every browser at once ({open_now} "
+                        f"open session{'' if open_now == 1 else 's'}) and must sign in again. "
+                        "Their account and messages stay as they are.",
+            label="End all sessions", back=url_for("auth.user_detail", user_id=user.id))
     if ActionForm().validate_on_submit():
         ended = service.end_sessions(user, current_user)
         flash(f"{user.email} is signed out everywhere ({ended} session"
@@ -126,6 +134,13 @@ def change_role(user_id: int):
 @admin_required
 def deactivate(user_id: int):
     user = _user_or_404(user_id)
+    if not confirm.confirmed():
+        return confirm.ask(
+            title=f"Deactivate {user.email}?",
+            consequence=f"{user.email} is signed out everywhere at once and cannot sign in "
+                        "until an admin reactivates the account. Their messages, lists and "
+                        "history stay; nothing they sent is called back.",
+            label="Deactivate account", back=url_for("auth.user_detail", user_id=user.id))
     if ActionForm().validate_on_submit():
         _apply(lambda: service.set_active(user, False, actor=current_user),
                f"{user.email} is deactivated and signed out everywhere.")
