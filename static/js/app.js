@@ -156,6 +156,49 @@
         upload(file.name ? file : new File([file], name, { type: file.type }));
       });
     }
+    // Back after Send: the browser gives the typed fields back but not the files this
+    // script attached, and Send then said "Add at least one picture". What was sent is
+    // kept for this tab at Send; a page whose To comes back as it was sent gets its
+    // attachments back and says plainly that it was sent (sending it again asks first).
+    var SENT = "compose-last-sent";
+    form.addEventListener("submit", function () {
+      var key = form.querySelector("input[name=idempotency_key]");
+      try {
+        sessionStorage.setItem(SENT, JSON.stringify({
+          recipients: form.querySelector("[name=recipients]").value,
+          cards: attached.innerHTML, key: key ? key.value : "", at: Date.now()}));
+      } catch (error) { /* storage off: Back behaves as before */ }
+    });
+    function restoreAfterBack() {
+      var sent = null;
+      try { sent = JSON.parse(sessionStorage.getItem(SENT) || "null"); } catch (error) { return; }
+      var to = form.querySelector("[name=recipients]");
+      if (!sent || !to || !to.value || to.value !== sent.recipients) return;
+      if (document.getElementById("sent-already")) return;
+      if (!attached.querySelector("input[name=uploaded]") && sent.cards) {
+        attached.innerHTML = sent.cards;  // our own server's cards, kept by this tab
+      }
+      var note = document.createElement("p");
+      note.id = "sent-already";
+      note.className = "flash flash-info";
+      note.setAttribute("role", "status");
+      var minutes = Math.max(1, Math.round((Date.now() - sent.at) / 60000));
+      note.textContent = "This message was sent " + minutes + " minute" + (minutes === 1 ? "" : "s") +
+        " ago; its pictures are attached again. Sending it again asks first. ";
+      if (sent.key) {
+        var copy = document.createElement("a");
+        copy.href = form.getAttribute("action") || window.location.pathname;
+        copy.href += (copy.href.indexOf("?") < 0 ? "?" : "&") + "copy_send=" + encodeURIComponent(sent.key);
+        copy.textContent = "Copy to a new message";
+        note.appendChild(copy);
+      }
+      form.parentNode.insertBefore(note, form);
+      var text = form.querySelector("[name=text]");
+      if (text) text.dispatchEvent(new Event("input"));  // the character count follows
+    }
+    window.addEventListener("pageshow", restoreAfterBack);
+    setTimeout(restoreAfterBack, 0);  // form values come back just after the load, in some browsers
+
     input.addEventListener("change", function () {
       var picked = Array.prototype.slice.call(input.files);
       input.value = "";  // sent already: the form must not post them again

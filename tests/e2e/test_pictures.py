@@ -89,6 +89,20 @@ def test_a_photo_attached_by_picker_and_by_drop_is_shrunk_sent_and_shown(browser
         expect(page.get_by_role("heading", name="Sending 1 message")).to_be_visible()
         expect(page.locator("tbody .badge")).to_have_text("Delivered", timeout=20_000)
         expect(page.locator("tbody .media-cell")).to_contain_text("2")
+        if width_name == "desktop":
+            # Back after Send: the page says it was sent and has its pictures again, so
+            # Send asks "send it again?" rather than "add at least one picture".
+            sent_at = page.url
+            page.go_back()
+            expect(page.locator("#sent-already")).to_contain_text("This message was sent")
+            expect(page.locator("#sent-already").get_by_role(
+                "link", name="Copy to a new message")).to_be_visible()
+            expect(page.locator("#attached li")).to_have_count(2)
+            page.screenshot(path=str(SCREENS / f"compose-back-{width_name}.png"), full_page=True)
+            page.get_by_role("button", name="Send").click()
+            expect(page.get_by_text("Send it again?")).to_be_visible()
+            expect(page.get_by_text("Add at least one picture")).to_have_count(0)
+            page.goto(sent_at)
         page.locator("tbody tr a").first.click()
         picture = page.locator("ul.media-list img.preview")
         expect(picture).to_be_visible()
