@@ -272,11 +272,13 @@ def test_the_page_after_a_send_sums_it_up_and_one_poll_keeps_it_current(app, cli
     live = client.get(url("sending.sent_live", key="k" * 24))
     assert live.status_code == 200 and 'hx-trigger="every 3s"' in live.get_data(as_text=True)
     assert page.count('hx-trigger="every 3s"') == 1  # one poll for summary and rows
+    assert "<h1>Sending 4 messages</h1>" in page  # the heading is in the live part too
     with app.app_context():
         db.session.execute(text("UPDATE messages SET status = 'delivered'"))
         db.session.commit()
     settled = client.get(url("sending.sent_live", key="k" * 24))
     assert settled.status_code == 286 and "hx-get" not in settled.get_data(as_text=True)
+    assert "<h1>Sent 4 messages</h1>" in settled.get_data(as_text=True)  # not "Sending"
     failed_link = client.get(url("history.history", send="k" * 24, status="undelivered"))
     assert failed_link.status_code == 200
 

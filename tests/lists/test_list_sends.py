@@ -511,3 +511,23 @@ def test_too_many_numbers_for_compose_go_to_a_list_send_with_the_message(app, cl
     token = draft_token(upload(client, pasted=typed, text="Spring sale this weekend"))
     assert f"{count} numbers will be sent to" in client.get(
         url("lists.batch_draft", token=token)).get_data(as_text=True).replace("\n", " ")
+
+
+def test_each_refresh_of_the_list_page_agrees_with_its_counts(app, client, login_as):
+    """The page said "Failed 2" but listed one failure until reloaded: the failures are
+    now part of the live part, read with the counts on every refresh."""
+    login_as("staff")
+    public_id = _finished_batch(app, client)
+    live = client.get(url("lists.batch_progress", public_id=public_id)).get_data(as_text=True)
+    failed = int(re.search(r'id="count-failed">([\d,]+)<', live).group(1))
+    listed = re.findall(r'<ul class="failures">(.*?)</ul>', live, re.S)
+    assert failed == 2 and len(re.findall(r"<li>", listed[0])) == failed
+    with app.app_context():  # one more fails after the page was opened
+        late = db.session.scalars(select(Message).where(
+            Message.recipient == "+14155550104")).one()
+        late.status, late.error_code = statuses.UNDELIVERED, "30"
+        db.session.commit()
+    live = client.get(url("lists.batch_progress", public_id=public_id)).get_data(as_text=True)
+    assert re.search(r'id="count-failed">3<', live)
+    assert len(re.findall(r"<li>", re.search(r'<ul class="failures">(.*?)</ul>', live,
+                                             re.S).group(1))) == 3

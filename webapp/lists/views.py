@@ -179,18 +179,19 @@ def _batch_or_404(public_id: str):
 
 
 def _batch_page(batch) -> dict:
+    """What the page and its live part show, read together on each refresh so that the
+    counts and the list of failures always agree."""
     return {"batch": batch, "progress": reports.progress(batch), "labels": states.LABELS,
             "may_manage": controls.may_manage(current_user, batch), "states": states,
-            "retryable": reports.retryable(batch)}
+            "retryable": reports.retryable(batch), "failures": reports.failures(batch),
+            "status_labels": statuses.LABELS}
 
 
 @bp.get("/batches/<public_id>", endpoint="batch")
 @login_required
 def batch_page(public_id: str):
     batch = _batch_or_404(public_id)
-    return render_template("lists/batch.html", failures=reports.failures(batch),
-                           status_labels=statuses.LABELS,
-                           **_batch_page(batch))
+    return render_template("lists/batch.html", **_batch_page(batch))
 
 
 @bp.get("/batches/<public_id>/progress", endpoint="batch_progress")
@@ -225,7 +226,7 @@ def pause_batch(public_id: str):
 @bp.post("/batches/<public_id>/resume", endpoint="resume_batch")
 @login_required
 def resume_batch(public_id: str):
-    return _change(public_id, controls.resume, "Sending again.", "It was not paused.")
+    return _change(public_id, controls.resume, "Resumed: the rest is being sent.", "It was not paused.")
 
 
 @bp.post("/batches/<public_id>/approve", endpoint="approve_batch")
