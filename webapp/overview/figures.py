@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import date, timedelta, tzinfo
+from functools import lru_cache
+from urllib.parse import urlencode
 
 from sqlalchemy import func, select
 
@@ -200,6 +202,22 @@ def percentile(histogram: list[int], q: float) -> int | None:
         if seen >= wanted:
             return rollups.LATENCY_EDGES[index] if index < len(rollups.LATENCY_EDGES) else -1
     return -1
+
+
+def history_href(path: str, link: dict) -> str:
+    """`url_for('history.history', **link)` for a page of hundreds of links: `path` is the
+    history's own (from url_for once per page), each key=value part is encoded once and
+    remembered (a period's dates and an outcome's statuses recur across its links).
+    url_for was over half of a fresh 90-day overview (about 8,000 calls, 0.8 s in 10
+    renders under the profiler)."""
+    return path + "?" + "&".join(
+        _query_part(key, tuple(value) if isinstance(value, list) else value)
+        for key, value in link.items())
+
+
+@lru_cache(maxsize=8192)
+def _query_part(key: str, value) -> str:
+    return urlencode({key: value}, doseq=isinstance(value, tuple))
 
 
 def _link(period: Period, zone: str, **more) -> dict:

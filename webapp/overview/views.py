@@ -34,14 +34,14 @@ from webapp.sending.forms import read_recipients
 bp = Blueprint("overview", __name__)
 
 
-def _chart(data: overview.Overview) -> dict:
+def _chart(data: overview.Overview, path: str) -> dict:
     """What static/js/overview.js draws: per day, the outcomes (stacked) and the delivery
-    rate, each bar with the history link of its messages."""
+    rate, each bar with the history link of its messages (`path`: the history's)."""
     return {
         "labels": [f"{day.day:%-d %b}" for day in data.days],
         "outcomes": [{"key": key, "label": label,
                       "values": [day.figures.by_outcome[key] for day in data.days],
-                      "links": [url_for("history.history", **day.figures.link_to(key))
+                      "links": [overview.history_href(path, day.figures.link_to(key))
                                 for day in data.days]}
                      for key, label in overview.OUTCOME_LABELS.items()],
         "rate": [None if day.figures.delivery_rate is None
@@ -70,9 +70,10 @@ def _figures(period: overview.Period, zone, everyone: bool) -> tuple[Markup, obj
             return cache[key], refreshed_at
     data = overview.build(period, zone, current_user.id, everyone=everyone)
     # A rendered (autoescaped) template: already HTML.
+    path = url_for("history.history")
     html = Markup(render_template(  # noqa: S704
-        "overview/_figures.html", o=data, chart=_chart(data), everyone=everyone,
-        duration=overview.duration))
+        "overview/_figures.html", o=data, chart=_chart(data, path), everyone=everyone,
+        duration=overview.duration, history_href=overview.history_href, history_path=path))
     with _lock:
         cache[key] = html
         while len(cache) > FIGURES_KEPT:
