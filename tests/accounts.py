@@ -21,9 +21,7 @@ from webapp.models import AuditEvent
 SECRET_RE = re.compile(r'id="totp-secret">([A-Z2-7 ]+)<')
 
 
-
 CODES_RE = re.compile(r"<li><code>([a-z0-9]{5}-[a-z0-9]{5})</code></li>")
-
 
 
 def entries(app, action: str | None = None) -> list[AuditEvent]:
@@ -34,7 +32,6 @@ def entries(app, action: str | None = None) -> list[AuditEvent]:
         rows = list(db.session.scalars(statement))
         db.session.expunge_all()
         return rows
-
 
 
 def enrol(client) -> tuple[str, list[str]]:
@@ -53,10 +50,8 @@ def enrol(client) -> tuple[str, list[str]]:
     return secret, codes
 
 
-
 def code_step(client, code: str):
     return post_form(client, url("auth.login_code"), {"code": code})
-
 
 
 def password_step(client, email: str, password: str = PASSWORD):

@@ -156,7 +156,6 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, interval: flo
 T0 = datetime(2026, 6, 1, 9, 0, 0, tzinfo=UTC)
 
 
-
 @pytest.fixture
 def clock():
     with time_machine.travel(T0, tick=False) as traveller:

@@ -28,7 +28,7 @@ from tests.history.test_search import (
     check_recipient_search,
     check_text_search,
 )
-from tests.lists.test_list_sends import check_cancel_races_the_dispatch, check_opt_out_is_noted_once
+from tests.lists.test_list_delivery import check_cancel_races_the_dispatch, check_opt_out_is_noted_once
 from tests.overview.test_overview import STEPS, check_rollups_equal_a_recount
 from tests.services import postgres_server, restart_postgres
 from tests.test_statuses import callback_orders, check_callback_order, check_sql_and_python_agree

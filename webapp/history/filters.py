@@ -27,28 +27,19 @@ NO_CODE = "none"
 SPARSE = 2_000
 
 
-
 DENSE_FOR = 300.0
-
 
 
 _DENSE_KEY = "messages.dense_words"
 
 
-
-
-
-
 MAX_ID = 2**31 - 1  # what an id column holds on PostgreSQL
-
 
 
 _ID = re.compile(r"[0-9]{1,10}")
 
 
-
 _ERROR_CODE = re.compile(r"[0-9]{1,16}")
-
 
 
 @dataclass
@@ -250,11 +241,9 @@ class HistoryFilter:
                     or self.sent_by or self.search or self.send or self.error_code)
 
 
-
 def encode_cursor(created_at: datetime, ident: int) -> str:
     raw = f"{created_at.isoformat()}|{ident}"
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
 
 
 def decode_cursor(cursor: str | None) -> tuple[datetime, int] | None:

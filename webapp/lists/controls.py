@@ -41,7 +41,6 @@ def batch_by_public_id(public_id: str) -> Batch | None:
     return db.session.scalar(select(Batch).where(Batch.public_id == public_id[:24]))
 
 
-
 def confirm(user: Actor, token: str) -> tuple[Batch | None, list[str]]:
     """Record the batch and its messages in one transaction, then start sending (or wait
     for an admin). The same draft confirmed twice (a double click, two tabs) opens the
@@ -99,11 +98,9 @@ def confirm(user: Actor, token: str) -> tuple[Batch | None, list[str]]:
     return batch, []
 
 
-
 # ---- pause, resume, cancel, approve --------------------------------------------------------
 def may_manage(user: Actor, batch: Batch) -> bool:
     return user.is_admin or batch.created_by_id == user.id
-
 
 
 def _move(batch: Batch, from_: tuple[str, ...], to: str, **values) -> bool:
@@ -111,7 +108,6 @@ def _move(batch: Batch, from_: tuple[str, ...], to: str, **values) -> bool:
         update(_batches).where(_batches.c.id == batch.id, _batches.c.status.in_(from_))
         .values(status=to, **values)).rowcount
     return moved == 1
-
 
 
 def pause(batch: Batch, actor: Actor) -> bool:
@@ -123,7 +119,6 @@ def pause(batch: Batch, actor: Actor) -> bool:
     return True
 
 
-
 def resume(batch: Batch, actor: Actor) -> bool:
     if not _move(batch, (PAUSED,), SENDING, pumped_at=utcnow()):
         db.session.rollback()
@@ -132,7 +127,6 @@ def resume(batch: Batch, actor: Actor) -> bool:
     db.session.commit()
     start_lanes(batch.id)
     return True
-
 
 
 def approve(batch: Batch, admin: Actor) -> bool:
@@ -147,7 +141,6 @@ def approve(batch: Batch, admin: Actor) -> bool:
     db.session.commit()
     start_lanes(batch.id)
     return True
-
 
 
 def cancel(batch: Batch, actor: Actor) -> int | None:

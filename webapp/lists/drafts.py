@@ -43,17 +43,13 @@ _batches = Batch.__table__
 DRAFTS_KEPT = timedelta(days=1)
 
 
-
 PREVIEW = 3
-
 
 
 LIMIT_RECIPIENTS = "batch_limit_recipients"
 
 
-
 LIMIT_COST = "batch_limit_cost_usd"
-
 
 
 # ---- drafts ------------------------------------------------------------------------------
@@ -63,12 +59,10 @@ def _pack(table: Table) -> bytes:
         "number_column": table.number_column}, separators=(",", ":")).encode(), 6)
 
 
-
 def _unpack(data: bytes) -> Table:
     raw = json.loads(zlib.decompress(data))
     return Table(header=raw["header"], rows=[(n, cells) for n, cells in raw["rows"]],
                  columns=raw["columns"], number_column=raw["number_column"])
-
 
 
 def create_draft(user: Actor, *, name: str, table: Table, sender: str, text: str,
@@ -83,14 +77,12 @@ def create_draft(user: Actor, *, name: str, table: Table, sender: str, text: str
     return token
 
 
-
 def draft_for(user: Actor, token: str) -> tuple[BatchDraft, Table] | None:
     """This person's draft (another's is not found)."""
     draft = db.session.get(BatchDraft, token[:64])
     if draft is None or draft.created_by_id != user.id:
         return None
     return draft, _unpack(draft.data)
-
 
 
 def change_text(draft: BatchDraft, text: str) -> None:
@@ -112,7 +104,6 @@ def choose_number_column(draft: BatchDraft, table: Table, column: int) -> None:
     db.session.commit()
 
 
-
 def draft_from_batch(user: Actor, batch: Batch, only_retryable: bool) -> str | None:
     """A new draft with the batch's text, media and recipients (all, or the final
     failures a retry may fix); None when there is none to send to."""
@@ -132,13 +123,11 @@ def draft_from_batch(user: Actor, batch: Batch, only_retryable: bool) -> str | N
                         sender=batch.sender, text=batch.text, media=list(batch.media or []))
 
 
-
 def retryable_condition():
     code = func.coalesce(_messages.c.error_code, "")
     return ((_messages.c.status == statuses.NOT_SENT)
             | (_messages.c.status.in_((statuses.FAILED, statuses.UNDELIVERED))
                & code.in_(sorted(RETRY_MAY_HELP))))
-
 
 
 # ---- the preview ---------------------------------------------------------------------------
@@ -157,7 +146,6 @@ class Estimate:
         return f"${self.per_message_micros / 1_000_000:,.4f}"
 
 
-
 @dataclass
 class Preview:
     check: Check
@@ -169,7 +157,6 @@ class Preview:
     @property
     def count(self) -> int:
         return len(self.check.recipients)
-
 
 
 def estimate(count: int, now=None) -> Estimate:
@@ -191,7 +178,6 @@ def estimate(count: int, now=None) -> Estimate:
     return Estimate(per, per * count, source)
 
 
-
 def limits() -> tuple[int | None, Decimal | None]:
     """The ceilings above which a staff member's batch waits for an admin: recipients
     and estimated cost (None: no ceiling)."""
@@ -201,7 +187,6 @@ def limits() -> tuple[int | None, Decimal | None]:
     cost = found.get(LIMIT_COST) or ""
     return (int(recipients) if recipients.isdigit() else None,
             Decimal(cost) if cost else None)
-
 
 
 def set_limits(recipients: int | None, cost: Decimal | None, actor: Actor) -> None:
@@ -217,7 +202,6 @@ def set_limits(recipients: int | None, cost: Decimal | None, actor: Actor) -> No
                  recipients="none" if recipients is None else str(recipients),
                  cost_usd="none" if cost is None else f"{cost:.2f}")
     db.session.commit()
-
 
 
 def preview(user: Actor, draft: BatchDraft, table: Table) -> Preview:
@@ -245,7 +229,6 @@ def preview(user: Actor, draft: BatchDraft, table: Table) -> Preview:
         if most_cost is not None and found.estimate.total_micros > most_cost * 1_000_000:
             found.approval_reasons.append(f"an estimated cost over ${most_cost:,.2f}")
     return found
-
 
 
 def problems_csv(result: Check) -> Iterator[str]:

@@ -35,13 +35,10 @@ _batches = Batch.__table__
 LANES = 3  # dispatch tasks per batch: with QUEUE_WORKERS 10, two batches leave 4 threads
 
 
-
 SLICE_SECONDS = 2.0  # a lane sends this long, then queues itself again
 
 
-
 LANE_STALE = timedelta(seconds=30)  # a lane silent this long is started again
-
 
 
 # ---- dispatch ------------------------------------------------------------------------------
@@ -53,7 +50,6 @@ def start_lanes(batch_id: int) -> None:
             log.exception("could not queue batch %s lane %s", batch_id, lane)
 
 
-
 def _next_in_lane(batch_id: int, lane: int, limit: int = 10) -> list[int]:
     return list(db.session.scalars(
         select(_messages.c.id).where(
@@ -62,12 +58,10 @@ def _next_in_lane(batch_id: int, lane: int, limit: int = 10) -> list[int]:
         .order_by(_messages.c.id).limit(limit)))
 
 
-
 def _status(batch_id: int) -> str | None:
     status = db.session.scalar(select(_batches.c.status).where(_batches.c.id == batch_id))
     db.session.commit()  # end the read: the next one sees a pause at once
     return status
-
 
 
 def dispatch_lane(batch_id: int, lane: int, clock=time.monotonic) -> None:
@@ -94,11 +88,9 @@ def dispatch_lane(batch_id: int, lane: int, clock=time.monotonic) -> None:
             return
 
 
-
 def waiting_condition(batch_id: int):
     return ((_messages.c.batch_id == batch_id) & (_messages.c.status == statuses.PENDING)
             & (_messages.c.attempts == 0))
-
 
 
 def _finish_if_done(batch_id: int) -> None:
@@ -111,7 +103,6 @@ def _finish_if_done(batch_id: int) -> None:
     db.session.commit()
     if done:
         event(log, "batch handed to Plivo in full", batch=batch_id)
-
 
 
 def restart_lanes() -> dict[str, int]:

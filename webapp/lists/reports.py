@@ -82,7 +82,6 @@ class Progress:
         return round(self.waiting / self.rate_per_second)
 
 
-
 def progress(batch: Batch) -> Progress:
     """Counts by status (one index-only count of the batch), and the rate its waiting
     messages go at: Plivo's window (SEND_RATE_PER_5S) shared by the batches sending."""
@@ -98,7 +97,6 @@ def progress(batch: Batch) -> Progress:
                     Decimal(str(cost)).quantize(Decimal("0.01")) if cost else None)
 
 
-
 def failures(batch: Batch, limit: int = 50) -> list:
     """The batch's final failures, with their reasons (the first `limit`)."""
     return db.session.execute(
@@ -108,11 +106,9 @@ def failures(batch: Batch, limit: int = 50) -> list:
         .order_by(_messages.c.id).limit(limit)).all()
 
 
-
 def retryable(batch: Batch) -> int:
     return db.session.scalar(select(func.count()).select_from(_messages).where(
         _messages.c.batch_id == batch.id, retryable_condition())) or 0
-
 
 
 def recent(limit: int = 30) -> list[Batch]:
@@ -122,7 +118,6 @@ def recent(limit: int = 30) -> list[Batch]:
     rest = list(db.session.scalars(select(Batch).where(Batch.status != AWAITING)
                                    .order_by(Batch.id.desc()).limit(limit)))
     return waiting + rest
-
 
 
 def report_rows(batch: Batch) -> Iterator[bytes]:
@@ -151,7 +146,6 @@ def report_rows(batch: Batch) -> Iterator[bytes]:
                 row.public_id]))
         yield "".join(lines).encode()
         after = chunk[-1].id
-
 
 
 def recorded_report(batch: Batch, actor: Actor) -> Iterator[bytes]:

@@ -26,8 +26,6 @@ log = logging.getLogger(__name__)
 PLIVO_KEEPS_UNSENT = timedelta(hours=5)
 
 
-
-
 def store(prepared: Prepared, user: Actor) -> Media:
     """The stored file for these bytes: the existing one if the same file was stored
     before (by anyone), else a new row."""
@@ -49,7 +47,6 @@ def store(prepared: Prepared, user: Actor) -> Media:
     return media
 
 
-
 def attach(files, user: Actor) -> tuple[list[tuple[Media, list[str]]], list[str]]:
     """Prepare and store uploaded files (werkzeug FileStorage objects). Returns each stored
     file with what preparing it did ("resized from 4.2 MB", "location and camera data
@@ -69,16 +66,13 @@ def attach(files, user: Actor) -> tuple[list[tuple[Media, list[str]]], list[str]
     return stored, errors
 
 
-
 def count_uses(digests: list[str], messages: int) -> None:
     """`messages` more messages use each of these files (the caller commits)."""
     db.session.execute(update(Media).where(Media.sha256.in_(digests))
                        .values(uses=Media.uses + messages))
 
 
-
 LIBRARY_PAGE = 48
-
 
 
 def library(name: str = "", before: int | None = None) -> tuple[list[tuple[Media, str]], int | None]:
@@ -100,7 +94,6 @@ def library(name: str = "", before: int | None = None) -> tuple[list[tuple[Media
     return found, (found[-1][0].id if more else None)
 
 
-
 def waiting_uses(digest: str) -> int:
     """How many messages still waiting to be sent (pending) use this file: it cannot be
     deleted while any does."""
@@ -110,7 +103,6 @@ def waiting_uses(digest: str) -> int:
     waiting = db.session.scalars(select(Message.media).where(
         Message.status == statuses.PENDING)).all()
     return sum(1 for media in waiting if any(m.get("upload") == digest for m in media or []))
-
 
 
 def delete(digest: str) -> bool:
@@ -125,14 +117,12 @@ def delete(digest: str) -> bool:
     return True
 
 
-
 def find_many(digests: list[str]) -> dict[str, Media]:
     digests = [d for d in digests if isinstance(d, str) and len(d) == 64]
     if not digests:
         return {}
     return {m.sha256: m for m in db.session.scalars(
         select(Media).where(Media.sha256.in_(digests)))}
-
 
 
 def find(digest: str) -> Media | None:
@@ -142,12 +132,10 @@ def find(digest: str) -> Media | None:
     return db.session.scalar(select(Media).where(Media.sha256 == digest))
 
 
-
 def item_for(media: Media) -> dict:
     """How a message records an uploaded file (Message.media)."""
     return {"upload": media.sha256, "content_type": media.content_type, "size": media.size,
             "name": media.original_name}
-
 
 
 # ---- sending: Plivo's Media API ----------------------------------------------------------
@@ -171,7 +159,6 @@ def plivo_media_ids(items: list[dict], config: gateway.GatewayConfig, upload) ->
     return ids
 
 
-
 def _remember_upload(media: Media, media_id: str, fresh: datetime) -> str:
     """Keep the id unless another worker uploaded the same file meanwhile: then theirs
     (ours is left for Plivo to delete after 6 hours)."""
@@ -188,12 +175,10 @@ def _remember_upload(media: Media, media_id: str, fresh: datetime) -> str:
     return media.plivo_media_id or media_id
 
 
-
 def download_name(media: Media) -> str:
     """The name a downloaded file gets: the person's own, with its content's extension."""
     stem = clean_name(media.original_name).rsplit(".", 1)[0][:80] or "file"
     return f"{stem}.{EXTENSIONS.get(media.content_type, 'bin')}"
-
 
 
 def upload_name(media: Media) -> str:
