@@ -18,9 +18,6 @@ from webapp.auth.forms import (
 from webapp.auth.passwords import WeakPassword
 from webapp.auth.views import bp
 from webapp.config import current_settings
-from webapp.extensions import login_manager
-
-login_manager.login_view = "auth.login"
 
 
 @bp.route("/account", methods=["GET", "POST"])

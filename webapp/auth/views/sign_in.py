@@ -17,12 +17,9 @@ from webapp.auth.forms import (
     LoginForm,
 )
 from webapp.auth.views import bp
-from webapp.extensions import db, limiter, login_manager
+from webapp.extensions import db, limiter
 from webapp.models import User
 from webapp.security import safe_next
-
-login_manager.login_view = "auth.login"
-
 
 PENDING = "pending_sign_in"  # password accepted, waiting for the second factor
 PENDING_SECONDS = 300

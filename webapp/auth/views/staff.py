@@ -18,11 +18,9 @@ from webapp.auth.forms import (
 from webapp.auth.passwords import WeakPassword
 from webapp.auth.views import bp
 from webapp.config import current_settings
-from webapp.extensions import db, login_manager
+from webapp.extensions import db
 from webapp.models import User
 from webapp.security import admin_required
-
-login_manager.login_view = "auth.login"
 
 
 @bp.route("/admin/users", methods=["GET", "POST"])
