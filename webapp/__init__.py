@@ -109,13 +109,16 @@ def create_app(config: Mapping[str, str] | None = None) -> Flask:
     from webapp.callbacks.reconcile import reconcile
     from webapp.lists.lanes import dispatch_lane, restart_lanes
     from webapp.overview.rollups import refresh as refresh_rollups
+    from webapp.sending import senders
     from webapp.sending.dispatch import dispatch_message, probe_circuit, recover_stalled
+    from webapp.sending.expired import retry_expired
 
     tasks.init_app(app, tasks.Handlers(
         dispatch_message=dispatch_message, recover_stalled=recover_stalled,
         confirm_callback=confirm_v2_callback, forget_expired=forget_expired,
         reconcile=reconcile, probe_circuit=probe_circuit, refresh_rollups=refresh_rollups,
-        dispatch_batch=dispatch_lane, restart_batches=restart_lanes))
+        dispatch_batch=dispatch_lane, restart_batches=restart_lanes,
+        refresh_numbers=senders.refresh, retry_expired=retry_expired))
 
     from webapp.messages import presentation
 

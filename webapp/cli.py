@@ -133,23 +133,48 @@ def _loopback_base(ctx: click.Context, param: click.Parameter, value: str | None
               help="Share of messages whose callbacks arrive in reverse order (chaos).")
 @click.option("--failing", type=click.FloatRange(0, 1), default=0.0,
               help="Share of ordinary messages that end undelivered or failed.")
+@click.option("--pace", type=click.Choice(["real", "fast"]), default="real", show_default=True,
+              envvar="SIMULATOR_PACE",
+              help="real: Plivo's queue, dispatching at the account's MPS and each number's "
+                   "limit, with expiry (error 420) and daily caps; fast: every message at "
+                   "once (the test suite).")
+@click.option("--mms-mps", type=click.FloatRange(0.01, 1000), default=None,
+              help="The account's MMS a second (default: PLIVO_MMS_MPS).")
+@click.option("--expiry-seconds", type=click.FloatRange(1, 10_800), default=10_800.0,
+              show_default=True, help="Longest wait in Plivo's queue before error 420.")
+@click.option("--number", "numbers", multiple=True, metavar="SPEC",
+              help="One of the account's numbers, e.g. 14155550100=local, "
+                   "14155550101=local:registered:10/s, 18005550100=tollfree:verified "
+                   "(default: PLIVO_SENDER_NUMBERS, unregistered long codes).")
 def plivo_simulator(port: int | None, callback_delay: float, latency: float,
                     rate_per_5s: int | None, deliver_to: str | None, drop_callbacks: float,
                     duplicate_callbacks: float, reorder_callbacks: float,
-                    failing: float) -> None:
+                    failing: float, pace: str, mms_mps: float | None, expiry_seconds: float,
+                    numbers: tuple[str, ...]) -> None:
     """Serve the Plivo simulator on 127.0.0.1 (sandbox mode)."""
     from werkzeug.serving import run_simple
 
     from webapp.gateway.simulator import BEHAVIOURS, Chaos, PlivoSimulator
+    from webapp.gateway.simulator.pace import default_number, parse_number
 
     settings = current_settings()
     chaos = Chaos(drop=drop_callbacks, duplicate=duplicate_callbacks,
                   reorder=reorder_callbacks, failing=failing)
+    try:
+        described = ([parse_number(spec) for spec in numbers] if numbers
+                     else [default_number(n) for n in settings.sender_numbers])
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--number") from None
+    mps = (mms_mps or settings.plivo_mms_mps) if pace == "real" else None
     simulator = PlivoSimulator(settings.plivo_auth_id, settings.plivo_auth_token,
                                callback_delay=callback_delay, latency=latency,
-                               rate_per_5s=rate_per_5s, deliver_to=deliver_to, chaos=chaos)
+                               rate_per_5s=rate_per_5s, deliver_to=deliver_to, chaos=chaos,
+                               mms_mps=mps, numbers=described, expiry_seconds=expiry_seconds)
     port = port or settings.simulator_port
     click.echo(f"Plivo simulator on http://127.0.0.1:{port} (account {settings.plivo_auth_id})")
+    click.echo(f"  pace: {f'{mps:g} MMS a second, expiry {expiry_seconds:g} s' if mps else 'fast'}")
+    for number in described:
+        click.echo(f"  number +{number.number}: {number.number_type}, {number.limit().describe()}")
     for behaviour in BEHAVIOURS:
         click.echo(f"  +{behaviour.number}: {behaviour.happens}")
     run_simple("127.0.0.1", port, simulator.app, threaded=True)

@@ -11,13 +11,15 @@ import os
 import re
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
 from flask import current_app
+
+from webapp.number_limits import Limit, parse_overrides
 
 APP_ENVS = ("development", "production", "testing")
 SIGNATURE_MODES = ("enforce", "log-only")
@@ -80,6 +82,13 @@ class Settings:
     require_two_factor: bool = False
     max_batch_recipients: int = 10_000
     mms_price_estimate_usd: float = 0.02
+    # Plivo's pace (issue 34): the account's MMS a second, each number's own limit where
+    # set by hand, how long a message may wait in Plivo's queue, and how long a list send
+    # may take before Confirm asks again.
+    plivo_mms_mps: float = 0.25
+    number_limits: Mapping[str, Limit] = field(default_factory=dict)
+    message_expiry_seconds: int = 3600
+    long_send_confirm_hours: int = 24
 
     @property
     def production(self) -> bool:
@@ -267,6 +276,11 @@ def load_settings(env: Mapping[str, str] | None = None, instance_path: Path | No
     if allow_hosts and app_env == "production":
         raise ConfigError("MEDIA_PROBE_ALLOW_HOSTS: test-only, refused in production")
 
+    try:
+        number_limits = parse_overrides(env.get("PLIVO_NUMBER_LIMITS", ""))
+    except ValueError as exc:
+        raise ConfigError(f"PLIVO_NUMBER_LIMITS: {exc}") from None
+
     return Settings(
         app_env=app_env,
         secret_key=_secret_key(env, app_env, instance_path),
@@ -315,6 +329,13 @@ def load_settings(env: Mapping[str, str] | None = None, instance_path: Path | No
         require_two_factor=_flag(env, "REQUIRE_TWO_FACTOR", False),
         max_batch_recipients=_int(env, "MAX_BATCH_RECIPIENTS", 10_000, 1, 100_000),
         mms_price_estimate_usd=_float(env, "MMS_PRICE_ESTIMATE_USD", 0.02, 0.0, 10.0),
+        # Plivo's sign-up default; raised only by Plivo support (console: Messaging > Overview).
+        plivo_mms_mps=_float(env, "PLIVO_MMS_MPS", 0.25, 0.01, 1000.0),
+        number_limits=number_limits,
+        # A guard, not the plan: messages are handed over at the pace Plivo dispatches them,
+        # so one still queued after an hour means Plivo itself fell behind (PLIVO.md 7a.3).
+        message_expiry_seconds=_int(env, "PLIVO_MESSAGE_EXPIRY_SECONDS", 3600, 5, 10_799),
+        long_send_confirm_hours=_int(env, "LONG_SEND_CONFIRM_HOURS", 24, 1, 24 * 35),
     )
 
 

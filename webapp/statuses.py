@@ -83,7 +83,7 @@ ERROR_CODES = {
     "120": "MMS too large (over 5 MB)",
     "200": "recipient opted out (sent STOP)",
     "201": "US toll-free to Canada is blocked",
-    "420": "message expired in queue",
+    "420": "expired in Plivo's queue (waited too long to be sent)",
     "450": "country barred by geo permissions",
     "451": "geo permissions hourly threshold reached",
     "900": "insufficient credit",
@@ -159,7 +159,9 @@ ADVICE_BY_CODE = {
            "again.",
     "120": "The pictures are too large together. Send smaller ones (under 5 MB in all).",
     "200": "The customer replied STOP. Do not send again unless they reply START.",
-    "420": "It waited too long in Plivo's queue and expired. Send it again.",
+    "420": ("It waited in Plivo's queue longer than its expiry and was never sent (not "
+            "charged). The dashboard sends it again once by itself; if that one expires too, "
+            "Plivo sends slower than PLIVO_MMS_MPS says."),
     "900": "The Plivo account has run out of credit. Ask an admin to top it up, then send "
            "again.",
 }

@@ -35,6 +35,10 @@ class Handlers:
     # A send to many: one lane of a batch takes its next messages (messages.batches).
     dispatch_batch: Callable[[int, int], None]
     restart_batches: Callable[[], dict[str, int]]
+    # Plivo's pace: the sender numbers looked up in Plivo's Number API (at start, then
+    # daily), and messages that expired in Plivo's queue sent again once.
+    refresh_numbers: Callable[[], dict[str, int]] = lambda: {}
+    retry_expired: Callable[[], dict[str, int]] = lambda: {}
 
 
 @dataclass
@@ -96,16 +100,21 @@ def enqueue_confirmation(callback_payload: dict[str, str]) -> None:
 
 def _sweep_forever(app: Flask, every_seconds: int, lease_seconds: int) -> None:
     handlers = app.extensions["task_queue"].handlers
+    first = True
     while True:
-        time.sleep(every_seconds)
+        if not first:
+            time.sleep(every_seconds)
+        first = False
         try:
             with app.app_context():
-                counts = handlers.recover_stalled(lease_seconds)
+                counts = handlers.refresh_numbers()
+                counts |= handlers.recover_stalled(lease_seconds)
                 counts |= handlers.restart_batches()
                 counts |= handlers.forget_expired()
                 counts |= handlers.probe_circuit()
                 counts |= handlers.reconcile()
                 counts |= handlers.refresh_rollups()
+                counts |= handlers.retry_expired()
         except Exception:  # keep sweeping: a database blip must not end the thread
             log.exception("recovery sweep failed")
             continue

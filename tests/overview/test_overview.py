@@ -451,7 +451,8 @@ def test_the_health_page_starts_with_one_line_all_good_or_what_needs_attention(
     login(client, admin.email)
     html = " ".join(unescape(client.get(url("overview.health")).get_data(as_text=True)).split())
     assert 'id="health-verdict"><strong>All good:</strong>' in html
-    assert "The sending pace: the workers send at most" in html  # words before the setting
+    assert "Plivo dispatches this account's MMS at <strong>1000 a second</strong>" in html
+    assert re.search(r'id="sender-numbers".*\(415\) 555-0100.*not yet looked up', html)
     with app.app_context():
         db.session.add(make_message(created_by_id=admin.id, status="sent",
                                     created_at=utcnow() - timedelta(minutes=40)))

@@ -145,8 +145,11 @@ def _connection_never_made(exc: requests.ConnectionError) -> bool:
 
 
 def send_mms(config: GatewayConfig, *, src: str, dst: str, text: str, media_urls: list[str],
-             media_ids: list[str], callback_url: str) -> str:
+             media_ids: list[str], callback_url: str, expiry_seconds: int | None = None) -> str:
     """Send one MMS to one destination; return Plivo's message uuid.
+
+    `expiry_seconds`: how long it may wait in Plivo's queue before failing with error 420
+    (Plivo's `message_expiry`, 5-10,799; its default is 3 hours).
 
     `src` and `dst` are E.164. `dst` is always a single number: the SDK turns a
     list into the literal string "['a', 'b']" (PLIVO.md section 1.5).
@@ -162,6 +165,7 @@ def send_mms(config: GatewayConfig, *, src: str, dst: str, text: str, media_urls
             media_ids=list(media_ids) or None,
             url=callback_url,
             method="POST",
+            message_expiry=expiry_seconds,
         )
     except requests.ReadTimeout as exc:
         raise PlivoAmbiguous("Plivo did not answer in time; the message may have been sent."
@@ -272,6 +276,40 @@ def list_messages(config: GatewayConfig, *, src: str, dst: str, after: datetime,
             text = response.text[:200]
         raise _classify(plivo.exceptions.PlivoRestError(text), response) from exc
     return [_plivo_message(item) for item in found or []]
+
+
+@dataclass(frozen=True)
+class PlivoNumber:
+    """What Plivo's Number API says of one of the account's numbers (PLIVO.md 7a.2)."""
+
+    number: str
+    number_type: str  # local, tollfree, mobile, ...; "" when Plivo does not say
+    country: str
+    registration: str  # 10DLC registration status (US long codes)
+    verification: str  # toll-free verification status
+    mms_enabled: bool | None
+
+
+def get_number(config: GatewayConfig, number: str) -> PlivoNumber:
+    """GET /Number/{number}/: the number's type and registration. PlivoRejected for a 4xx
+    (404: not a number of this account), PlivoRetryable when Plivo could not answer."""
+    client, state = _client(config)
+    try:
+        found = client.numbers.get(number.lstrip("+"))
+    except requests.RequestException as exc:
+        raise PlivoRetryable("Could not reach Plivo's Number API.") from exc
+    except plivo.exceptions.PlivoRestError as exc:
+        raise _classify(exc, state.last_response) from exc
+
+    def field(name: str) -> str:
+        return str(getattr(found, name, "") or "")
+
+    mms = getattr(found, "mms_enabled", None)
+    return PlivoNumber(number=number, number_type=field("number_type").lower(),
+                       country=field("country"),
+                       registration=field("tendlc_registration_status"),
+                       verification=field("toll_free_sms_verification"),
+                       mms_enabled=None if mms is None else bool(mms))
 
 
 def _classify(exc: plivo.exceptions.PlivoRestError, response: requests.Response | None

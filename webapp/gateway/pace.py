@@ -14,8 +14,14 @@ from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
 from webapp.config import Settings, current_settings
+from webapp.gateway.cadence import Cadence, Turn
 
 LIST_PER_MINUTE = 20  # Plivo's message list: its default limit (PLIVO.md 1.8)
+
+
+class Withdrawn(Exception):
+    """The message is no longer wanted while it waited for its turn (its list send was
+    paused or cancelled): nothing was claimed, nothing sent."""
 
 
 class DispatchLimiter:
@@ -26,6 +32,8 @@ class DispatchLimiter:
     def __init__(self, storage_uri: str, per_5s: int, max_in_flight: int,
                  lookup_share: int = 10) -> None:
         self._window = MovingWindowRateLimiter(storage_from_string(storage_uri))
+        # Plivo's dispatch pace: the account's MPS and each number's limit (cadence.py).
+        self.cadence = Cadence(storage_uri)
         self._item = RateLimitItemPerSecond(per_5s, 5)
         # And about a fifth of it in any second (two more, so that this cap only cuts
         # bursts and the 5 s window sets the pace): the window's room is spread over its
@@ -68,7 +76,8 @@ class DispatchLimiter:
 
     @contextmanager
     def slot(self, sleep: Callable[[float], None] = time.sleep,
-             prepare: Callable[[], None] | None = None, background: bool = False):
+             prepare: Callable[[], None] | None = None, background: bool = False,
+             turns: list[Turn] | None = None, wanted: Callable[[], bool] | None = None):
         """Wait until the window has room, run `prepare`, take the room, send.
 
         The room is counted only after `prepare` (the database claim), so the
@@ -80,6 +89,10 @@ class DispatchLimiter:
         process take the room first (fair sharing: a 10,000 batch never delays one
         message a person sends by more than the window's own wait). Across processes
         (Redis) the lanes' re-queueing still lets singles in within a slice.
+
+        `turns`: the message's turns in Plivo's dispatch pace (the account's MPS, its
+        number's limit), taken together once the window has room. `wanted`: asked after
+        every wait for a turn; False raises Withdrawn before anything is claimed.
         """
         waiting = not background  # a single send, counted until it has its room
         if waiting:
@@ -93,9 +106,17 @@ class DispatchLimiter:
                     # room frees, and the single is counted while it waits).
                     while background and self._singles_waiting:
                         sleep(0.005)
-                    if self._send_room():
+                    if not self._send_room():
+                        self._sleep_until_room(sleep)
+                        continue
+                    wait = self.cadence.take(turns or [])
+                    if not wait:
                         break
-                    self._sleep_until_room(sleep)
+                    # A batch's message looks again often: a single send may come first,
+                    # and a pause must stop it within a second.
+                    sleep(min(wait, 0.25) if background else wait)
+                    if wanted is not None and not wanted():
+                        raise Withdrawn
                 if prepare is not None:
                     prepare()
                 while not self._take_send_room():  # another worker took it

@@ -27,7 +27,9 @@ from webapp.models import (
     reversed_digits,
     utcnow,
 )
+from webapp.number_limits import POOL
 from webapp.pictures import library
+from webapp.sending import senders
 from webapp.sending import submission as sending
 
 log = logging.getLogger(__name__)
@@ -41,7 +43,8 @@ def batch_by_public_id(public_id: str) -> Batch | None:
     return db.session.scalar(select(Batch).where(Batch.public_id == public_id[:24]))
 
 
-def confirm(user: Actor, token: str) -> tuple[Batch | None, list[str]]:
+def confirm(user: Actor, token: str, long_send_ok: bool = False
+            ) -> tuple[Batch | None, list[str]]:
     """Record the batch and its messages in one transaction, then start sending (or wait
     for an admin). The same draft confirmed twice (a double click, two tabs) opens the
     batch of the first; nothing is recorded when anything is wrong."""
@@ -55,6 +58,9 @@ def confirm(user: Actor, token: str) -> tuple[Batch | None, list[str]]:
     seen = preview(user, draft, table)
     if seen.errors:
         return None, seen.errors
+    if seen.long and not long_send_ok:
+        return None, [f"This send takes about {seen.duration.words} at Plivo's pace: tick "
+                      "“I understand” to send it anyway."]
     media, _warnings, errors = sending.prepare_media(draft.media)
     if errors:
         return None, errors
@@ -71,9 +77,12 @@ def confirm(user: Actor, token: str) -> tuple[Batch | None, list[str]]:
         db.session.flush()
         batch_public_id, batch_id = batch.public_id, batch.id
         key = f"batch-{batch_public_id}"
+        numbers = [r.number for r in seen.check.recipients]
+        chosen = (senders.assign(numbers) if draft.sender == POOL
+                  else dict.fromkeys(numbers, draft.sender))
         db.session.execute(insert(_messages), [{
             "public_id": new_public_id(), "created_by_id": user.id, "idempotency_key": key,
-            "sender": draft.sender, "recipient": r.number,
+            "sender": chosen[r.number], "recipient": r.number,
             "recipient_reversed": reversed_digits(r.number),
             "text": list_file.render(draft.text, list_file.values_by_key(r.fields)),
             "media": media, "status": statuses.PENDING, "status_sequence": 0, "attempts": 0,

@@ -32,6 +32,8 @@ from webapp.models import (
     TeamSetting,
     utcnow,
 )
+from webapp.number_limits import POOL
+from webapp.sending import eta
 from webapp.spreadsheet import csv_line
 
 log = logging.getLogger(__name__)
@@ -153,6 +155,13 @@ class Preview:
     estimate: Estimate
     approval_reasons: list[str] = field(default_factory=list)  # why an admin must approve
     errors: list[str] = field(default_factory=list)  # why it cannot be confirmed
+    duration: eta.Estimate | None = None  # how long it takes at Plivo's pace
+
+    @property
+    def long(self) -> bool:
+        """Longer than LONG_SEND_CONFIRM_HOURS: Confirm asks again."""
+        limit = current_settings().long_send_confirm_hours * 3600
+        return self.duration is not None and self.duration.seconds > limit
 
     @property
     def count(self) -> int:
@@ -215,6 +224,7 @@ def preview(user: Actor, draft: BatchDraft, table: Table) -> Preview:
     samples = [(r.number, list_file.render(draft.text, list_file.values_by_key(r.fields)))
                for r in result.recipients[:PREVIEW]]
     found = Preview(result, samples, estimate(len(result.recipients)))
+    found.duration = eta.estimate(found.count, numbers_of(draft.sender), ahead=eta.waiting_ahead())
     for placeholder in result.missing_columns:
         nearest = result.suggestions.get(placeholder)
         found.errors.append(f"The list has no column for (({placeholder}))" + (
@@ -229,6 +239,11 @@ def preview(user: Actor, draft: BatchDraft, table: Table) -> Preview:
         if most_cost is not None and found.estimate.total_micros > most_cost * 1_000_000:
             found.approval_reasons.append(f"an estimated cost over ${most_cost:,.2f}")
     return found
+
+
+def numbers_of(sender: str) -> list[str]:
+    """The numbers a send from `sender` uses: the whole pool, or the one chosen."""
+    return list(current_settings().sender_numbers) if sender == POOL else [sender]
 
 
 def problems_csv(result: Check) -> Iterator[str]:

@@ -54,7 +54,8 @@ def _next_in_lane(batch_id: int, lane: int, limit: int = 10) -> list[int]:
     return list(db.session.scalars(
         select(_messages.c.id).where(
             _messages.c.batch_id == batch_id, _messages.c.status == statuses.PENDING,
-            _messages.c.attempts == 0, _messages.c.id % LANES == lane)
+            _messages.c.attempts == 0, _messages.c.id % LANES == lane,
+            _messages.c.not_before.is_(None) | (_messages.c.not_before <= utcnow()))
         .order_by(_messages.c.id).limit(limit)))
 
 
@@ -79,7 +80,8 @@ def dispatch_lane(batch_id: int, lane: int, clock=time.monotonic) -> None:
         for message_id in waiting:
             if _status(batch_id) != SENDING:
                 return
-            dispatch_message(message_id, background=True)
+            dispatch_message(message_id, background=True,
+                             wanted=lambda: _status(batch_id) == SENDING)
         db.session.execute(update(_batches).where(_batches.c.id == batch_id)
                            .values(pumped_at=utcnow()))
         db.session.commit()

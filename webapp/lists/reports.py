@@ -14,12 +14,14 @@ from webapp import audit, statuses
 from webapp.auth.service import Actor
 from webapp.config import current_settings
 from webapp.extensions import db
-from webapp.lists.drafts import retryable_condition
+from webapp.lists.drafts import numbers_of, retryable_condition
 from webapp.lists.states import AWAITING, BAD, SENDING
 from webapp.models import (
     Batch,
     Message,
+    utcnow,
 )
+from webapp.sending import eta
 from webapp.spreadsheet import csv_line
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,8 @@ class Progress:
     by_status: dict[str, int]
     rate_per_second: float
     cost: Decimal | None
+    held_for_tomorrow: int = 0  # their number reached its daily cap
+    pace: str = ""  # what sets the pace, in words
 
     def count(self, *names: str) -> int:
         return sum(self.by_status.get(n, 0) for n in names)
@@ -79,22 +83,37 @@ class Progress:
     def eta_seconds(self) -> int | None:
         if not self.waiting or not self.rate_per_second:
             return None
-        return round(self.waiting / self.rate_per_second)
+        return round((self.waiting - self.held_for_tomorrow) / self.rate_per_second)
+
+    @property
+    def eta_words(self) -> str:
+        return eta.duration_words(self.eta_seconds or 0)
 
 
 def progress(batch: Batch) -> Progress:
     """Counts by status (one index-only count of the batch), and the rate its waiting
-    messages go at: Plivo's window (SEND_RATE_PER_5S) shared by the batches sending."""
+    messages go at: Plivo's dispatch pace (the account's MPS, its numbers' limits) shared
+    by the batches sending. A message sent again after error 420 counts once: its
+    original's failure is left out."""
     by_status = dict(db.session.execute(
         select(_messages.c.status, func.count()).where(_messages.c.batch_id == batch.id)
         .group_by(_messages.c.status)).all())
+    retried = db.session.scalar(select(func.count()).select_from(_messages).where(
+        _messages.c.batch_id == batch.id, _messages.c.retry_of_id.is_not(None))) or 0
+    if retried:
+        by_status[statuses.FAILED] = max(0, by_status.get(statuses.FAILED, 0) - retried)
+    held = db.session.scalar(select(func.count()).select_from(_messages).where(
+        _messages.c.batch_id == batch.id, _messages.c.status == statuses.PENDING,
+        _messages.c.not_before > utcnow())) or 0 if by_status.get(statuses.PENDING) else 0
     cost = db.session.scalar(select(func.sum(_messages.c.total_amount))
                              .where(_messages.c.batch_id == batch.id))
     sending = db.session.scalar(select(func.count()).select_from(_batches)
                                 .where(_batches.c.status == SENDING)) or 1
-    rate = current_settings().send_rate_per_5s / 5 / sending if batch.status == SENDING else 0
+    pace = eta.pace(numbers_of(batch.sender), current_settings())
+    rate = pace[0] / sending if batch.status == SENDING else 0
     return Progress(batch.total, by_status, rate,
-                    Decimal(str(cost)).quantize(Decimal("0.01")) if cost else None)
+                    Decimal(str(cost)).quantize(Decimal("0.01")) if cost else None,
+                    held_for_tomorrow=held, pace=pace[1])
 
 
 def failures(batch: Batch, limit: int = 50) -> list:

@@ -111,7 +111,8 @@ def batch_draft(token: str):
     draft, table = _draft_or_404(token)
     seen = drafts.preview(current_user, draft, table)
     return render_template("lists/batch_preview.html", draft=draft, table=table, seen=seen,
-                           media=draft.media)
+                           media=draft.media,
+                           config_long_hours=current_settings().long_send_confirm_hours)
 
 
 @bp.post("/batches/drafts/<token>/column", endpoint="batch_column")
@@ -155,7 +156,8 @@ def batch_left_out(token: str):
 @login_required
 @limiter.limit(send_limit, key_func=user_key)
 def confirm_batch(token: str):
-    batch, errors = controls.confirm(current_user, token)
+    batch, errors = controls.confirm(current_user, token,
+                                     long_send_ok=request.form.get("long_send") == "yes")
     if batch is None:
         for error in errors:
             flash(error, "error")

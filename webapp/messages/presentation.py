@@ -16,12 +16,15 @@ from markupsafe import Markup
 from webapp import statuses
 from webapp.config import current_settings
 from webapp.models import Message, utcnow
+from webapp.number_limits import POOL, POOL_LABEL
 
 
 def format_phone(number: str | None) -> str:
     """(415) 555-0100 for North American E.164 numbers, anything else as it is."""
     if number and len(number) == 12 and number.startswith("+1") and number[1:].isdigit():
         return f"({number[2:5]}) {number[5:8]}-{number[8:]}"
+    if number == POOL:
+        return POOL_LABEL.lower()
     return number or ""
 
 

@@ -19,13 +19,15 @@ from webapp.models.messages import (
     reversed_digits,
 )
 from webapp.models.rollups import CallbackHour, DailyLatency, DailyStat, RollupState
+from webapp.models.senders import SenderNumber, StickySender
 from webapp.models.users import RecoveryCode, SecondFactor, TeamSetting, User, UserSession
 
 __all__ = [
     "ACCENTED", "MEDIA_LINES_FUNCTION", "PG_SEARCH_DOCUMENT", "SEARCH_DDL", "SEARCH_OBJECTS",
     "UNACCENTED", "AuditEvent", "Batch", "BatchDraft", "CallbackHour", "DailyLatency",
     "DailyStat", "Media", "Message", "OptOut", "PlivoCircuit", "RecoveryCode",
-    "RefusedCallbackCount", "RollupState", "SecondFactor", "StatusEvent", "TeamSetting",
+    "RefusedCallbackCount", "RollupState", "SecondFactor", "SenderNumber", "StatusEvent",
+    "StickySender", "TeamSetting",
     "UTCDateTime", "User", "UserSession", "WebhookNonce", "new_public_id", "reversed_digits",
     "utcnow",
 ]

@@ -51,6 +51,8 @@ class Message(db.Model):
         Index("ix_messages_created_by_created_at_id", "created_by_id", "created_at", "id"),
         # A batch's progress (counts by status) and its dispatch (the next waiting one).
         Index("ix_messages_batch_status_id", "batch_id", "status", "id"),
+        # A message is sent again at most once (error 420), and its retry is found by it.
+        Index("uq_messages_retry_of_id", "retry_of_id", unique=True),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -92,6 +94,11 @@ class Message(db.Model):
     # recipient's row in the uploaded list ({"name": "Ana", ...}), for the report.
     batch_id: Mapped[int | None] = mapped_column(ForeignKey("batches.id"))
     fields: Mapped[dict | None] = mapped_column(JSON)
+    # Plivo's pace (issue 34): not handed to Plivo before this instant (a number's daily
+    # cap was reached), and the message this one sends again (error 420, expired in
+    # Plivo's queue: sent again once, automatically).
+    not_before: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    retry_of_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id"))
     # Optimistic locking: every ORM update checks and bumps it, so two callbacks
     # applied at once cannot overwrite each other (the loser retries).
     version: Mapped[int] = mapped_column(Integer, server_default="1")

@@ -29,6 +29,7 @@ from webapp.models import (
     utcnow,
 )
 from webapp.pictures import library, preparation
+from webapp.sending import senders
 from webapp.sending import submission as sending
 
 _m = Message.__table__
@@ -74,6 +75,8 @@ class Health:
     handed_last_minute: int
     send_rate_per_5s: int
     circuit: PlivoCircuit | None
+    sender_numbers: list = field(default_factory=list)  # sending.senders.Described
+    mms_mps: float = 0.25
     scheme_labels: dict = field(default_factory=lambda: SCHEME_LABELS)
 
     @property
@@ -120,6 +123,10 @@ class Health:
         if self.unknown:
             found.append(f"{self.unknown:,} message{'s' if self.unknown != 1 else ''} "
                          "this week may or may not have reached Plivo")
+        warned = [n for n in self.sender_numbers if n.warning]
+        if warned:
+            found.append(f"{len(warned)} sender number{'s' if len(warned) != 1 else ''} "
+                         "need a look (see Sender numbers)")
         if self.refused_total:
             found.append(f"{self.refused_total:,} callback{'s' if self.refused_total != 1 else ''}"
                          " refused in the last 24 hours")
@@ -176,9 +183,12 @@ def gather(now: datetime | None = None) -> Health:
     waiting = select(func.count()).select_from(_m).where(
         _m.c.status.in_(WAITING), _m.c.created_at >= now - AWAITING_WITHIN,
         _m.c.created_at < now - AWAITING_AFTER)
+    # What a person sent and is still waiting: a list send's messages wait by design (they
+    # go at Plivo's pace), as do those held for tomorrow by a daily cap.
     queue, oldest = db.session.execute(
         select(func.count(), func.min(_m.c.created_at)).where(
-            _m.c.status == statuses.PENDING)).one()
+            _m.c.status == statuses.PENDING, _m.c.batch_id.is_(None),
+            _m.c.not_before.is_(None))).one()
     return Health(
         now=now,
         last_callback_at=recent[0][1] if recent else None,
@@ -201,6 +211,7 @@ def gather(now: datetime | None = None) -> Health:
             _m.c.queued_at >= now - timedelta(minutes=1))) or 0,
         send_rate_per_5s=settings.send_rate_per_5s,
         circuit=db.session.get(PlivoCircuit, 1),
+        sender_numbers=senders.describe(settings), mms_mps=settings.plivo_mms_mps,
     )
 
 

@@ -26,10 +26,12 @@ from webapp.config import current_settings
 from webapp.extensions import db
 from webapp.gateway import circuit
 from webapp.gateway import client as gateway
-from webapp.gateway.pace import DispatchLimiter, dispatch_limiter
+from webapp.gateway.cadence import account_turn, number_turn
+from webapp.gateway.pace import DispatchLimiter, Withdrawn, dispatch_limiter
 from webapp.logs import event
 from webapp.models import Message, StatusEvent, utcnow
 from webapp.pictures import library
+from webapp.sending import senders
 from webapp.tasks import enqueue_dispatch
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,10 @@ class _ClaimedElsewhere(Exception):
     """Another worker took this message first."""
 
 
+class _DayCapReached(Exception):
+    """The message's number has sent its daily cap: it waits for tomorrow."""
+
+
 def _claim(message_id: int) -> bool:
     """Take a pending message for sending; False if another worker has it."""
     result = db.session.execute(
@@ -70,7 +76,8 @@ def _claim(message_id: int) -> bool:
 
 
 def dispatch_message(message_id: int, policy: RetryPolicy | None = None,
-                     probe: bool = False, background: bool = False) -> None:
+                     probe: bool = False, background: bool = False,
+                     wanted: Callable[[], bool] | None = None) -> None:
     """Send one pending message through Plivo and record the outcome.
 
     Retries only where Plivo cannot have acted (connect errors, 429, 5xx).
@@ -79,11 +86,18 @@ def dispatch_message(message_id: int, policy: RetryPolicy | None = None,
     (circuit.py) the claim is given back and the message waits with every other one
     while the circuit is open. `probe`: the circuit's one message a minute, sent while
     it is open; any answer but the account refused again closes it.
+
+    Pace (issue 34): it is handed to Plivo only in its turn of the account's MPS and of
+    its number's own limit, and not past the number's daily cap (it then waits for
+    tomorrow, unclaimed). `wanted`: asked while it waits for its turn (a list send
+    paused or cancelled meanwhile keeps it, unclaimed).
     """
     policy = policy or RetryPolicy()
     message = db.session.get(Message, message_id)
     if message is None or message.status != statuses.PENDING or message.attempts:
         return
+    if message.not_before is not None and message.not_before > utcnow():
+        return  # its number's daily cap: the sweep queues it again tomorrow
     if not probe and circuit.is_open():
         return  # it waits; closing the circuit (or a probe) queues it again
     settings = current_settings()
@@ -94,7 +108,12 @@ def dispatch_message(message_id: int, policy: RetryPolicy | None = None,
     request = {"src": message.sender, "dst": message.recipient, "text": message.text,
                "media_urls": [m["url"] for m in message.media if "url" in m],
                "media_ids": [m["media_id"] for m in message.media if "media_id" in m],
-               "callback_url": settings.status_callback_url}
+               "callback_url": settings.status_callback_url,
+               "expiry_seconds": settings.message_expiry_seconds}
+    limit = senders.limit_for(message.sender, settings)
+    turns = [account_turn(settings.plivo_mms_mps)]
+    if limit is not None and limit.per_second:
+        turns.append(number_turn(message.sender, limit.per_second))
     gateway.warm_up(config)
     if any("upload" in m for m in message.media):
         # Files staff uploaded go to Plivo's Media API now, not at compose time (Plivo
@@ -117,6 +136,8 @@ def dispatch_message(message_id: int, policy: RetryPolicy | None = None,
         # killed before this leaves a message the recovery sweep may safely
         # queue again; after it, the send is ambiguous.
         if tries == 1:
+            if limit is not None and limit.per_day:
+                _count_in_day(message.sender, limit.per_day, limiter)
             if not _claim(message_id):
                 raise _ClaimedElsewhere
         else:
@@ -126,7 +147,8 @@ def dispatch_message(message_id: int, policy: RetryPolicy | None = None,
     def attempt() -> str:
         nonlocal tries
         tries += 1
-        with limiter.slot(policy.sleep, prepare=claim_or_count, background=background):
+        with limiter.slot(policy.sleep, prepare=claim_or_count, background=background,
+                          turns=turns if tries == 1 else [], wanted=wanted):
             return gateway.send_mms(config, **request)
 
     def note_retry(state: RetryCallState) -> None:
@@ -138,7 +160,13 @@ def dispatch_message(message_id: int, policy: RetryPolicy | None = None,
 
     try:
         plivo_uuid = _retrying(policy, (gateway.PlivoRetryable,), note_retry)(attempt)
-    except _ClaimedElsewhere:
+    except (_ClaimedElsewhere, Withdrawn):
+        return
+    except _DayCapReached:
+        message.not_before = senders.next_day()
+        db.session.commit()
+        event(log, "daily cap reached: the message waits for tomorrow", message=message.public_id,
+              sender=message.sender)
         return
     except gateway.PlivoAccountRefused as exc:
         # Not this message's fault and nothing was sent: it waits with the rest.
@@ -163,6 +191,15 @@ def dispatch_message(message_id: int, policy: RetryPolicy | None = None,
     if probe and refused_for_itself:
         # Refused for itself: the account got past Plivo's door.
         circuit.close_circuit()
+
+
+def _count_in_day(number: str, cap: int, limiter: DispatchLimiter) -> None:
+    """Count one of the number's messages today, or raise _DayCapReached."""
+    key = senders.day_key(number)
+    cadence = limiter.cadence
+    already = senders.sent_today(number) if cadence.day_count(key) is None else 0
+    if not cadence.claim_day(key, cap, already):
+        raise _DayCapReached
 
 
 def _retrying(policy: RetryPolicy, retry_on: tuple[type[Exception], ...],
@@ -235,7 +272,8 @@ def recover_stalled(lease_seconds: int) -> dict[str, int]:
     # A batch's messages are its lanes' to send (batches.restart_lanes), in their order.
     never_tried = [] if circuit.is_open() else list(db.session.scalars(select(Message.id).where(
         Message.status == statuses.PENDING, Message.attempts == 0, Message.created_at < cutoff,
-        Message.batch_id.is_(None))))
+        Message.batch_id.is_(None) | Message.retry_of_id.is_not(None),
+        Message.not_before.is_(None) | (Message.not_before <= utcnow()))))
     for message_id in never_tried:
         enqueue_dispatch(message_id)
     counts["requeued"] = len(never_tried)

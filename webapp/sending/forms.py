@@ -13,6 +13,7 @@ from wtforms.validators import DataRequired, Regexp, ValidationError
 from wtforms.widgets import TextInput
 
 from webapp.messages.limits import MAX_MEDIA, MAX_TEXT
+from webapp.number_limits import POOL, POOL_LABEL
 from webapp.phones import e164
 
 MAX_RECIPIENTS = 25
@@ -174,6 +175,10 @@ class MessageForm(FlaskForm):
         self.test_hosts = test_hosts
         self.sender.choices = [SelectChoice(n, phonenumbers.format_number(
             phonenumbers.parse(n), phonenumbers.PhoneNumberFormat.NATIONAL)) for n in senders]
+        if len(senders) > 1:  # a pool: by default each customer hears from their own number
+            self.sender.choices.insert(0, SelectChoice(POOL, POOL_LABEL))
+            if not self.sender.data:
+                self.sender.data = POOL
         self.parsed_media: list[dict[str, str]] = []
         self.parsed_uploads: list[str] = []
         self.media_row_errors: dict[int, str] = {}  # row place: its own error

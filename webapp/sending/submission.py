@@ -21,7 +21,9 @@ from webapp.config import current_settings
 from webapp.extensions import db
 from webapp.logs import event
 from webapp.models import Message, utcnow
+from webapp.number_limits import POOL
 from webapp.pictures import library
+from webapp.sending import senders
 from webapp.sending.probe import check_media
 from webapp.tasks import enqueue_dispatch
 
@@ -102,9 +104,12 @@ def create_messages(user: Actor, draft: Draft) -> tuple[list[Message], bool]:
     messages of the first request and creates nothing (the unique key on
     creator, key and recipient decides, so concurrent posts are safe too).
     """
+    chosen = (senders.assign(draft.recipients) if draft.sender == POOL
+              else dict.fromkeys(draft.recipients, draft.sender))
     rows = [
         Message(created_by_id=user.id, idempotency_key=draft.idempotency_key,
-                sender=draft.sender, recipient=recipient, text=draft.text, media=draft.media)
+                sender=chosen[recipient], recipient=recipient, text=draft.text,
+                media=draft.media)
         for recipient in draft.recipients
     ]
     by = user.email  # read before the commit: an ORM user would be reloaded after it

@@ -24,6 +24,7 @@ from webapp.messages import opt_outs, presentation
 from webapp.models import utcnow
 from webapp.pictures import library, preparation
 from webapp.security import body_limit, max_upload_bytes, send_limit, user_key
+from webapp.sending import eta
 from webapp.sending import submission as sending
 from webapp.sending.forms import ComposeForm
 
@@ -104,8 +105,10 @@ def _send_live(key: str) -> dict:
     if not table_rows:
         abort(404)
     shown = rows.present_rows(table_rows)
+    waiting = sum(1 for row in shown if row.status == statuses.PENDING)
     return {"rows": shown, "summary": rows.summarize(shown, table_rows), "key": key,
-            "bad_statuses": sorted(statuses.BAD_ENDINGS)}
+            "bad_statuses": sorted(statuses.BAD_ENDINGS),
+            "next_in_line": eta.duration_words(eta.next_in_line_seconds()) if waiting else None}
 
 
 @bp.post("/messages/<public_id>/send-again", endpoint="send_again")

@@ -30,6 +30,12 @@ from webapp.gateway.simulator.behaviours import (
     SimulatedMessage,
 )
 from webapp.gateway.simulator.callbacks import StatusCallbacks
+from webapp.gateway.simulator.pace import (
+    PLIVO_DEFAULT_EXPIRY,
+    CallbackClock,
+    PlivoQueue,
+    SimNumber,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +43,9 @@ class PlivoSimulator(StatusCallbacks):
     def __init__(self, auth_id: str, auth_token: str, *, callback_delay: float = 0.3,
                  hang_seconds: float = 30.0, latency: float = 0.0,
                  rate_per_5s: int | None = None, deliver_to: str | None = None,
-                 chaos: Chaos | None = None) -> None:
+                 chaos: Chaos | None = None, mms_mps: float | None = None,
+                 numbers: list[SimNumber] | None = None,
+                 expiry_seconds: float = PLIVO_DEFAULT_EXPIRY) -> None:
         self.auth_id = auth_id
         self.auth_token = auth_token
         self.callback_delay = callback_delay
@@ -66,6 +74,15 @@ class PlivoSimulator(StatusCallbacks):
         self._window: deque[float] = deque()
         self._lock = threading.Lock()
         self._stopped = threading.Event()
+        # Plivo's pace (pace.py): with `mms_mps`, what is accepted waits in Plivo's queue
+        # and is dispatched at the account's MPS and each number's limit; without it (the
+        # test suite's fast mode) every message is dispatched at once.
+        self.numbers = {n.number: n for n in numbers or []}
+        self.expiry_seconds = expiry_seconds
+        self.queue: PlivoQueue | None = None
+        if mms_mps:
+            self._later = CallbackClock(self._advance)
+            self.queue = PlivoQueue(mms_mps, self.numbers, self._dispatched, self._expired)
         self.app = self._build_app()
 
     # ---- HTTP API --------------------------------------------------------------------
@@ -95,11 +112,15 @@ class PlivoSimulator(StatusCallbacks):
         app.get(f"{prefix}/Message/")(self._list_messages)
         app.post(f"{prefix}/Media/")(self._upload_media)
         app.get(f"{prefix}/Media/<media_id>/")(self._get_media)
+        app.get(f"{prefix}/Number/<number>/")(self._get_number)
 
         @app.get("/__sim/requests")
         def recorded():
+            queue = self.queue
             return jsonify(requests=self.requests, accepted_at=self.accepted_at,
                            throttled=self.throttled,
+                           dispatched=queue.dispatched if queue else [],
+                           expired=queue.expired if queue else 0,
                            callbacks=[list(c) for c in self.callback_results])
 
         @app.get("/__sim/truth")
@@ -156,6 +177,12 @@ class PlivoSimulator(StatusCallbacks):
             return self._error(400, "this simulator only sends MMS")
         if len(media_urls) + len(media_ids) > 10:
             return self._error(400, "too many media attachments (at most 10)")
+        expiry = body.get("message_expiry")
+        if expiry is None:
+            expiry = PLIVO_DEFAULT_EXPIRY
+        elif type(expiry) is not int or not 5 <= expiry <= 10_799:
+            return self._error(400, "message_expiry must be a whole number of seconds "
+                                    "between 5 and 10799")
         behaviour = BEHAVIOUR_OF.get(dst, DELIVERED)
         if behaviour.answer and (first_attempt or not behaviour.answer_first_only):
             headers = {"Retry-After": "1"} if behaviour.answer == 429 else None
@@ -172,7 +199,11 @@ class PlivoSimulator(StatusCallbacks):
         with self._lock:
             self.messages[message.uuid] = message
             self.accepted_at.append(time.time())
-        if message.url or behaviour.hang_after_accepting:
+        if self.queue is not None:
+            message.times["queued"] = time.time()
+            self._later.at(time.monotonic(), message, "queued", 1, "", behaviour)
+            self.queue.put(message.src, message, min(expiry, self.expiry_seconds))
+        elif message.url or behaviour.hang_after_accepting:
             if behaviour.callbacks_first:
                 self._run_callbacks(message, delay=0)  # before we answer: the race
             else:
@@ -182,6 +213,37 @@ class PlivoSimulator(StatusCallbacks):
             return self._error(504, "gateway timeout")
         return jsonify(api_id=str(uuid.uuid4()), message="message(s) queued",
                        message_uuid=[message.uuid]), 202
+
+    def _dispatched(self, message: SimulatedMessage, capped: bool) -> None:
+        """Plivo's queue let it go: sent now, its delivery report a little later (a
+        number past its daily cap: filtered by the carriers, error 30)."""
+        behaviour = BEHAVIOUR_OF.get(message.dst, DELIVERED)
+        final, code = ("undelivered", "30") if capped else self._outcome(behaviour)
+        steps = [(final, code)] if final == "failed" else [("sent", ""), (final, code)]
+        for sequence, (status, error_code) in enumerate(steps, start=2):
+            due = time.monotonic() + (self.callback_delay if sequence == 3 else 0.0)
+            self._later.at(due, message, status, sequence, error_code, behaviour)
+
+    def _advance(self, message: SimulatedMessage, status: str, sequence: int, error_code: str,
+                 behaviour: Behaviour) -> None:
+        """The message reaches `status` at Plivo; its callback is posted (unless lost)."""
+        if status != "queued" or message.state == "queued":  # else dispatched already
+            message.state, message.error_code = status, error_code
+        message.times.setdefault(status, time.time())
+        if message.url and not behaviour.callbacks_lost:
+            self._post_or_not(message, status, sequence, error_code)
+
+    def _expired(self, message: SimulatedMessage) -> None:
+        """Still in Plivo's queue after its expiry: failed, error 420, not charged."""
+        self._later.at(time.monotonic(), message, "failed", 2, "420",
+                       BEHAVIOUR_OF.get(message.dst, DELIVERED))
+
+    def _get_number(self, auth_id: str, number: str):
+        """Plivo's Number API: one of the account's numbers, or 404."""
+        found = self.numbers.get(number.lstrip("+"))
+        if found is None:
+            return self._error(404, "Number not found")
+        return jsonify(api_id=str(uuid.uuid4()), **found.api_record())
 
     # Plivo's Media API (PLIVO.md section 2): the types it lists, 2 MB a file, 10 a call.
     MEDIA_TYPES = frozenset({
@@ -289,3 +351,5 @@ class PlivoSimulator(StatusCallbacks):
     def stop(self) -> None:
         """Stop sending callbacks (pending ones are dropped)."""
         self._stopped.set()
+        if self.queue is not None:
+            self.queue.stop()
