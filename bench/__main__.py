@@ -24,6 +24,8 @@ from tests.services import INITDB, REDIS
 
 from .chaos import measure_chaos, prepare, simulator_options
 from .deployments import deployment
+from .pace import POOL, measure_pace, measure_slow_pace, pace_settings
+from .pace import simulator_options as pace_options
 from .measurements import (
     Row,
     measure_batches,
@@ -39,7 +41,7 @@ from .measurements import (
 
 ROOT = Path(__file__).resolve().parent.parent
 
-PARTS = ("history", "callbacks", "memory", "compose", "dispatch", "batch", "chaos")
+PARTS = ("history", "callbacks", "memory", "compose", "dispatch", "batch", "chaos", "pace")
 SECONDS = 20  # each side of a ratio, in all; compose's run
 
 
@@ -98,6 +100,17 @@ def run(smoke: bool, only: set[str], databases: list[str]) -> list[Row]:
                     dep.start_worker()
                 # smoke: no kill (its unknown messages take minutes to settle)
                 measure_chaos(dep, rows, 100 if smoke else 1_000, kill=not smoke)
+        if "pace" in only:  # Plivo's real pace (issue 34): the simulator's queue
+            for mps, numbers, per_second, count, measure in (
+                    (50, POOL, 10, 300 if smoke else 10_000, measure_pace),
+                    (2, POOL[:1], 2, 60 if smoke else 600, measure_slow_pace)):
+                with ExitStack() as stack, deployment(database, stack, database) as dep:
+                    dep.env.update(pace_settings(mps, numbers, per_second, 60))
+                    dep.start_simulator(*pace_options(mps, numbers, per_second, 60))
+                    dep.start_web()
+                    for _ in range(2 if database == "postgresql" else 1):
+                        dep.start_worker(threads=10)
+                    measure(dep, rows, count, mps)
     return rows
 
 
