@@ -24,8 +24,6 @@ from tests.services import INITDB, REDIS
 
 from .chaos import measure_chaos, prepare, simulator_options
 from .deployments import deployment
-from .pace import POOL, measure_pace, measure_slow_pace, pace_settings
-from .pace import simulator_options as pace_options
 from .measurements import (
     Row,
     measure_batches,
@@ -38,6 +36,8 @@ from .measurements import (
     measure_overview,
     measure_search,
 )
+from .pace import POOL, measure_pace, measure_slow_pace, pace_settings
+from .pace import simulator_options as pace_options
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -89,6 +89,7 @@ class Settings:
     number_limits: Mapping[str, Limit] = field(default_factory=dict)
     message_expiry_seconds: int = 3600
     long_send_confirm_hours: int = 24
+    powerpack_uuid: str | None = None
 
     @property
     def production(self) -> bool:
@@ -276,6 +277,10 @@ def load_settings(env: Mapping[str, str] | None = None, instance_path: Path | No
     if allow_hosts and app_env == "production":
         raise ConfigError("MEDIA_PROBE_ALLOW_HOSTS: test-only, refused in production")
 
+    powerpack = env.get("PLIVO_POWERPACK_UUID", "").strip() or None
+    if powerpack and not re.fullmatch(r"[0-9a-fA-F-]{32,36}", powerpack):
+        raise ConfigError("PLIVO_POWERPACK_UUID: expected the Powerpack's UUID, e.g. "
+                          "d35f2e82-d387-427f-8d71-13a4a6de6e60")
     try:
         number_limits = parse_overrides(env.get("PLIVO_NUMBER_LIMITS", ""))
     except ValueError as exc:
@@ -336,6 +341,7 @@ def load_settings(env: Mapping[str, str] | None = None, instance_path: Path | No
         # so one still queued after an hour means Plivo itself fell behind (PLIVO.md 7a.3).
         message_expiry_seconds=_int(env, "PLIVO_MESSAGE_EXPIRY_SECONDS", 3600, 5, 10_799),
         long_send_confirm_hours=_int(env, "LONG_SEND_CONFIRM_HOURS", 24, 1, 24 * 35),
+        powerpack_uuid=powerpack,
     )
 
 

@@ -16,6 +16,10 @@ import phonenumbers
 # hears from one number of it, always the same (sending.senders.assign).
 POOL = "pool"
 POOL_LABEL = "Any of our numbers (each customer keeps theirs)"
+# With PLIVO_POWERPACK_UUID, Plivo picks the number of its Powerpack (and keeps it sticky):
+# a message's sender is this until Plivo's callbacks name the number it used.
+POWERPACK = "powerpack"
+POWERPACK_LABEL = "Plivo's Powerpack (Plivo picks the number)"
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,8 @@ def test_a_list_is_checked_priced_confirmed_and_watched_to_the_end(browser, stac
         expect(page.locator(".samples li")).to_have_count(3)
         expect(page.locator(".samples")).to_contain_text("Hi Customer 0, your order")
         expect(page.locator("#estimate")).to_contain_text("About $")
+        # How long at Plivo's pace (the suite's fast Plivo: 1,000 a second).
+        expect(page.locator("#duration")).to_contain_text("at your account's 1000 MMS per second")
         page.screenshot(path=str(SCREENS / f"batch-preview-{width_name}.png"), full_page=True)
         scroll, inner = page.evaluate("[document.documentElement.scrollWidth, innerWidth]")
         assert scroll <= inner, ("preview", width_name, scroll, inner)

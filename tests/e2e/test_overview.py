@@ -11,6 +11,7 @@ from tests.e2e.actions import (
     SCREENS,
     WIDTHS,
     check_accessibility,
+    check_nothing_scrolls_sideways,
     log_in,
     nav,
 )
@@ -105,3 +106,26 @@ def test_the_overview_at_a_glance_on_a_desk_and_a_phone(browser, stack, staff_ac
     page.screenshot(path=str(SCREENS / "test-message-desktop.png"), full_page=True)
     check_accessibility(page)
     context.close()
+
+
+def test_the_health_page_shows_the_pace_and_each_sender_number(browser, stack):
+    """Plivo's pace and the sender numbers as Plivo's Number API describes them (the
+    worker looks them up when it starts), as cards on a phone."""
+    for width_name in ("desktop", "phone"):
+        width, height = WIDTHS[width_name]
+        context = browser.new_context(viewport={"width": width, "height": height})
+        page = context.new_page()
+        log_in(page, stack, stack.admin_email, stack.admin_password)
+        nav(page, "Health")
+        expect(page.locator("#rate-heading")).to_have_text("Sending pace")
+        numbers = page.locator("#sender-numbers")
+        expect(numbers).to_contain_text("(415) 555-0100")
+        # Looked up by the worker in the simulator's Number API: an unregistered long code.
+        expect(numbers).to_contain_text("local")
+        expect(numbers).to_contain_text("Not registered for 10DLC")
+        expect(numbers).to_contain_text("your setting (PLIVO_NUMBER_LIMITS)")
+        page.locator("#sender-numbers").scroll_into_view_if_needed()
+        page.screenshot(path=str(SCREENS / f"health-numbers-{width_name}.png"), full_page=True)
+        check_nothing_scrolls_sideways(page, f"health {width_name}")
+        check_accessibility(page)
+        context.close()

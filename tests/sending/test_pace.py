@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers import save_message
+from tests.conftest import LiveServer, free_port, login, wait_for
+from tests.helpers import save_message, url
 from webapp.config import SANDBOX_AUTH_ID, SANDBOX_AUTH_TOKEN
 from webapp.extensions import db
 from webapp.gateway.simulator import PlivoSimulator
@@ -128,3 +129,40 @@ def test_the_pool_keeps_each_customer_on_one_number(make_app):
         again = senders.assign(list(reversed(us)))
         assert all(again[r] == first[r] for r in us)  # sticky
         assert db.session.query(StickySender).count() == 31
+
+
+@pytest.mark.integration
+def test_a_powerpack_send_lets_plivo_pick_the_number_and_names_it_after(make_app, make_user,
+                                                                       sim):
+    simulator, sim_url = sim
+    port = free_port()
+    app = make_app(PLIVO_API_URL=sim_url, PUBLIC_BASE_URL=f"http://127.0.0.1:{port}",
+                   PLIVO_POWERPACK_UUID="d35f2e82-d387-427f-8d71-13a4a6de6e60")
+    server = LiveServer(app, port)
+    try:
+        client = app.test_client()
+        user = make_user()
+        login(client, user.email)
+        page = client.get(url("sending.compose")).get_data(as_text=True)
+        assert "Plivo&#39;s Powerpack (Plivo picks the number)" in page
+        assert '<option value="+14155550100"' not in page
+        message_id = save_message(app, created_by_id=user.id, sender="powerpack")
+        with app.app_context():
+            dispatch.dispatch_message(message_id)
+        body = simulator.requests[-1]
+        assert body["powerpack_uuid"] == "d35f2e82-d387-427f-8d71-13a4a6de6e60"
+        assert "src" not in body
+        wait_for(lambda: len(simulator.callback_results) >= 1)
+        with app.app_context():
+            assert senders.refresh()["Powerpack senders named"] == 1
+            assert db.session.get(Message, message_id).sender == "+14155550100"
+    finally:
+        server.stop()
+
+
+def test_a_powerpack_uuid_must_look_like_one(tmp_path):
+    from tests.conftest import base_env
+    from webapp.config import ConfigError, load_settings
+
+    with pytest.raises(ConfigError, match="PLIVO_POWERPACK_UUID"):
+        load_settings(base_env(tmp_path, PLIVO_POWERPACK_UUID="my powerpack"))

@@ -48,6 +48,7 @@ from webapp.gateway.pace import lookup_limiter
 from webapp.gateway.signatures import SignatureScheme
 from webapp.logs import event
 from webapp.models import Message, utcnow
+from webapp.number_limits import POWERPACK
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +219,7 @@ def find_unknown(message_id: int, config: gateway.GatewayConfig,
     since = message.created_at - LISTED_SINCE
     with lookup_limiter().list_slot():
         try:
-            listed = gateway.list_messages(config, src=message.sender, dst=message.recipient,
+            listed = gateway.list_messages(config, src=_source(message), dst=message.recipient,
                                            after=since, before=now)
         except gateway.PlivoAccountRefused as exc:
             circuit.open_circuit(exc.reason, exc.status, exc.kind)
@@ -290,3 +291,9 @@ def adopt_candidate(message: Message, plivo_uuid: str) -> bool:
     adopt(message, answer)
     db.session.commit()
     return True
+
+
+def _source(message: Message) -> str | None:
+    """The number to look for in Plivo's message list: none for a Powerpack's message
+    whose number Plivo has not named yet."""
+    return None if message.sender == POWERPACK else message.sender

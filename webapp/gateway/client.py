@@ -144,11 +144,13 @@ def _connection_never_made(exc: requests.ConnectionError) -> bool:
     return isinstance(reason, urllib3.exceptions.NewConnectionError | ConnectionRefusedError)
 
 
-def send_mms(config: GatewayConfig, *, src: str, dst: str, text: str, media_urls: list[str],
-             media_ids: list[str], callback_url: str, expiry_seconds: int | None = None) -> str:
+def send_mms(config: GatewayConfig, *, src: str | None, dst: str, text: str,
+             media_urls: list[str], media_ids: list[str], callback_url: str,
+             expiry_seconds: int | None = None, powerpack_uuid: str | None = None) -> str:
     """Send one MMS to one destination; return Plivo's message uuid.
 
-    `expiry_seconds`: how long it may wait in Plivo's queue before failing with error 420
+    `powerpack_uuid` in place of `src`: Plivo picks the number of the Powerpack (the SDK
+    refuses both). `expiry_seconds`: how long it may wait in Plivo's queue before failing with error 420
     (Plivo's `message_expiry`, 5-10,799; its default is 3 hours).
 
     `src` and `dst` are E.164. `dst` is always a single number: the SDK turns a
@@ -157,7 +159,8 @@ def send_mms(config: GatewayConfig, *, src: str, dst: str, text: str, media_urls
     client, state = _client(config)
     try:
         response = client.messages.create(
-            src=src.lstrip("+"),
+            src=None if powerpack_uuid else src.lstrip("+"),
+            powerpack_uuid=powerpack_uuid,
             dst=dst.lstrip("+"),
             text=text or None,
             type_="mms",
@@ -246,7 +249,7 @@ def _plivo_message(message, plivo_uuid: str = "") -> PlivoMessage:
                         to_number=str(getattr(message, "to_number", "") or ""))
 
 
-def list_messages(config: GatewayConfig, *, src: str, dst: str, after: datetime,
+def list_messages(config: GatewayConfig, *, src: str | None, dst: str, after: datetime,
                   before: datetime) -> list[PlivoMessage]:
     """Plivo's outbound messages from `src` to `dst` received between two instants
     (GET /Message/, at most 20: the list API allows 20 requests a minute). For a send
@@ -257,9 +260,12 @@ def list_messages(config: GatewayConfig, *, src: str, dst: str, after: datetime,
     client, state = _client(config)
     state.last_response = None
     stamp = "%Y-%m-%d %H:%M:%S"
+    numbers = {"to_number": dst.lstrip("+")}
+    if src:  # None: sent through a Powerpack, from a number Plivo chose
+        numbers["from_number"] = src.lstrip("+")
     try:
         found = client.messages.list(
-            message_direction="outbound", from_number=src.lstrip("+"), to_number=dst.lstrip("+"),
+            message_direction="outbound", **numbers,
             message_time__gte=after.astimezone(UTC).strftime(stamp),
             message_time__lte=before.astimezone(UTC).strftime(stamp), limit=20)
     except requests.RequestException as exc:  # a lookup changes nothing: safe to repeat

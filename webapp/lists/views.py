@@ -28,6 +28,7 @@ from webapp.messages import opt_outs, presentation
 from webapp.models import utcnow
 from webapp.pictures import library, preparation
 from webapp.security import admin_required, body_limit, max_upload_bytes, send_limit, user_key
+from webapp.sending import senders
 from webapp.sending.forms import BatchForm
 
 # Its own blueprint: the history's and compose's views stay independent of these.
@@ -47,7 +48,7 @@ def new_batch():
     """The list (a CSV file or pasted rows), the text with ((placeholders)), the
     pictures: read and checked into a draft, then the preview. Nothing is sent here."""
     settings = current_settings()
-    form = BatchForm(senders=settings.sender_numbers, test_hosts=settings.media_probe_allow_hosts)
+    form = BatchForm(senders=senders.choices(settings), test_hosts=settings.media_probe_allow_hosts)
     file_errors: list[str] = []
     list_error = None
     if request.method == "GET" and request.args.get("media"):  # "Use in a list send"

@@ -16,7 +16,7 @@ from markupsafe import Markup
 from webapp import statuses
 from webapp.config import current_settings
 from webapp.models import Message, utcnow
-from webapp.number_limits import POOL, POOL_LABEL
+from webapp.number_limits import POOL, POOL_LABEL, POWERPACK
 
 
 def format_phone(number: str | None) -> str:
@@ -25,6 +25,8 @@ def format_phone(number: str | None) -> str:
         return f"({number[2:5]}) {number[5:8]}-{number[8:]}"
     if number == POOL:
         return POOL_LABEL.lower()
+    if number == POWERPACK:
+        return "Plivo's Powerpack"
     return number or ""
 
 

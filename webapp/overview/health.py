@@ -125,8 +125,8 @@ class Health:
                          "this week may or may not have reached Plivo")
         warned = [n for n in self.sender_numbers if n.warning]
         if warned:
-            found.append(f"{len(warned)} sender number{'s' if len(warned) != 1 else ''} "
-                         "need a look (see Sender numbers)")
+            found.append(f"{len(warned)} sender number{'s need' if len(warned) != 1 else ' needs'}"
+                         " a look (see Sender numbers)")
         if self.refused_total:
             found.append(f"{self.refused_total:,} callback{'s' if self.refused_total != 1 else ''}"
                          " refused in the last 24 hours")

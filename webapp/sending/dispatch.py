@@ -30,6 +30,7 @@ from webapp.gateway.cadence import account_turn, number_turn
 from webapp.gateway.pace import DispatchLimiter, Withdrawn, dispatch_limiter
 from webapp.logs import event
 from webapp.models import Message, StatusEvent, utcnow
+from webapp.number_limits import POWERPACK
 from webapp.pictures import library
 from webapp.sending import senders
 from webapp.tasks import enqueue_dispatch
@@ -105,12 +106,15 @@ def dispatch_message(message_id: int, policy: RetryPolicy | None = None,
     limiter = dispatch_limiter(settings)
     # Everything the request needs is read before the claim, so nothing but
     # the request itself stands between the claim and Plivo.
+    powerpack = settings.powerpack_uuid if message.sender == POWERPACK else None
     request = {"src": message.sender, "dst": message.recipient, "text": message.text,
+               "powerpack_uuid": powerpack,
                "media_urls": [m["url"] for m in message.media if "url" in m],
                "media_ids": [m["media_id"] for m in message.media if "media_id" in m],
                "callback_url": settings.status_callback_url,
                "expiry_seconds": settings.message_expiry_seconds}
-    limit = senders.limit_for(message.sender, settings)
+    # A Powerpack's number is Plivo's choice: the account's MPS alone paces it.
+    limit = None if powerpack else senders.limit_for(message.sender, settings)
     turns = [account_turn(settings.plivo_mms_mps)]
     if limit is not None and limit.per_second:
         turns.append(number_turn(message.sender, limit.per_second))

@@ -23,7 +23,9 @@ from webapp.sending import senders
 
 def duration_words(seconds: float) -> str:
     """'40 s', '3 min', '11 h 7 min', '5 days'."""
-    seconds = max(0, round(seconds))
+    if seconds < 1:
+        return "under a second"
+    seconds = round(seconds)
     if seconds < 90:
         return f"{seconds} s"
     minutes = round(seconds / 60)

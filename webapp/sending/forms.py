@@ -13,7 +13,7 @@ from wtforms.validators import DataRequired, Regexp, ValidationError
 from wtforms.widgets import TextInput
 
 from webapp.messages.limits import MAX_MEDIA, MAX_TEXT
-from webapp.number_limits import POOL, POOL_LABEL
+from webapp.number_limits import POOL, POOL_LABEL, POWERPACK, POWERPACK_LABEL
 from webapp.phones import e164
 
 MAX_RECIPIENTS = 25
@@ -173,8 +173,13 @@ class MessageForm(FlaskForm):
                  test_hosts: frozenset[str] = frozenset(), **kwargs):
         super().__init__(*args, **kwargs)
         self.test_hosts = test_hosts
-        self.sender.choices = [SelectChoice(n, phonenumbers.format_number(
-            phonenumbers.parse(n), phonenumbers.PhoneNumberFormat.NATIONAL)) for n in senders]
+        if POWERPACK in senders:  # Plivo picks the number
+            self.sender.choices = [SelectChoice(POWERPACK, POWERPACK_LABEL)]
+            senders = ()
+        else:
+            self.sender.choices = [SelectChoice(n, phonenumbers.format_number(
+                phonenumbers.parse(n), phonenumbers.PhoneNumberFormat.NATIONAL))
+                for n in senders]
         if len(senders) > 1:  # a pool: by default each customer hears from their own number
             self.sender.choices.insert(0, SelectChoice(POOL, POOL_LABEL))
             if not self.sender.data:

@@ -14,15 +14,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from webapp.config import Settings, current_settings
 from webapp.extensions import db
 from webapp.gateway import client as gateway
 from webapp.gateway.pace import lookup_limiter
 from webapp.logs import event
-from webapp.models import Message, SenderNumber, StickySender, utcnow
-from webapp.number_limits import Limit, country_of, published
+from webapp.models import Message, SenderNumber, StatusEvent, StickySender, utcnow
+from webapp.number_limits import POWERPACK, Limit, country_of, published
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,32 @@ def describe(settings: Settings | None = None) -> list[Described]:
     return found
 
 
+def choices(settings: Settings) -> tuple[str, ...]:
+    """What the compose forms offer as "From": the Powerpack alone when there is one."""
+    return (POWERPACK,) if settings.powerpack_uuid else settings.sender_numbers
+
+
+def fill_powerpack_senders() -> dict[str, int]:
+    """The sweep: a message sent through the Powerpack gets the number Plivo chose, from
+    the `From` of its first status callback."""
+    rows = db.session.execute(
+        select(Message.id, StatusEvent.payload).join(
+            StatusEvent, StatusEvent.plivo_uuid == Message.plivo_uuid)
+        .where(Message.sender == POWERPACK, StatusEvent.accepted)
+        .order_by(Message.id).limit(500)).all()
+    named = {}
+    for message_id, payload in rows:
+        source = str((payload or {}).get("From") or "")
+        if source.isdigit() and 8 <= len(source) <= 15:
+            named.setdefault(message_id, "+" + source)
+    for message_id, number in named.items():
+        db.session.execute(update(Message.__table__).where(
+            Message.__table__.c.id == message_id, Message.__table__.c.sender == POWERPACK)
+            .values(sender=number))
+    db.session.commit()
+    return {"Powerpack senders named": len(named)} if named else {}
+
+
 def limit_for(number: str, settings: Settings | None = None) -> Limit | None:
     """The number's own limit (cached a minute per process), or None."""
     settings = settings or current_settings()
@@ -88,8 +114,10 @@ def forget_cached_limits() -> None:
 
 def refresh(force: bool = False) -> dict[str, int]:
     """Ask Plivo's Number API about each sender number not asked for a day (all with
-    `force`); for the worker's start and its sweep."""
+    `force`); for the worker's start and its sweep. With a Powerpack, also name the
+    number Plivo chose for each message sent through it."""
     settings = current_settings()
+    named = fill_powerpack_senders() if settings.powerpack_uuid else {}
     config = gateway.GatewayConfig.from_settings(settings)
     due_before = utcnow() - RECHECK_AFTER
     rows = {r.number: r for r in db.session.scalars(select(SenderNumber))}
@@ -124,7 +152,7 @@ def refresh(force: bool = False) -> dict[str, int]:
         asked += 1
     if asked:
         forget_cached_limits()
-    return {"sender numbers looked up": asked} if asked else {}
+    return named | ({"sender numbers looked up": asked} if asked else {})
 
 
 def day_key(number: str, now: datetime | None = None) -> str:

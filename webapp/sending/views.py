@@ -24,7 +24,7 @@ from webapp.messages import opt_outs, presentation
 from webapp.models import utcnow
 from webapp.pictures import library, preparation
 from webapp.security import body_limit, max_upload_bytes, send_limit, user_key
-from webapp.sending import eta
+from webapp.sending import eta, senders
 from webapp.sending import submission as sending
 from webapp.sending.forms import ComposeForm
 
@@ -37,7 +37,7 @@ bp = Blueprint("sending", __name__)
 @limiter.limit(send_limit, key_func=user_key, methods=["POST"])
 def compose():
     settings = current_settings()
-    form = ComposeForm(senders=settings.sender_numbers,
+    form = ComposeForm(senders=senders.choices(settings),
                        test_hosts=settings.media_probe_allow_hosts, opted_out=opt_outs.among)
     file_errors: list[str] = []
     if request.method == "GET":  # "Copy to a new message", "Use in a new message"

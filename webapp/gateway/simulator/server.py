@@ -78,6 +78,7 @@ class PlivoSimulator(StatusCallbacks):
         # and is dispatched at the account's MPS and each number's limit; without it (the
         # test suite's fast mode) every message is dispatched at once.
         self.numbers = {n.number: n for n in numbers or []}
+        self._powerpack_sticky: dict[str, str] = {}  # dst -> the number Plivo chose
         self.expiry_seconds = expiry_seconds
         self.queue: PlivoQueue | None = None
         if mms_mps:
@@ -169,6 +170,10 @@ class PlivoSimulator(StatusCallbacks):
         dst = str(body.get("dst", ""))
         media_urls = body.get("media_urls") or []
         media_ids = body.get("media_ids") or []
+        if body.get("src") and body.get("powerpack_uuid"):
+            return self._error(400, "give either src or powerpack_uuid, not both")
+        if body.get("powerpack_uuid") and dst:
+            body = {**body, "src": self._powerpack_number(dst)}
         if not body.get("src") or not dst:
             return self._error(400, "src and dst are required")
         if "<" in dst or not dst.isdigit():
@@ -237,6 +242,17 @@ class PlivoSimulator(StatusCallbacks):
         """Still in Plivo's queue after its expiry: failed, error 420, not charged."""
         self._later.at(time.monotonic(), message, "failed", 2, "420",
                        BEHAVIOUR_OF.get(message.dst, DELIVERED))
+
+    def _powerpack_number(self, dst: str) -> str:
+        """A Powerpack's choice: the number this destination heard from before (sticky
+        sender), else the account's next number in turn."""
+        with self._lock:
+            chosen = self._powerpack_sticky.get(dst)
+            if chosen is None:
+                pool = sorted(self.numbers) or ["14155550100"]
+                chosen = pool[len(self._powerpack_sticky) % len(pool)]
+                self._powerpack_sticky[dst] = chosen
+            return chosen
 
     def _get_number(self, auth_id: str, number: str):
         """Plivo's Number API: one of the account's numbers, or 404."""
