@@ -102,8 +102,8 @@ def run(smoke: bool, only: set[str], databases: list[str]) -> list[Row]:
                 measure_chaos(dep, rows, 100 if smoke else 1_000, kill=not smoke)
         if "pace" in only:  # Plivo's real pace (issue 34): the simulator's queue
             for mps, numbers, per_second, count, measure in (
-                    (50, POOL, 10, 300 if smoke else 10_000, measure_pace),
-                    (2, POOL[:1], 2, 60 if smoke else 600, measure_slow_pace)):
+                    (50, POOL, 10, 200 if smoke else 10_000, measure_pace),
+                    (2, POOL[:1], 2, 30 if smoke else 600, measure_slow_pace)):
                 with ExitStack() as stack, deployment(database, stack, database) as dep:
                     dep.env.update(pace_settings(mps, numbers, per_second, 60))
                     dep.start_simulator(*pace_options(mps, numbers, per_second, 60))

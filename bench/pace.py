@@ -183,7 +183,7 @@ def measure_slow_pace(dep: Deployment, rows: list[Row], count: int, mps: float) 
     confirmed = session.post(preview_url + "/confirm", allow_redirects=False,
                              data={"csrf_token": token, "long_send": "yes"})
     batch_url = dep.url + confirmed.headers["Location"]
-    time.sleep(10)
+    time.sleep(min(10, count / mps / 3))
     page_token = csrf_token_in(session.get(batch_url).text)
     session.post(batch_url + "/cancel", data={"csrf_token": page_token, "confirmed": "yes"},
                  allow_redirects=False)
