@@ -6,9 +6,10 @@ again once."""
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from html import unescape
 
+import time_machine
 from sqlalchemy import select
 
 from tests.conftest import login, post_form
@@ -49,6 +50,11 @@ def test_the_preview_says_how_long_at_a_default_accounts_pace(make_app, make_use
 
 
 def test_a_send_longer_than_a_day_is_confirmed_twice(make_app, make_user):
+    with time_machine.travel(datetime(2026, 6, 1, 9, 0, tzinfo=UTC), tick=True):
+        _longer_than_a_day(make_app, make_user)
+
+
+def _longer_than_a_day(make_app, make_user):
     app = make_app(PLIVO_MMS_MPS="0.25", LONG_SEND_CONFIRM_HOURS="1",
                    PLIVO_NUMBER_LIMITS="+14155550100=1/s;2000/day")
     client = app.test_client()
@@ -57,8 +63,9 @@ def test_a_send_longer_than_a_day_is_confirmed_twice(make_app, make_user):
     token = draft_token(upload(client, rows(2500)))
     draft_page = url("lists.batch_draft", token=token)
     page = text(client.get(draft_page))
-    assert re.search(r"About \d+ h \d+ min at your account's 0.25 MMS per second; 2,000 a day "
-                     r"from \(415\) 555-0100 .* means 2 days", page), page[page.find("duration"):][:400]
+    # At 9:00 UTC: 2,000 today (8,000 s at one every 4 s), the other 500 from midnight.
+    assert re.search(r"About 15 h 33 min at your account's 0.25 MMS per second; 2,000 a day "
+                     r"from \(415\) 555-0100 .* means 2 days", page), page[page.find("How long"):][:400]
     assert "I understand this send takes about" in page
     answer = confirm(client, token)  # without the tick: nothing recorded
     assert answer.status_code == 303

@@ -76,19 +76,21 @@ def estimate(count: int, numbers: list[str], settings: Settings | None = None,
     if count and limits and all(limit and limit.per_day for limit in limits):
         per_day = sum(limit.per_day for limit in limits)
         left_today = max(0, per_day - sum(senders.sent_today(n) for n in numbers))
-        if count + ahead > left_today:
-            later = count + ahead - left_today
-            days = math.ceil(later / per_day)
-            now = datetime.now(UTC)
-            midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
-            last_day = later - (days - 1) * per_day
-            seconds = ((midnight - now).total_seconds() + (days - 1) * 86_400 + last_day / rate)
+        now = datetime.now(UTC)
+        midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+        # Day by day: what the pace gets through before midnight, within what the cap leaves.
+        remaining, elapsed, days = count + ahead, 0.0, 1
+        room, day_seconds = left_today, (midnight - now).total_seconds()
+        while remaining > min(room, rate * day_seconds):
+            remaining -= min(room, rate * day_seconds)
+            elapsed += day_seconds
+            room, day_seconds, days = per_day, 86_400.0, days + 1
+        if days > 1:
             whose = (format_phone(numbers[0]) if len(numbers) == 1
                      else f"your {len(numbers)} numbers")
-            total_days = days + (1 if left_today else 0)
             note = (f"{per_day:,} a day from {whose} (the carriers' cap for an unregistered "
-                    f"number) means {total_days} days")
-            return Estimate(seconds, rate, pace_words, note)
+                    f"number) means {days} days")
+            return Estimate(elapsed + remaining / rate, rate, pace_words, note)
     return Estimate(seconds, rate, pace_words, None)
 
 
