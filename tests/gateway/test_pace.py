@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import threading
-import time
 
 import pytest
 import requests
@@ -148,12 +147,15 @@ def paced(sink):
     server.shutdown()
 
 
+def send(config, sink: str, src: str, dst: str, expiry_seconds: int | None = 3600) -> str:
+    return gateway.send_mms(config, src=src, dst=dst, text="hi", media_urls=[], media_ids=[],
+                            callback_url=sink, expiry_seconds=expiry_seconds)
+
+
 @pytest.mark.integration
 def test_simulator_dispatches_at_each_numbers_pace_and_expires_what_waits(paced):
     sim, config, sink = paced
-    uuids = [gateway.send_mms(config, src="+14155550100", dst=f"+1415555{1000 + i}", text="hi",
-                              media_urls=[], media_ids=[], callback_url=sink, expiry_seconds=3600)
-             for i in range(6)]
+    uuids = [send(config, sink, "+14155550100", f"+1415555{1000 + i}") for i in range(6)]
     wait_for(lambda: all(sim.messages[u].state != "queued" for u in uuids), timeout=5)
     dispatched = [t for src, t in sim.queue.dispatched if src == "14155550100"]
     # 2 a second from this number, whatever the account allows; 1.2 s of expiry lets 3 go.
@@ -167,17 +169,14 @@ def test_simulator_dispatches_at_each_numbers_pace_and_expires_what_waits(paced)
 @pytest.mark.integration
 def test_simulator_honours_message_expiry_and_daily_caps(paced):
     sim, config, sink = paced
-    sends = [gateway.send_mms(config, src="+14155550101", dst=f"+1415555{2000 + i}", text="hi",
-                              media_urls=[], media_ids=[], callback_url=sink, expiry_seconds=3600)
-             for i in range(3)]
+    sends = [send(config, sink, "+14155550101", f"+1415555{2000 + i}") for i in range(3)]
     wait_for(lambda: all(sim.messages[u].state in ("delivered", "undelivered") for u in sends),
              timeout=5)
     # A cap of 2 a day: the third is filtered by the carriers (error 30).
     assert [(sim.messages[u].state, sim.messages[u].error_code) for u in sends] == [
         ("delivered", ""), ("delivered", ""), ("undelivered", "30")]
     with pytest.raises(gateway.PlivoRejected, match="message_expiry"):
-        gateway.send_mms(config, src="+14155550101", dst="+14155553000", text="hi",
-                         media_urls=[], media_ids=[], callback_url=sink, expiry_seconds=4)
+        send(config, sink, "+14155550101", "+14155553000", expiry_seconds=4)
 
 
 @pytest.mark.integration
@@ -194,10 +193,8 @@ def test_simulator_number_api(paced):
 @pytest.mark.integration
 def test_simulator_reports_what_it_dispatched(paced):
     sim, config, sink = paced
-    gateway.send_mms(config, src="+14155550101", dst="+14155554000", text="hi", media_urls=[],
-                     media_ids=[], callback_url=sink)
+    send(config, sink, "+14155550101", "+14155554000", expiry_seconds=None)
     wait_for(lambda: sim.queue.dispatched, timeout=3)
     port = config.api_url.rsplit(":", 1)[1]
     seen = requests.get(f"http://127.0.0.1:{port}/__sim/requests", timeout=5).json()
     assert seen["dispatched"][0][0] == "14155550101" and seen["expired"] == 0
-    time.sleep(0)  # nothing else to wait for

@@ -32,13 +32,18 @@ def paced_app(make_app, sim_url: str, **settings: str):
     return make_app(PLIVO_API_URL=sim_url, PUBLIC_BASE_URL="http://127.0.0.1:9", **settings)
 
 
+def pending(app, user, count: int, first: int) -> list[int]:
+    """`count` pending messages of `user`'s, to distinct numbers from 415-555-`first`."""
+    return [save_message(app, created_by_id=user.id, recipient=f"+1415555{first + i}")
+            for i in range(count)]
+
+
 @pytest.mark.integration
 def test_messages_go_at_the_accounts_mps(make_app, make_user, sim):
     simulator, sim_url = sim
     app = paced_app(make_app, sim_url, PLIVO_MMS_MPS="4")
     user = make_user()
-    ids = [save_message(app, created_by_id=user.id, recipient=f"+1415555{1000 + i}")
-           for i in range(6)]
+    ids = pending(app, user, 6, 1000)
     with app.app_context():
         for message_id in ids:
             dispatch.dispatch_message(message_id)
@@ -59,8 +64,7 @@ def test_a_numbers_daily_cap_holds_the_rest_for_tomorrow(make_app, make_user, si
     # One was handed to Plivo earlier today, by another process: it counts.
     save_message(app, created_by_id=user.id, recipient="+14155550999", attempts=1,
                  status="delivered")
-    ids = [save_message(app, created_by_id=user.id, recipient=f"+1415555{2000 + i}")
-           for i in range(3)]
+    ids = pending(app, user, 3, 2000)
     with app.app_context():
         for message_id in ids:
             dispatch.dispatch_message(message_id)
@@ -82,8 +86,7 @@ def test_a_paused_list_keeps_the_message_that_waited_for_its_turn(make_app, make
     simulator, sim_url = sim
     app = paced_app(make_app, sim_url, PLIVO_MMS_MPS="2")
     user = make_user()
-    ids = [save_message(app, created_by_id=user.id, recipient=f"+1415555{3000 + i}")
-           for i in range(3)]
+    ids = pending(app, user, 3, 3000)
     asked = []
 
     def wanted() -> bool:

@@ -104,9 +104,11 @@ def progress(batch: Batch) -> Progress:
         _messages.c.batch_id == batch.id, _messages.c.retry_of_id.is_not(None))) or 0
     if retried:
         by_status[statuses.FAILED] = max(0, by_status.get(statuses.FAILED, 0) - retried)
-    held = db.session.scalar(select(func.count()).select_from(_messages).where(
-        _messages.c.batch_id == batch.id, _messages.c.status == statuses.PENDING,
-        _messages.c.not_before > utcnow())) or 0 if by_status.get(statuses.PENDING) else 0
+    held = 0
+    if by_status.get(statuses.PENDING):  # waiting for tomorrow: a number's daily cap
+        held = db.session.scalar(select(func.count()).select_from(_messages).where(
+            _messages.c.batch_id == batch.id, _messages.c.status == statuses.PENDING,
+            _messages.c.not_before > utcnow())) or 0
     cost = db.session.scalar(select(func.sum(_messages.c.total_amount))
                              .where(_messages.c.batch_id == batch.id))
     sending = db.session.scalar(select(func.count()).select_from(_batches)

@@ -131,10 +131,6 @@ class PlivoQueue:
                                                                   message))
         self._wake.set()
 
-    def depth(self) -> int:
-        with self._lock:
-            return sum(len(q) for q in self._queues.values())
-
     def stop(self) -> None:
         self._stopped.set()
         self._wake.set()
