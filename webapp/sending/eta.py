@@ -88,8 +88,7 @@ def estimate(count: int, numbers: list[str], settings: Settings | None = None,
         if days > 1:
             whose = (format_phone(numbers[0]) if len(numbers) == 1
                      else f"your {len(numbers)} numbers")
-            note = (f"{per_day:,} a day from {whose} (the carriers' cap for an unregistered "
-                    f"number) means {days} days")
+            note = f"{per_day:,} a day from {whose} (its daily cap) means {days} days"
             return Estimate(elapsed + remaining / rate, rate, pace_words, note)
     return Estimate(seconds, rate, pace_words, None)
 
