@@ -38,10 +38,12 @@ from .measurements import (
 )
 from .pace import POOL, measure_pace, measure_slow_pace, pace_settings
 from .pace import simulator_options as pace_options
+from .replies import measure_conversations, measure_inbound
 
 ROOT = Path(__file__).resolve().parent.parent
 
-PARTS = ("history", "callbacks", "memory", "compose", "dispatch", "batch", "chaos", "pace")
+PARTS = ("history", "callbacks", "memory", "compose", "dispatch", "batch", "chaos", "pace",
+         "replies")
 SECONDS = 20  # each side of a ratio, in all; compose's run
 
 
@@ -53,18 +55,25 @@ def run(smoke: bool, only: set[str], databases: list[str]) -> list[Row]:
     dispatch_count = 100 if smoke else 1_000
     batch_count = 300 if smoke else 10_000
     memory_seconds = 6 if smoke else 120
+    threads = 2_000 if smoke else 100_000
+    inbound_messages = 500 if smoke else 10_000
     rows: list[Row] = []
     for database in databases:
-        if only & {"history", "callbacks", "memory"}:
+        if only & {"history", "callbacks", "memory", "replies"}:
             with ExitStack() as stack, deployment(database, stack, database) as dep:
                 dep.start_simulator()
                 dep.start_web()
                 dep.start_worker()
+                session = None
                 if "history" in only:
                     session = measure_history(dep, rows, seconds, history_rows)
                     measure_search(dep, rows, seconds / 2, session)
                     measure_export(dep, rows, session, history_rows)
                     measure_overview(dep, rows, seconds / 2, history_rows)
+                if "replies" in only:  # beside the history's million messages
+                    session = session or measure_history(dep, rows, seconds, history_rows)
+                    measure_conversations(dep, rows, seconds / 2, threads, session)
+                    measure_inbound(dep, rows, seconds, inbound_messages)
                 if "callbacks" in only:
                     measure_callbacks(dep, rows, seconds, callback_messages)
                 if "memory" in only:

@@ -107,6 +107,7 @@ def create_app(config: Mapping[str, str] | None = None) -> Flask:
     from webapp import tasks
     from webapp.callbacks.guard import confirm_v2_callback, forget_expired
     from webapp.callbacks.reconcile import reconcile
+    from webapp.conversations.followup import after_inbound, inbound_waiting
     from webapp.lists.lanes import dispatch_lane, restart_lanes
     from webapp.overview.rollups import refresh as refresh_rollups
     from webapp.sending import senders
@@ -118,7 +119,8 @@ def create_app(config: Mapping[str, str] | None = None) -> Flask:
         confirm_callback=confirm_v2_callback, forget_expired=forget_expired,
         reconcile=reconcile, probe_circuit=probe_circuit, refresh_rollups=refresh_rollups,
         dispatch_batch=dispatch_lane, restart_batches=restart_lanes,
-        refresh_numbers=senders.refresh, retry_expired=retry_expired))
+        refresh_numbers=senders.refresh, retry_expired=retry_expired,
+        after_inbound=after_inbound, inbound_waiting=inbound_waiting))
 
     from webapp.messages import presentation
 
@@ -127,6 +129,8 @@ def create_app(config: Mapping[str, str] | None = None) -> Flask:
     from webapp.audit_log.views import bp as audit_log_bp
     from webapp.auth.views import bp as auth_bp
     from webapp.callbacks.views import bp as callbacks_bp
+    from webapp.conversations.views import bp as conversations_bp
+    from webapp.conversations.webhook import bp as inbound_bp
     from webapp.history.views import bp as history_bp
     from webapp.lists.views import bp as lists_bp
     from webapp.overview.views import bp as overview_bp
@@ -134,7 +138,7 @@ def create_app(config: Mapping[str, str] | None = None) -> Flask:
     from webapp.sending.views import bp as sending_bp
 
     for blueprint in (auth_bp, overview_bp, sending_bp, history_bp, pictures_bp, lists_bp,
-                      callbacks_bp, audit_log_bp):
+                      callbacks_bp, audit_log_bp, conversations_bp, inbound_bp):
         app.register_blueprint(blueprint)
 
     from webapp import cli, errors

@@ -69,6 +69,10 @@ ACTIONS = {
     "batch_limits_changed": "List send approval limits changed",
     "opt_out_removed": "Number removed from the opt-out list",
     "opt_outs_exported": "Opt-out list exported",
+    "opt_out_added": "Number added to the opt-out list",
+    "consent_exported": "Consent history exported",
+    "reply_sent": "Reply sent",
+    "conversation_marked": "Conversation marked done or needing a reply",
 }
 
 _WHOLE_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")

@@ -142,6 +142,11 @@ def _loopback_base(ctx: click.Context, param: click.Parameter, value: str | None
               help="The account's MMS a second (default: PLIVO_MMS_MPS).")
 @click.option("--expiry-seconds", type=click.FloatRange(1, 10_800), default=10_800.0,
               show_default=True, help="Longest wait in Plivo's queue before error 420.")
+@click.option("--message-url", default=None, metavar="URL",
+              help="The Message URL customers' answers are posted to (default: next to each "
+                   "message's status callback URL, i.e. PUBLIC_BASE_URL/webhooks/plivo/message).")
+@click.option("--reply-delay", type=click.FloatRange(0, 3600), default=2.0, show_default=True,
+              help="Seconds a magic customer (0555, 0556, 0557) takes to answer.")
 @click.option("--number", "numbers", multiple=True, metavar="SPEC",
               help="One of the account's numbers, e.g. 14155550100=local, "
                    "14155550101=local:registered:10/s, 18005550100=tollfree:verified "
@@ -150,6 +155,7 @@ def plivo_simulator(port: int | None, callback_delay: float, latency: float,
                     rate_per_5s: int | None, deliver_to: str | None, drop_callbacks: float,
                     duplicate_callbacks: float, reorder_callbacks: float,
                     failing: float, pace: str, mms_mps: float | None, expiry_seconds: float,
+                    message_url: str | None, reply_delay: float,
                     numbers: tuple[str, ...]) -> None:
     """Serve the Plivo simulator on 127.0.0.1 (sandbox mode)."""
     from werkzeug.serving import run_simple
@@ -169,8 +175,10 @@ def plivo_simulator(port: int | None, callback_delay: float, latency: float,
     simulator = PlivoSimulator(settings.plivo_auth_id, settings.plivo_auth_token,
                                callback_delay=callback_delay, latency=latency,
                                rate_per_5s=rate_per_5s, deliver_to=deliver_to, chaos=chaos,
-                               mms_mps=mps, numbers=described, expiry_seconds=expiry_seconds)
+                               mms_mps=mps, numbers=described, expiry_seconds=expiry_seconds,
+                               message_url=message_url, reply_delay=reply_delay)
     port = port or settings.simulator_port
+    simulator.base_url = f"http://127.0.0.1:{port}"
     click.echo(f"Plivo simulator on http://127.0.0.1:{port} (account {settings.plivo_auth_id})")
     click.echo(f"  pace: {f'{mps:g} MMS a second, expiry {expiry_seconds:g} s' if mps else 'fast'}")
     for number in described:
@@ -180,14 +188,62 @@ def plivo_simulator(port: int | None, callback_delay: float, latency: float,
     run_simple("127.0.0.1", port, simulator.app, threaded=True)
 
 
-@click.command("sandbox")
+@click.group("sandbox", invoke_without_command=True)
 @click.option("--check", is_flag=True, help="Exit 0 in sandbox mode, 1 with real credentials.")
-def sandbox(check: bool) -> None:
-    """Tell whether the app runs against the bundled simulator."""
+@click.pass_context
+def sandbox(ctx: click.Context, check: bool) -> None:
+    """Tell whether the app runs against the bundled simulator (and talk to it)."""
+    if ctx.invoked_subcommand is not None:
+        return
     on = current_settings().sandbox
     if not check:
         click.echo("sandbox" if on else "live")
     sys.exit(0 if on else 1)
+
+
+@sandbox.command("reply")
+@click.option("--from", "customer", required=True, help="The customer's number, e.g. +14155550123.")
+@click.option("--to", "ours", default=None, help="Our number they write to (default: the first "
+                                                 "of PLIVO_SENDER_NUMBERS).")
+@click.option("--text", default="", help="What they write.")
+@click.option("--picture", type=click.File("rb"), default=None,
+              help="A picture they send with it (JPEG, PNG or GIF).")
+def sandbox_reply(customer: str, ours: str | None, text: str, picture) -> None:
+    """Make a sandbox customer send a message to one of our numbers: the simulator posts
+    it, signed like Plivo, to the dashboard's Message URL."""
+    import base64
+
+    import requests
+
+    from webapp.phones import e164
+
+    settings = current_settings()
+    if not settings.sandbox:
+        _fail("Not in sandbox mode: real customers answer by themselves.")
+    try:
+        number = e164(customer)
+    except ValueError as exc:
+        _fail(f"--from: {exc}")
+    body = {"from": number, "to": ours or settings.sender_numbers[0], "text": text,
+            "url": settings.message_url}
+    if picture is not None:
+        data = picture.read(8 * 1024 * 1024)
+        import filetype
+
+        kind = filetype.guess(data)
+        if kind is None or not kind.mime.startswith("image/"):
+            _fail("--picture: not a picture (JPEG, PNG or GIF).")
+        body |= {"picture_b64": base64.b64encode(data).decode(), "content_type": kind.mime}
+    try:
+        answer = requests.post(f"{settings.plivo_api_url}/__sim/reply", json=body, timeout=60)
+    except requests.RequestException as exc:
+        _fail(f"The simulator could not be reached at {settings.plivo_api_url}: {exc}")
+    if answer.status_code != 200:
+        _fail(f"The simulator refused: {answer.text[:200]}")
+    status = answer.json().get("status")
+    if not status or status >= 300:
+        _fail(f"Posted, but the dashboard answered {status or 'nothing'} (is it running?).")
+    click.echo(f"Sent: {number} -> {body['to']} ({status}).")
 
 
 @click.command("worker")

@@ -30,6 +30,8 @@ SANDBOX_AUTH_ID = "MASANDBOX00000000000"
 SANDBOX_AUTH_TOKEN = "sandbox-token-not-a-secret"  # noqa: S105
 SANDBOX_SENDER = "+14155550100"
 SANDBOX_SIMULATOR_PORT = 8025
+DEFAULT_HELP_REPLY = ("You are texting our team's picture messages line. Reply STOP to stop "
+                      "messages, START to get them again. Msg&data rates may apply.")
 
 _AUTH_ID_RE = re.compile(r"^(MA|SA)[A-Z0-9]{18}$")
 
@@ -90,6 +92,9 @@ class Settings:
     message_expiry_seconds: int = 3600
     long_send_confirm_hours: int = 24
     powerpack_uuid: str | None = None
+    # Replies (issue 35): the one answer to HELP, and the optional confirmation after STOP.
+    help_reply_text: str = DEFAULT_HELP_REPLY
+    opt_out_reply_text: str | None = None
 
     @property
     def production(self) -> bool:
@@ -102,6 +107,11 @@ class Settings:
     @property
     def status_callback_url(self) -> str:
         return self.public_base_url + "/webhooks/plivo/status"
+
+    @property
+    def message_url(self) -> str:
+        """Where Plivo posts what customers send (the Plivo Application's Message URL)."""
+        return self.public_base_url + "/webhooks/plivo/message"
 
 
 def _int(env: Mapping[str, str], key: str, default: int, lo: int, hi: int) -> int:
@@ -128,6 +138,19 @@ def _float(env: Mapping[str, str], key: str, default: float, lo: float, hi: floa
     if not lo <= value <= hi:
         raise ConfigError(f"{key}: must be between {lo} and {hi}, got {value}")
     return value
+
+
+def _text(env: Mapping[str, str], key: str, default: str | None, most: int) -> str | None:
+    """A message text from the environment: at most `most` characters, no control
+    characters; an empty value means `default`."""
+    raw = env.get(key, "").strip()
+    if not raw:
+        return default
+    if len(raw) > most:
+        raise ConfigError(f"{key}: at most {most} characters, got {len(raw)}")
+    if any(ord(ch) < 32 for ch in raw):
+        raise ConfigError(f"{key}: must be one line of text with no control characters")
+    return raw
 
 
 def _choice(env: Mapping[str, str], key: str, default: str, choices: tuple[str, ...]) -> str:
@@ -342,6 +365,9 @@ def load_settings(env: Mapping[str, str] | None = None, instance_path: Path | No
         message_expiry_seconds=_int(env, "PLIVO_MESSAGE_EXPIRY_SECONDS", 3600, 5, 10_799),
         long_send_confirm_hours=_int(env, "LONG_SEND_CONFIRM_HOURS", 24, 1, 24 * 35),
         powerpack_uuid=powerpack,
+        help_reply_text=_text(env, "HELP_REPLY_TEXT", DEFAULT_HELP_REPLY, 320),
+        # Off by default: Plivo and the carriers may already confirm an opt-out themselves.
+        opt_out_reply_text=_text(env, "OPT_OUT_REPLY_TEXT", None, 320),
     )
 
 

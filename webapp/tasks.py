@@ -39,6 +39,10 @@ class Handlers:
     # daily), and messages that expired in Plivo's queue sent again once.
     refresh_numbers: Callable[[], dict[str, int]] = lambda: {}
     retry_expired: Callable[[], dict[str, int]] = lambda: {}
+    # Replies: a customer's pictures fetched and any automatic answer sent (by the
+    # reply's public id), and the sweep that finds what a lost task left waiting.
+    after_inbound: Callable[[str], object] = lambda public_id: None
+    inbound_waiting: Callable[[], dict[str, int]] = lambda: {}
 
 
 @dataclass
@@ -48,6 +52,7 @@ class TaskQueue:
     confirm: TaskWrapper
     batch: TaskWrapper
     handlers: Handlers
+    inbound: TaskWrapper | None = None
 
 
 def _make_huey(url: str) -> Huey:
@@ -79,8 +84,13 @@ def init_app(app: Flask, handlers: Handlers) -> None:
         with app.app_context():
             handlers.dispatch_batch(batch_id, lane)
 
+    @huey.task(name="after_inbound")
+    def inbound(public_id: str) -> None:
+        with app.app_context():
+            handlers.after_inbound(public_id)
+
     app.extensions["task_queue"] = TaskQueue(huey=huey, dispatch=dispatch, confirm=confirm,
-                                             batch=batch, handlers=handlers)
+                                             batch=batch, handlers=handlers, inbound=inbound)
 
 
 def enqueue_dispatch(message_id: int) -> None:
@@ -96,6 +106,11 @@ def enqueue_batch_lane(batch_id: int, lane: int) -> None:
 def enqueue_confirmation(callback_payload: dict[str, str]) -> None:
     """Ask Plivo whether a V2-signed callback tells the truth, off the request path."""
     current_app.extensions["task_queue"].confirm(callback_payload)
+
+
+def enqueue_inbound(public_id: str) -> None:
+    """Fetch a customer's pictures and send any automatic answer, off the request path."""
+    current_app.extensions["task_queue"].inbound(public_id)
 
 
 def _sweep_forever(app: Flask, every_seconds: int, lease_seconds: int) -> None:
@@ -115,6 +130,7 @@ def _sweep_forever(app: Flask, every_seconds: int, lease_seconds: int) -> None:
                 counts |= handlers.reconcile()
                 counts |= handlers.refresh_rollups()
                 counts |= handlers.retry_expired()
+                counts |= handlers.inbound_waiting()
         except Exception:  # keep sweeping: a database blip must not end the thread
             log.exception("recovery sweep failed")
             continue

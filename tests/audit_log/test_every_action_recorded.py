@@ -30,6 +30,7 @@ EXEMPT = {
     "lists.retry_batch": "a new draft from a batch; its confirm is recorded",
     "lists.copy_batch": "a new draft from a batch; its confirm is recorded",
     "lists.batch_left_out": "the person's own list's rows, with why they were left out",
+    "inbound.plivo_message": "Plivo, not a person; every reply is kept, consent changes too",
 }
 AUDITED = {
     "auth.login": "sign_in",
@@ -66,9 +67,13 @@ AUDITED = {
     "lists.remove_opt_out": "opt_out_removed",
     "lists.export_opt_outs": "opt_outs_exported",
     "lists.batch_limits": "batch_limits_changed",
+    "lists.add_opt_out": "opt_out_added",
+    "lists.export_consent": "consent_exported",
+    "conversations.reply": "reply_sent",  # driven in tests/conversations (the simulator)
+    "conversations.mark": "conversation_marked",
 }
 EXPORTS = {"history.export", "audit_log.audit_export", "lists.batch_report",
-           "lists.export_opt_outs", "lists.batch_left_out"}
+           "lists.export_opt_outs", "lists.batch_left_out", "lists.export_consent"}
 
 
 def test_every_route_is_accounted_for(app):

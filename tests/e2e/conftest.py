@@ -105,6 +105,7 @@ class Stack:
     admin_password: str
     media: str  # http://127.0.0.1:PORT
     settings: dict  # the dashboard's environment: a test may open its database too
+    env: dict  # the whole environment its processes run with: a test may run `flask` too
 
 
 @pytest.fixture(scope="session")
@@ -132,7 +133,8 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
             dashboard.start_worker(threads=4)
             dashboard.start_web("--workers", "2")
             yield Stack(url=dashboard.url, admin_email=email, admin_password=password,
-                        media=f"http://{media_host}", settings={**settings, "INSTANCE_PATH": str(tmp)})
+                        media=f"http://{media_host}", settings={**settings, "INSTANCE_PATH": str(tmp)},
+                        env=dict(dashboard.env))
     finally:
         media_server.shutdown()
         media_server.server_close()

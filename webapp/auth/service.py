@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import secrets
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 
 from webapp import audit
 from webapp.auth import sessions
@@ -191,8 +193,31 @@ def set_role(user: User, role: str, actor: Actor | None = None) -> None:
 
 
 def list_users() -> list[User]:
-    return list(db.session.scalars(select(User).order_by(User.email)))
+    return list(db.session.scalars(select(User).where(User.role != SYSTEM_ROLE)
+                                   .order_by(User.email)))
 
 
 def has_users() -> bool:
-    return db.session.scalar(select(func.count()).select_from(User)) > 0
+    return db.session.scalar(select(func.count()).select_from(User)
+                             .where(User.role != SYSTEM_ROLE)) > 0
+
+
+# Who the dashboard's own sends and stored files are recorded as: the answer to HELP,
+# the confirmation after STOP, a customer's pictures. Not a person: it cannot sign in
+# (inactive, no e-mail address a form accepts, a random password nobody knows) and no
+# staff list shows it.
+SYSTEM_ROLE = "system"
+SYSTEM_NAME = "automatic replies"
+
+
+def system_user() -> User:
+    user = db.session.scalar(select(User).where(User.email == SYSTEM_NAME))
+    if user is not None:
+        return user
+    db.session.add(User(email=SYSTEM_NAME, role=SYSTEM_ROLE, is_active=False,
+                        password_hash=hash_password(secrets.token_urlsafe(32), 4)))
+    try:
+        db.session.commit()
+    except IntegrityError:  # made at the same moment by another worker
+        db.session.rollback()
+    return db.session.scalar(select(User).where(User.email == SYSTEM_NAME))

@@ -147,7 +147,8 @@ def _connection_never_made(exc: requests.ConnectionError) -> bool:
 def send_mms(config: GatewayConfig, *, src: str | None, dst: str, text: str,
              media_urls: list[str], media_ids: list[str], callback_url: str,
              expiry_seconds: int | None = None, powerpack_uuid: str | None = None) -> str:
-    """Send one MMS to one destination; return Plivo's message uuid.
+    """Send one MMS to one destination; return Plivo's message uuid. With no media at all
+    (a typed answer in a conversation, the answer to HELP) it goes as an SMS.
 
     `powerpack_uuid` in place of `src`: Plivo picks the number of the Powerpack (the SDK
     refuses both). `expiry_seconds`: how long it may wait in Plivo's queue before failing with error 420
@@ -163,7 +164,7 @@ def send_mms(config: GatewayConfig, *, src: str | None, dst: str, text: str,
             powerpack_uuid=powerpack_uuid,
             dst=dst.lstrip("+"),
             text=text or None,
-            type_="mms",
+            type_="mms" if media_urls or media_ids else "sms",
             media_urls=list(media_urls) or None,
             media_ids=list(media_ids) or None,
             url=callback_url,

@@ -22,7 +22,7 @@ from sqlalchemy import (
 
 from webapp.extensions import db
 from webapp.history.filters import HistoryFilter, decode_cursor, encode_cursor
-from webapp.models import Message, StatusEvent, User, UTCDateTime
+from webapp.models import Conversation, Message, StatusEvent, User, UTCDateTime
 
 PAGE_SIZE = 50
 # The dates a filter may name. Messages cannot predate the dashboard, and a date near
@@ -223,6 +223,12 @@ def message_by_public_id(public_id: str) -> Message | None:
     if len(public_id) > 24:
         return None
     return db.session.scalar(select(Message).where(Message.public_id == public_id))
+
+
+def conversation_of(message: Message) -> str | None:
+    """The public id of the thread with this message's customer on its number, if any."""
+    return db.session.scalar(select(Conversation.public_id).where(
+        Conversation.customer == message.recipient, Conversation.our_number == message.sender))
 
 
 def timeline(message: Message) -> list[StatusEvent]:

@@ -84,7 +84,7 @@ def detail(public_id: str):
     uploads = [item["upload"] for item in message.media or [] if item.get("upload")]
     stored = set(library.find_many(uploads)) if uploads else set()
     return render_template("history/detail.html", message=message, what_to_do=what_to_do,
-                           stored=stored,
+                           stored=stored, conversation=history.conversation_of(message),
                            events=history.timeline(message), gave_up=reconcile.gave_up(message))
 
 

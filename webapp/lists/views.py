@@ -26,6 +26,7 @@ from webapp.lists import controls, drafts, list_file, reports, states
 from webapp.lists.list_file import ListError
 from webapp.messages import opt_outs, presentation
 from webapp.models import utcnow
+from webapp.phones import e164
 from webapp.pictures import library, preparation
 from webapp.security import admin_required, body_limit, max_upload_bytes, send_limit, user_key
 from webapp.sending import senders
@@ -306,7 +307,31 @@ def opt_out_list():
     found, total = opt_outs.listing(search)
     most_recipients, most_cost = drafts.limits()
     return render_template("lists/opt_outs.html", found=found, total=total, q=search,
-                           most_recipients=most_recipients, most_cost=most_cost)
+                           most_recipients=most_recipients, most_cost=most_cost,
+                           consent=opt_outs.recent_consent(20))
+
+
+@bp.get("/admin/consent.csv", endpoint="export_consent")
+@admin_required
+def export_consent():
+    """Every opt-out and opt-in ever recorded (CASL and TCPA: proof of consent)."""
+    return _csv(opt_outs.consent_export(current_user), "consent-history.csv")
+
+
+@bp.post("/admin/opt-outs/add", endpoint="add_opt_out")
+@admin_required
+def add_opt_out():
+    """A person asked to stop by phone, e-mail or in person."""
+    try:
+        number = e164((request.form.get("number") or "").strip()[:40])
+    except ValueError as exc:
+        flash(f"Not added: {exc}.", "error")
+        return redirect(url_for("lists.opt_outs"), 303)
+    if opt_outs.add(number, current_user):
+        flash(f"{presentation.format_phone(number)} is on the opt-out list.", "success")
+    else:
+        flash(f"{presentation.format_phone(number)} was already on the list.", "warning")
+    return redirect(url_for("lists.opt_outs"), 303)
 
 
 @bp.get("/admin/opt-outs.csv", endpoint="export_opt_outs")

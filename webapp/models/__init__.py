@@ -4,6 +4,7 @@ and Alembic's view of the metadata stay as they were."""
 
 from webapp.models.audit import AuditEvent
 from webapp.models.base import UTCDateTime, new_public_id, utcnow
+from webapp.models.conversations import ConsentEvent, Conversation, InboundMessage
 from webapp.models.delivery import PlivoCircuit, RefusedCallbackCount, WebhookNonce
 from webapp.models.lists import Batch, BatchDraft, OptOut
 from webapp.models.media import Media
@@ -24,8 +25,9 @@ from webapp.models.users import RecoveryCode, SecondFactor, TeamSetting, User, U
 
 __all__ = [
     "ACCENTED", "MEDIA_LINES_FUNCTION", "PG_SEARCH_DOCUMENT", "SEARCH_DDL", "SEARCH_OBJECTS",
-    "UNACCENTED", "AuditEvent", "Batch", "BatchDraft", "CallbackHour", "DailyLatency",
-    "DailyStat", "Media", "Message", "OptOut", "PlivoCircuit", "RecoveryCode",
+    "UNACCENTED", "AuditEvent", "Batch", "BatchDraft", "CallbackHour", "ConsentEvent",
+    "Conversation", "DailyLatency", "DailyStat", "InboundMessage", "Media", "Message",
+    "OptOut", "PlivoCircuit", "RecoveryCode",
     "RefusedCallbackCount", "RollupState", "SecondFactor", "SenderNumber", "StatusEvent",
     "StickySender", "TeamSetting",
     "UTCDateTime", "User", "UserSession", "WebhookNonce", "new_public_id", "reversed_digits",

@@ -15,11 +15,11 @@ from datetime import date, timedelta, tzinfo
 from functools import lru_cache
 from urllib.parse import urlencode
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 
 from webapp import statuses
 from webapp.extensions import db
-from webapp.models import DailyLatency, DailyStat, User
+from webapp.models import ConsentEvent, DailyLatency, DailyStat, InboundMessage, User
 from webapp.overview import rollups
 
 # What the overview calls each status: five outcomes, in the chart's order. "refused":
@@ -160,6 +160,8 @@ class Day:
     p50: int | None = None  # seconds (a bucket's upper edge); None: no delivery that day
     p95: int | None = None
     slower: bool = False  # p95 beyond the last edge (over a day)
+    replies: int = 0  # messages customers sent us that day
+    opt_outs: int = 0  # numbers that opted out that day
 
 
 @dataclass
@@ -252,6 +254,7 @@ def build(period: Period, zone: tzinfo, viewer_id: int, everyone: bool) -> Overv
         if day in days:
             days[day].p50, days[day].p95 = percentile(buckets, 0.5), percentile(buckets, 0.95)
 
+    _count_replies(days, zone)
     errors = _why_failed(period, zone_name, in_period)
     refused = [ErrorLine("", REFUSED_MEANING.get(status, status), messages,
                          _link(period, zone_name, status=status))
@@ -281,6 +284,28 @@ def build(period: Period, zone: tzinfo, viewer_id: int, everyone: bool) -> Overv
                     days=[days[day] for day in period.days], errors=errors, refused=refused,
                     staff=staff,
                     p50=percentile(histogram, 0.5), p95=percentile(histogram, 0.95))
+
+
+def _per_day(column, days: dict[date, Day], zone: tzinfo, *where) -> dict[date, int]:
+    """How many rows fall on each day (in `zone`): one range scan of `column`'s index,
+    bucketed by a CASE on the days' bounds (the same SQL on SQLite and PostgreSQL)."""
+    ordered = sorted(days)
+    if not ordered:
+        return {}
+    bounds = [rollups.day_bounds(day, zone) for day in ordered]
+    bucket = case(*((column < end, index) for index, (_start, end) in enumerate(bounds)))
+    found = db.session.execute(
+        select(bucket, func.count()).where(column >= bounds[0][0], column < bounds[-1][1], *where)
+        .group_by(bucket)).all()
+    return {ordered[index]: n for index, n in found if index is not None}
+
+
+def _count_replies(days: dict[date, Day], zone: tzinfo) -> None:
+    for day, n in _per_day(InboundMessage.received_at, days, zone).items():
+        days[day].replies = n
+    for day, n in _per_day(ConsentEvent.created_at, days, zone,
+                           ConsentEvent.change == "out").items():
+        days[day].opt_outs = n
 
 
 def _why_failed(period: Period, zone_name: str, in_period) -> list[ErrorLine]:

@@ -22,6 +22,7 @@ from webapp.extensions import db
 from webapp.gateway.signatures import SignatureScheme
 from webapp.models import (
     CallbackHour,
+    InboundMessage,
     Message,
     PlivoCircuit,
     RefusedCallbackCount,
@@ -77,6 +78,10 @@ class Health:
     circuit: PlivoCircuit | None
     sender_numbers: list = field(default_factory=list)  # sending.senders.Described
     mms_mps: float = 0.25
+    # Replies (issue 35): where Plivo must post them, and whether any came.
+    message_url: str = ""
+    last_reply_at: datetime | None = None
+    replies_24h: int = 0
     scheme_labels: dict = field(default_factory=lambda: SCHEME_LABELS)
 
     @property
@@ -212,6 +217,10 @@ def gather(now: datetime | None = None) -> Health:
         send_rate_per_5s=settings.send_rate_per_5s,
         circuit=db.session.get(PlivoCircuit, 1),
         sender_numbers=senders.describe(settings), mms_mps=settings.plivo_mms_mps,
+        message_url=settings.message_url,
+        last_reply_at=db.session.scalar(select(func.max(InboundMessage.received_at))),
+        replies_24h=db.session.scalar(select(func.count()).select_from(InboundMessage).where(
+            InboundMessage.received_at >= now - timedelta(hours=24))) or 0,
     )
 
 

@@ -12,7 +12,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from webapp import audit
-from webapp.auth.service import Actor
+from webapp.auth.service import SYSTEM_ROLE, Actor
 from webapp.extensions import db
 from webapp.gateway import client as gateway
 from webapp.logs import event
@@ -81,7 +81,9 @@ def library(name: str = "", before: int | None = None) -> tuple[list[tuple[Media
     continue before, or None)."""
     from webapp.models import User
 
+    # Customers' pictures (stored as the system's) belong to their threads, not here.
     query = (select(Media, User.email).join(User, User.id == Media.uploaded_by_id)
+             .where(User.role != SYSTEM_ROLE)
              .order_by(Media.id.desc()).limit(LIBRARY_PAGE + 1))
     if name:
         escaped = name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

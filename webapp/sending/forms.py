@@ -173,6 +173,13 @@ class MessageForm(FlaskForm):
                  test_hosts: frozenset[str] = frozenset(), **kwargs):
         super().__init__(*args, **kwargs)
         self.test_hosts = test_hosts
+        if self.sender is not None:  # a form whose sender is given (a reply) has none
+            self._sender_choices(senders)
+        self.parsed_media: list[dict[str, str]] = []
+        self.parsed_uploads: list[str] = []
+        self.media_row_errors: dict[int, str] = {}  # row place: its own error
+
+    def _sender_choices(self, senders: tuple[str, ...]) -> None:
         if POWERPACK in senders:  # Plivo picks the number
             self.sender.choices = [SelectChoice(POWERPACK, POWERPACK_LABEL)]
             senders = ()
@@ -184,9 +191,6 @@ class MessageForm(FlaskForm):
             self.sender.choices.insert(0, SelectChoice(POOL, POOL_LABEL))
             if not self.sender.data:
                 self.sender.data = POOL
-        self.parsed_media: list[dict[str, str]] = []
-        self.parsed_uploads: list[str] = []
-        self.media_row_errors: dict[int, str] = {}  # row place: its own error
 
     @property
     def all_media(self) -> list[dict]:
@@ -295,8 +299,8 @@ class ComposeForm(MessageForm):
                             "takes thousands, and the numbers go with you.")
         for number in sorted(self.opted_out(found.numbers)):
             problems.append(f"{number} replied STOP to our messages: nothing can be sent to "
-                            "it until they text START and an admin takes it off the opt-out "
-                            "list.")
+                            "it until they text START (or an admin takes it off the opt-out "
+                            "list).")
         if problems:
             field_.errors.extend(problems[:-1])  # every one at once, each on its own
             raise ValidationError(problems[-1])

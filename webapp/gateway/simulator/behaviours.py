@@ -24,6 +24,8 @@ class Behaviour:
     callbacks_first: bool = False  # the callbacks arrive before the send is answered
     callbacks_lost: bool = False  # the message moves on at Plivo; no callback is posted
     hang_after_accepting: bool = False  # Plivo has it, but the answer never comes
+    reply: str | None = None  # once delivered, the customer answers this
+    reply_picture: bool = False  # ... with a picture
 
 
 BEHAVIOURS = (
@@ -49,6 +51,13 @@ BEHAVIOURS = (
     Behaviour("14155550411", "accepted, but neither the answer nor any callback ever comes: "
               "*Unknown* until the reconciler finds it in Plivo's message list, then "
               "delivered", hint="lost answer", hang_after_accepting=True, callbacks_lost=True),
+    Behaviour("14155550555", 'delivered, then the customer answers "Thanks, see you at 5!" '
+              "with a picture", hint="answers with a picture",
+              reply="Thanks, see you at 5!", reply_picture=True),
+    Behaviour("14155550556", 'delivered, then the customer answers "STOP": opted out, and '
+              "later messages to them fail with error 200", hint="answers STOP", reply="STOP"),
+    Behaviour("14155550557", 'delivered, then the customer answers "HELP": the dashboard '
+              "answers with HELP_REPLY_TEXT", hint="answers HELP", reply="HELP"),
 )
 BEHAVIOUR_OF = {behaviour.number: behaviour for behaviour in BEHAVIOURS}
 DELIVERED = Behaviour("", "delivered")
@@ -98,3 +107,4 @@ class SimulatedMessage:
     callbacks: list[dict] = field(default_factory=list)
     received_at: float = field(default_factory=time.time)
     times: dict[str, float] = field(default_factory=dict)  # when it reached each state
+    forced: tuple[str, str] | None = None  # its end whatever the destination (opted out)

@@ -24,7 +24,7 @@ class StatusCallbacks:
     def _run_callbacks(self, message: SimulatedMessage, delay: float | None = None) -> None:
         delay = self.callback_delay if delay is None else delay
         behaviour = BEHAVIOUR_OF.get(message.dst, DELIVERED)
-        final, error_code = self._outcome(behaviour)
+        final, error_code = message.forced or self._outcome(behaviour)
         path = ["queued", final] if final == "failed" else ["queued", "sent", final]
         reverse = self._chance(self.chaos.reorder)
         held: list[tuple[str, int, str]] = []
@@ -43,6 +43,8 @@ class StatusCallbacks:
                 self.chaos_counts["reordered"] += 1
             for status, sequence, code in reversed(held):
                 self._post_or_not(message, status, sequence, code)
+        if final == "delivered":
+            self.delivered(message, behaviour)
 
     def _post_or_not(self, message: SimulatedMessage, status: str, sequence: int,
                      error_code: str) -> None:

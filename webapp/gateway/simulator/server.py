@@ -36,16 +36,18 @@ from webapp.gateway.simulator.pace import (
     PlivoQueue,
     SimNumber,
 )
+from webapp.gateway.simulator.replies import InboundReplies
 
 log = logging.getLogger(__name__)
 
-class PlivoSimulator(StatusCallbacks):
+class PlivoSimulator(StatusCallbacks, InboundReplies):
     def __init__(self, auth_id: str, auth_token: str, *, callback_delay: float = 0.3,
                  hang_seconds: float = 30.0, latency: float = 0.0,
                  rate_per_5s: int | None = None, deliver_to: str | None = None,
                  chaos: Chaos | None = None, mms_mps: float | None = None,
                  numbers: list[SimNumber] | None = None,
-                 expiry_seconds: float = PLIVO_DEFAULT_EXPIRY) -> None:
+                 expiry_seconds: float = PLIVO_DEFAULT_EXPIRY, message_url: str | None = None,
+                 reply_delay: float = 1.0) -> None:
         self.auth_id = auth_id
         self.auth_token = auth_token
         self.callback_delay = callback_delay
@@ -56,6 +58,12 @@ class PlivoSimulator(StatusCallbacks):
         # and host, as a TLS-terminating proxy in front of the dashboard would;
         # the signature still covers the URL the dashboard asked for.
         self.deliver_to = deliver_to.rstrip("/") if deliver_to else None
+        # Customers' answers (replies.py): where they are posted, how long a magic
+        # customer takes to answer, and this server's own address (for media URLs).
+        self.message_url = message_url
+        self.reply_delay = reply_delay
+        self.base_url = "http://127.0.0.1"
+        self._init_replies()
         self.requests: list[dict] = []  # every send request body, in arrival order
         self.accepted_at: list[float] = []  # wall-clock time of each 202
         self.throttled = 0  # 429s answered because of rate_per_5s
@@ -114,6 +122,9 @@ class PlivoSimulator(StatusCallbacks):
         app.post(f"{prefix}/Media/")(self._upload_media)
         app.get(f"{prefix}/Media/<media_id>/")(self._get_media)
         app.get(f"{prefix}/Number/<number>/")(self._get_number)
+        app.get(f"{prefix}/Message/<message_uuid>/Media/<media_id>/")(self.inbound_media_file)
+
+        app.post("/__sim/reply")(self.inject_reply)
 
         @app.get("/__sim/requests")
         def recorded():
@@ -178,8 +189,10 @@ class PlivoSimulator(StatusCallbacks):
             return self._error(400, "src and dst are required")
         if "<" in dst or not dst.isdigit():
             return self._error(400, f"{dst} is not a valid phone number")
-        if body.get("type") != "mms":
-            return self._error(400, "this simulator only sends MMS")
+        if body.get("type") not in ("mms", "sms"):
+            return self._error(400, "type must be sms or mms")
+        if body.get("type") == "sms" and (media_urls or media_ids or not body.get("text")):
+            return self._error(400, "an SMS carries text and no media")
         if len(media_urls) + len(media_ids) > 10:
             return self._error(400, "too many media attachments (at most 10)")
         expiry = body.get("message_expiry")
@@ -201,6 +214,8 @@ class PlivoSimulator(StatusCallbacks):
             media_urls=list(media_urls), media_ids=list(media_ids), url=body.get("url"),
             method=(body.get("method") or "POST").upper(),
         )
+        if self._refuses_opted_out(message):
+            message.forced = ("failed", "200")
         with self._lock:
             self.messages[message.uuid] = message
             self.accepted_at.append(time.time())
@@ -223,7 +238,8 @@ class PlivoSimulator(StatusCallbacks):
         """Plivo's queue let it go: sent now, its delivery report a little later (a
         number past its daily cap: filtered by the carriers, error 30)."""
         behaviour = BEHAVIOUR_OF.get(message.dst, DELIVERED)
-        final, code = ("undelivered", "30") if capped else self._outcome(behaviour)
+        final, code = (("undelivered", "30") if capped
+                       else message.forced or self._outcome(behaviour))
         steps = [(final, code)] if final == "failed" else [("sent", ""), (final, code)]
         for sequence, (status, error_code) in enumerate(steps, start=2):
             due = time.monotonic() + (self.callback_delay if sequence == 3 else 0.0)
@@ -237,6 +253,8 @@ class PlivoSimulator(StatusCallbacks):
         message.times.setdefault(status, time.time())
         if message.url and not behaviour.callbacks_lost:
             self._post_or_not(message, status, sequence, error_code)
+        if status == "delivered":
+            self.delivered(message, behaviour)
 
     def _expired(self, message: SimulatedMessage) -> None:
         """Still in Plivo's queue after its expiry: failed, error 420, not charged."""
@@ -361,6 +379,7 @@ class PlivoSimulator(StatusCallbacks):
     # ---- serving ----------------------------------------------------------------------
     def serve_in_thread(self, host: str = "127.0.0.1", port: int = 0) -> BaseWSGIServer:
         server = make_server(host, port, self.app, threaded=True)
+        self.base_url = f"http://{host}:{server.server_port}"
         threading.Thread(target=server.serve_forever, daemon=True).start()
         return server
 
