@@ -70,7 +70,9 @@ def run(smoke: bool, only: set[str], databases: list[str]) -> list[Row]:
                     measure_search(dep, rows, seconds / 2, session)
                     measure_export(dep, rows, session, history_rows)
                     measure_overview(dep, rows, seconds / 2, history_rows)
-                if "replies" in only:  # beside the history's million messages
+                # Beside the history's million messages. The smoke runs it on SQLite only
+                # (CI time; tests/stack posts 1,000 replies at once on PostgreSQL).
+                if "replies" in only and not (smoke and database == "postgresql"):
                     session = session or measure_history(dep, rows, seconds, history_rows)
                     measure_conversations(dep, rows, seconds / 2, threads, session)
                     measure_inbound(dep, rows, seconds, inbound_messages)

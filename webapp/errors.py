@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 
-from flask import Flask, jsonify, render_template, request
+from flask import Flask, g, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
@@ -38,6 +38,9 @@ def render_error(code: int, detail: str | None = None):
     title, message = MESSAGES.get(code, (str(code), ""))
     if _wants_json():
         return jsonify(error=title, detail=detail or message), code
+    # An error page asks the database nothing (the menu's unread count included): it must
+    # render when the request's transaction failed, or the database is away.
+    g.error_page = True
     return render_template("errors/error.html", code=code, title=title,
                            message=detail or message), code
 

@@ -116,3 +116,24 @@ def test_the_simulator_refuses_later_sends_after_stop_as_plivo_does(live, simula
     time.sleep(0.5)
     assert sim.messages[first].state == "delivered"  # the one confirmation Plivo allows
     assert (sim.messages[second].state, sim.messages[second].error_code) == ("failed", "200")
+
+
+@pytest.mark.integration
+def test_the_optional_confirmation_after_stop_goes_once(make_app, simulator):
+    from tests.conftest import LiveServer, free_port
+
+    sim, sim_url = simulator
+    port = free_port()
+    app = make_app(PLIVO_API_URL=sim_url, PUBLIC_BASE_URL=f"http://127.0.0.1:{port}",
+                   TASK_QUEUE_URL="immediate", OPT_OUT_REPLY_TEXT="You will get no more "
+                   "messages from us. Reply START to come back.")
+    server = LiveServer(app, port)
+    try:
+        for _ in range(2):  # STOP, then STOP again
+            sim.post_inbound(customer="+14155550177", our_number="+14155550100", text="STOP",
+                             url=server.url + url("inbound.plivo_message"))
+        confirmations = [r for r in sim.requests if r.get("dst") == "14155550177"]
+        assert len(confirmations) == 1 and confirmations[0]["type"] == "sms"
+        assert confirmations[0]["text"].startswith("You will get no more")
+    finally:
+        server.stop()

@@ -207,7 +207,6 @@ def test_help_queues_a_follow_up(app, client):
 
 def test_a_thread_takes_the_name_a_list_send_gave_the_number(app, client, make_user):
     from tests.helpers import save_message
-
     from webapp.models import Batch
 
     user = make_user()

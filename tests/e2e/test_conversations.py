@@ -46,7 +46,7 @@ def _wait_for_unread(page, stack) -> None:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         page.goto(stack.url + url("overview.index"))
-        if page.locator("#unread-count").count():
+        if page.locator(".menu-count").count():
             return
         time.sleep(0.5)
     raise AssertionError("no unread conversation appeared in the menu")

@@ -136,7 +136,8 @@ def test_every_page_fits_every_width_and_the_status_shows_on_a_phone(browser, st
                  "not-sent": url("history.detail", public_id=not_sent),
                  "library": url("pictures.library"), "overview": url("overview.index"),
                  "health": url("overview.health"), "sessions": url("auth.account_sessions"),
-                 "two-factor": url("auth.two_factor"), "audit": url("audit_log.audit_log")}
+                 "two-factor": url("auth.two_factor"), "audit": url("audit_log.audit_log"),
+                 "conversations": url("conversations.inbox"), "opt-outs": url("lists.opt_outs")}
         for name, path in pages.items():
             page.goto(stack.url + path)
             page.screenshot(path=str(SCREENS / f"{name}-{width_name}.png"), full_page=True)

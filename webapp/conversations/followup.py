@@ -20,7 +20,7 @@ from webapp.extensions import db
 from webapp.gateway import inbound_media
 from webapp.gateway.client import GatewayConfig
 from webapp.logs import event
-from webapp.models import InboundMessage, utcnow
+from webapp.models import ConsentEvent, InboundMessage, Message, utcnow
 from webapp.pictures import library
 from webapp.pictures.preparation import UploadRefused, prepare
 from webapp.sending import submission
@@ -41,11 +41,31 @@ def after_inbound(public_id: str) -> None:
         return
     if any(item.get("state") == "waiting" for item in message.media):
         fetch_pictures(message)
-    if message.keyword == Keyword.HELP:
+    if message.keyword == Keyword.HELP and not _helped_lately(message):
         _answer(message, current_settings().help_reply_text, "help")
     elif (message.keyword == Keyword.OPT_OUT and current_settings().opt_out_reply_text
-          and utcnow() - message.received_at <= CONFIRM_WITHIN):
+          and utcnow() - message.received_at <= CONFIRM_WITHIN and _opted_out_by(message)):
         _answer(message, current_settings().opt_out_reply_text, "stop", opted_out=True)
+
+
+HELP_AT_MOST_EVERY = timedelta(minutes=10)
+
+
+def _helped_lately(message: InboundMessage) -> bool:
+    """One answer to HELP per number per 10 minutes: a customer (or anyone who can text
+    our number) sending HELP in a loop costs one message, not one each."""
+    return db.session.scalar(select(Message.id).where(
+        Message.recipient == message.sender, Message.sender == message.recipient,
+        Message.idempotency_key.like("auto-help-%"),
+        Message.created_at >= utcnow() - HELP_AT_MOST_EVERY).limit(1)) is not None
+
+
+def _opted_out_by(message: InboundMessage) -> bool:
+    """Whether this very message took the number off our list (a STOP from a number
+    already opted out changes nothing, and gets no second confirmation)."""
+    return db.session.scalar(select(ConsentEvent.id).where(
+        ConsentEvent.message_public_id == message.public_id, ConsentEvent.change == "out")
+    ) is not None
 
 
 def fetch_pictures(message: InboundMessage) -> None:

@@ -24,7 +24,8 @@ SHOWS = ("all", "needs-reply")
 def unread_threads() -> int:
     """The menu's count, once per request (the menu shows it twice: desk and phone)."""
     if "unread_threads" not in g:
-        g.unread_threads = threads.unread_count() if current_user.is_authenticated else 0
+        asks = current_user.is_authenticated and not g.get("error_page")
+        g.unread_threads = threads.unread_count() if asks else 0
     return g.unread_threads
 
 
@@ -57,8 +58,8 @@ def inbox_live():
 @login_required
 @passive
 def unread():
-    """The menu's badge, polled by htmx; answers a fragment."""
-    return render_template("conversations/_unread.html", unread=threads.unread_count())
+    """The menu's count, polled by htmx: the three places it shows, swapped out of band."""
+    return render_template("conversations/_unread_oob.html", unread=threads.unread_count())
 
 
 def _thread_or_404(public_id: str):
