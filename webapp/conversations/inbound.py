@@ -139,7 +139,8 @@ def conversation_id(customer: str, our_number: str, name: str | None = None) -> 
         customer_reversed=reversed_digits(customer), our_number=our_number,
         name=name, last_activity_at=now, last_text="", last_direction="in",
         needs_reply=False, unread=False, created_at=now,
-    ).on_conflict_do_nothing(index_elements=["customer", "our_number"])).rowcount
+    ).on_conflict_do_nothing(index_elements=["customer", "our_number"]).returning(table.c.id)
+    ).first() is not None
     ident = db.session.scalar(select(table.c.id).where(
         table.c.customer == customer, table.c.our_number == our_number))
     if made and name is None:
@@ -188,9 +189,11 @@ def _statements(dialect: str) -> dict:
     dml = postgresql if dialect == "postgresql" else sqlite
     nonces, threads, replies = (WebhookNonce.__table__, Conversation.__table__,
                                 InboundMessage.__table__)
+    # Each insert returns what it stored: a row back means it was new (rowcount is -1 for
+    # such an INSERT through the session on PostgreSQL, whatever happened).
     nonce = dml.insert(nonces).values(
         {name: _typed(nonces, name) for name in ("nonce", "body_sha256", "received_at")}
-    ).on_conflict_do_nothing(index_elements=["nonce"])
+    ).on_conflict_do_nothing(index_elements=["nonce"]).returning(nonces.c.nonce)
     insert = dml.insert(threads).values({name: _typed(threads, name) for name in (
         "public_id", "customer", "customer_reversed", "our_number", "last_activity_at",
         "last_text", "last_direction", "needs_reply", "unread", "created_at")})
@@ -202,7 +205,8 @@ def _statements(dialect: str) -> dict:
         | {"unread": true()},
     ).returning(threads.c.id, threads.c.created_at)
     reply = dml.insert(replies).values({name: _typed(replies, name) for name in INBOUND_COLUMNS}
-                                       ).on_conflict_do_nothing(index_elements=["plivo_uuid"])
+                                       ).on_conflict_do_nothing(index_elements=["plivo_uuid"]
+                                                                ).returning(replies.c.id)
     return {"nonce": nonce, "thread": thread, "reply": reply}
 
 
@@ -240,8 +244,8 @@ def record(inbound: Inbound, scheme: str, nonce: str | None = None,
     statements = _statements(_dialect())
     if nonce:
         added = db.session.execute(statements["nonce"], {
-            "nonce": nonce, "body_sha256": body_sha256, "received_at": utcnow()}).rowcount
-        if not added:
+            "nonce": nonce, "body_sha256": body_sha256, "received_at": utcnow()}).first()
+        if added is None:
             db.session.rollback()
             seen = nonce_outcome(nonce, body_sha256)
             return (InboundOutcome.DUPLICATE if seen == CallbackOutcome.DUPLICATE
@@ -256,7 +260,7 @@ def record(inbound: Inbound, scheme: str, nonce: str | None = None,
            "intent": inbound.intent, "keyword": keyword, "units": inbound.units,
            "total_amount": inbound.total_amount, "powerpack_uuid": inbound.powerpack_uuid,
            "signature_scheme": scheme, "received_at": now}
-    if not db.session.execute(statements["reply"], row).rowcount:
+    if db.session.execute(statements["reply"], row).first() is None:
         db.session.rollback()  # Plivo retried (with a fresh nonce): the first one counts
         return InboundOutcome.DUPLICATE
     _apply_keyword(keyword, inbound, row["public_id"])

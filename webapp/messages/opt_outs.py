@@ -44,10 +44,11 @@ def note(number: str, sender: str | None, message_public_id: str | None, *,
     already listed stays as it was (the first STOP is the one that counts). True if it
     was not listed before."""
     dml = postgresql if db.session.get_bind().dialect.name == "postgresql" else sqlite
+    # A row back means it was new (rowcount is -1 for this INSERT on PostgreSQL).
     added = db.session.execute(dml.insert(_opt_outs).values(
         number=number[:16], sender=(sender or "")[:16] or None, created_at=utcnow(),
         message_public_id=message_public_id).on_conflict_do_nothing(index_elements=["number"])
-    ).rowcount == 1
+        .returning(_opt_outs.c.number)).first() is not None
     if added:
         _consent(number, "out", source, sender, message_public_id, words, actor)
     return added
@@ -58,7 +59,8 @@ def opt_in(number: str, *, source: str, our_number: str | None = None,
            actor=None) -> bool:
     """Take `number` off the list in the caller's transaction, with its consent event
     (the person texted START, or an admin removed it). False if it was not listed."""
-    gone = db.session.execute(delete(_opt_outs).where(_opt_outs.c.number == number)).rowcount
+    gone = db.session.execute(delete(_opt_outs).where(_opt_outs.c.number == number)
+                              .returning(_opt_outs.c.number)).first() is not None
     if gone:
         _consent(number, "in", source, our_number, message_public_id, words, actor)
     return bool(gone)
