@@ -5,7 +5,6 @@ transaction); the pictures and any automatic answer go to the queue (followup.py
 
 from __future__ import annotations
 
-import functools
 import logging
 import re
 from collections.abc import Mapping
@@ -13,19 +12,18 @@ from dataclasses import dataclass
 from enum import StrEnum
 from urllib.parse import urlsplit
 
-from sqlalchemy import bindparam, case, select, true, update
+from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from webapp.callbacks.ledger import CallbackOutcome, nonce_outcome
+from webapp.conversations import sql
 from webapp.conversations.keywords import Keyword, classify
 from webapp.extensions import db
 from webapp.logs import event
 from webapp.messages import opt_outs
 from webapp.models import (
     Conversation,
-    InboundMessage,
     Message,
-    WebhookNonce,
     new_public_id,
     reversed_digits,
     utcnow,
@@ -178,59 +176,31 @@ def touch(conversation: int, *, when, text: str, direction: str, needs_reply: bo
         db.session.execute(update(table).where(table.c.id == conversation).values(unread=unread))
 
 
-def _typed(table, name: str):
-    return bindparam(name, type_=table.c[name].type)
-
-
-@functools.cache
-def _statements(dialect: str) -> dict:
-    """The webhook's writes, built once per dialect: constructing a statement costs more
-    than running it here (as for the status callbacks, callbacks/sql.py)."""
-    dml = postgresql if dialect == "postgresql" else sqlite
-    nonces, threads, replies = (WebhookNonce.__table__, Conversation.__table__,
-                                InboundMessage.__table__)
-    # Each insert returns what it stored: a row back means it was new (rowcount is -1 for
-    # such an INSERT through the session on PostgreSQL, whatever happened).
-    nonce = dml.insert(nonces).values(
-        {name: _typed(nonces, name) for name in ("nonce", "body_sha256", "received_at")}
-    ).on_conflict_do_nothing(index_elements=["nonce"]).returning(nonces.c.nonce)
-    insert = dml.insert(threads).values({name: _typed(threads, name) for name in (
-        "public_id", "customer", "customer_reversed", "our_number", "last_activity_at",
-        "last_text", "last_direction", "needs_reply", "unread", "created_at")})
-    newer = insert.excluded.last_activity_at >= threads.c.last_activity_at
-    thread = insert.on_conflict_do_update(
-        index_elements=["customer", "our_number"],
-        set_={name: case((newer, insert.excluded[name]), else_=threads.c[name])
-              for name in ("last_activity_at", "last_text", "last_direction", "needs_reply")}
-        | {"unread": true()},
-    ).returning(threads.c.id, threads.c.created_at)
-    reply = dml.insert(replies).values({name: _typed(replies, name) for name in INBOUND_COLUMNS}
-                                       ).on_conflict_do_nothing(index_elements=["plivo_uuid"]
-                                                                ).returning(replies.c.id)
-    return {"nonce": nonce, "thread": thread, "reply": reply}
-
-
-INBOUND_COLUMNS = ("public_id", "plivo_uuid", "conversation_id", "sender", "recipient", "kind",
-                   "text", "media", "intent", "keyword", "units", "total_amount",
-                   "powerpack_uuid", "signature_scheme", "received_at")
-
-
 def _file(inbound: Inbound, keyword: Keyword | None, now) -> int:
     """The reply's thread, made or brought up to date in one statement (an upsert that
     returns it): its latest activity unless a later one is already there, unread, and
     waiting for a person unless a keyword was all it said (the system answers those)."""
-    ident, created_at = db.session.execute(_statements(_dialect())["thread"], {
-        "public_id": new_public_id(), "customer": inbound.customer,
-        "customer_reversed": reversed_digits(inbound.customer),
-        "our_number": inbound.our_number, "last_activity_at": now,
-        "last_text": preview(inbound.text, len(inbound.media_urls)), "last_direction": "in",
-        "needs_reply": keyword is None, "unread": True, "created_at": now}).one()
+    ident, created_at = db.session.execute(sql.statements(_dialect())["thread"],
+                                           _thread_values(inbound, keyword, now)).one()
+    _name_if_new(ident, created_at, now, inbound.customer)
+    return ident
+
+
+def _thread_values(inbound: Inbound, keyword: Keyword | None, now) -> dict:
+    return {"public_id": new_public_id(), "customer": inbound.customer,
+            "customer_reversed": reversed_digits(inbound.customer),
+            "our_number": inbound.our_number, "last_activity_at": now,
+            "last_text": preview(inbound.text, len(inbound.media_urls)),
+            "last_direction": "in", "needs_reply": keyword is None, "unread": True,
+            "created_at": now}
+
+
+def _name_if_new(ident: int, created_at, now, customer: str) -> None:
     if created_at == now:  # new: a list send may have given the customer a name
-        found = _name_from_a_list(inbound.customer)
+        found = _name_from_a_list(customer)
         if found:
             table = Conversation.__table__
             db.session.execute(update(table).where(table.c.id == ident).values(name=found))
-    return ident
 
 
 def _dialect() -> str:
@@ -241,28 +211,28 @@ def record(inbound: Inbound, scheme: str, nonce: str | None = None,
            body_sha256: str | None = None) -> InboundOutcome:
     """Keep the message once, file it in its thread and apply a keyword, in one
     transaction; then queue what can wait (pictures, an automatic answer)."""
-    statements = _statements(_dialect())
-    if nonce:
-        added = db.session.execute(statements["nonce"], {
-            "nonce": nonce, "body_sha256": body_sha256, "received_at": utcnow()}).first()
-        if added is None:
-            db.session.rollback()
-            seen = nonce_outcome(nonce, body_sha256)
-            return (InboundOutcome.DUPLICATE if seen == CallbackOutcome.DUPLICATE
-                    else InboundOutcome.REPLAYED)
     keyword = classify(inbound.text, inbound.intent)
     now = utcnow()
     row = {"public_id": new_public_id(), "plivo_uuid": inbound.plivo_uuid,
-           "conversation_id": _file(inbound, keyword, now), "sender": inbound.customer,
-           "recipient": inbound.our_number, "kind": inbound.kind, "text": inbound.text,
-           "media": [{"index": i, "url": url, "state": "waiting"}
-                     for i, url in enumerate(inbound.media_urls)],
+           "sender": inbound.customer, "recipient": inbound.our_number, "kind": inbound.kind,
+           "text": inbound.text, "media": [{"index": i, "url": url, "state": "waiting"}
+                                           for i, url in enumerate(inbound.media_urls)],
            "intent": inbound.intent, "keyword": keyword, "units": inbound.units,
            "total_amount": inbound.total_amount, "powerpack_uuid": inbound.powerpack_uuid,
            "signature_scheme": scheme, "received_at": now}
-    if db.session.execute(statements["reply"], row).first() is None:
-        db.session.rollback()  # Plivo retried (with a fresh nonce): the first one counts
-        return InboundOutcome.DUPLICATE
+    nonce_row = {"nonce": nonce, "body_sha256": body_sha256, "received_at": now}
+    if _dialect() == "postgresql":
+        outcome = _write_in_one(inbound, keyword, now, row, nonce_row)
+    else:
+        outcome = _write_in_three(inbound, keyword, now, row, nonce_row)
+    if outcome == InboundOutcome.REPLAYED and nonce:
+        db.session.rollback()
+        seen = nonce_outcome(nonce, body_sha256)
+        outcome = (InboundOutcome.DUPLICATE if seen == CallbackOutcome.DUPLICATE
+                   else InboundOutcome.REPLAYED)
+    if outcome != InboundOutcome.STORED:
+        db.session.rollback()  # a retry (or a replay) touches nothing
+        return outcome
     _apply_keyword(keyword, inbound, row["public_id"])
     db.session.commit()
     event(log, "reply received", message=row["public_id"], keyword=keyword or "",
@@ -272,6 +242,32 @@ def record(inbound: Inbound, scheme: str, nonce: str | None = None,
             enqueue_inbound(row["public_id"])
         except Exception:  # queue down: the sweep finds what still waits
             log.exception("could not queue the follow-up of reply %s", row["public_id"])
+    return InboundOutcome.STORED
+
+
+def _write_in_three(inbound, keyword, now, row, nonce_row) -> InboundOutcome:
+    """SQLite: the nonce, the thread, the reply (REPLAYED here: the nonce was seen)."""
+    statements = sql.statements("sqlite")
+    if nonce_row["nonce"] and db.session.execute(statements["nonce"], nonce_row).first() is None:
+        return InboundOutcome.REPLAYED
+    row = {**row, "conversation_id": _file(inbound, keyword, now)}
+    if db.session.execute(statements["reply"], row).first() is None:
+        return InboundOutcome.DUPLICATE  # Plivo retried (with a fresh nonce)
+    return InboundOutcome.STORED
+
+
+def _write_in_one(inbound, keyword, now, row, nonce_row) -> InboundOutcome:
+    """PostgreSQL: one statement (sql.all_in_one)."""
+    params = {f"n_{k}": v for k, v in nonce_row.items()}
+    params |= {f"t_{k}": v for k, v in _thread_values(inbound, keyword, now).items()}
+    params |= {f"r_{k}": v for k, v in row.items()}
+    params["no_nonce"] = not nonce_row["nonce"]
+    done = db.session.execute(sql.statements("postgresql")["all_in_one"], params).one()
+    if nonce_row["nonce"] and not done.nonce_new:
+        return InboundOutcome.REPLAYED
+    if not done.stored:
+        return InboundOutcome.DUPLICATE
+    _name_if_new(done.thread_id, done.created_at, now, inbound.customer)
     return InboundOutcome.STORED
 
 
