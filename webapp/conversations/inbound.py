@@ -235,8 +235,10 @@ def record(inbound: Inbound, scheme: str, nonce: str | None = None,
         return outcome
     _apply_keyword(keyword, inbound, row["public_id"])
     db.session.commit()
-    event(log, "reply received", message=row["public_id"], keyword=keyword or "",
-          pictures=len(inbound.media_urls))
+    # Each reply at DEBUG (status callbacks are not logged one by one either); a keyword's
+    # effect is logged at INFO or WARNING by _apply_keyword.
+    event(log, "reply received", logging.DEBUG, message=row["public_id"],
+          keyword=keyword or "", pictures=len(inbound.media_urls))
     if inbound.media_urls or keyword in (Keyword.HELP, Keyword.OPT_OUT):
         try:
             enqueue_inbound(row["public_id"])

@@ -51,8 +51,8 @@ def plivo_message():
     verdict = signatures.verify(request.method, url, request.form.to_dict(flat=False),
                                 request.headers, settings.plivo_auth_token,
                                 settings.plivo_main_auth_token)
-    payload = {key[:64]: value[:2_000] for key, value in request.form.items()}
     if not verdict.valid:
+        payload = {key[:64]: value[:2_000] for key, value in request.form.items()}
         event(log, "inbound message signature refused", logging.WARNING,
               address=request.remote_addr, reason=verdict.reason,
               message_uuid=payload.get("MessageUUID", "")[:64])
@@ -69,6 +69,7 @@ def plivo_message():
     outcome = inbound.record(message, verdict.scheme,
                              nonce=verdict.nonce if verdict.valid else None, body_sha256=digest)
     if outcome == inbound.InboundOutcome.REPLAYED:
+        payload = {key[:64]: value[:2_000] for key, value in request.form.items()}
         return _refused(guard.RefusalReason.REPLAYED_NONCE, payload, verdict.scheme,
                         "this signature's nonce came before with another body")
     return jsonify(result=outcome)
