@@ -10,9 +10,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from datetime import datetime, timedelta
 from enum import StrEnum
+from urllib.parse import urlencode
 
 from limits import RateLimitItemPerMinute
 from sqlalchemy import delete, select
@@ -56,6 +58,24 @@ def throttled(source: str) -> bool:
     Counted first, then tested, in the limiter's storage (Redis across workers): two
     requests at once cannot both take the last place."""
     return not limiter.limiter.hit(REFUSED_PER_MINUTE, "refused-callbacks", source)
+
+
+def refused_answer(reason: RefusalReason, payload: dict[str, str], scheme: SignatureScheme,
+                   detail: str, source: str):
+    """What a refused webhook request is answered (the status callback's and the reply
+    webhook's alike): counted, sampled, and 429 once its address is over its share."""
+    from flask import jsonify
+
+    if throttled(source):
+        return jsonify(error="too many refused requests from this address"), 429
+    refuse_callback(payload, reason, source, scheme)
+    return jsonify(error="signature refused", detail=detail), 403
+
+
+def body_digest(form) -> str:
+    """The sha256 a signature's nonce is bound to: the parsed fields, sorted (the raw
+    stream is gone once the form has been read)."""
+    return hashlib.sha256(urlencode(sorted(form.items(multi=True))).encode()).hexdigest()
 
 
 def _dml():

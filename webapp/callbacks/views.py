@@ -6,9 +6,7 @@ GET and HEAD answer 405 and never reach the ledger.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-from urllib.parse import urlencode
 
 from flask import Blueprint, jsonify, request
 
@@ -32,11 +30,8 @@ MAX_CALLBACK_BYTES = 16 * 1024  # a real callback is under 1 KB
 
 def _refused(reason: callback_guard.RefusalReason, payload: dict[str, str],
              scheme: SignatureScheme, detail: str):
-    source = request.remote_addr or "unknown"
-    if callback_guard.throttled(source):
-        return jsonify(error="too many refused callbacks from this address"), 429
-    callback_guard.refuse_callback(payload, reason, source, scheme)
-    return jsonify(error="signature refused", detail=detail), 403
+    return callback_guard.refused_answer(reason, payload, scheme, detail,
+                                         request.remote_addr or "unknown")
 
 
 @bp.post("/plivo/status")
@@ -67,9 +62,7 @@ def plivo_status():
         callback = callbacks.parse_callback(payload)
     except ValueError as exc:
         return jsonify(error="malformed callback", detail=str(exc)), 400
-    # The parsed fields, sorted: the raw stream is gone once the form has been read.
-    digest = hashlib.sha256(urlencode(sorted(request.form.items(multi=True))).encode()
-                            ).hexdigest()
+    digest = callback_guard.body_digest(request.form)
     if verdict.scheme == SignatureScheme.V2:
         outcome = callback_guard.hold_v2_callback(callback, payload, verdict.nonce, digest)
     else:

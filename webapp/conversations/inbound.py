@@ -13,7 +13,6 @@ from enum import StrEnum
 from urllib.parse import urlsplit
 
 from sqlalchemy import select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from webapp.callbacks.ledger import CallbackOutcome, nonce_outcome
 from webapp.conversations import sql
@@ -121,31 +120,6 @@ def preview(text: str, pictures: int) -> str:
     if pictures and not line:
         return "📷 Picture" if pictures == 1 else f"📷 {pictures} pictures"
     return line
-
-
-def _dml():
-    return postgresql if db.session.get_bind().dialect.name == "postgresql" else sqlite
-
-
-def conversation_id(customer: str, our_number: str, name: str | None = None) -> int:
-    """The thread of this customer and number, made if new (safe against a concurrent
-    writer: the pair is unique and a conflict inserts nothing)."""
-    table = Conversation.__table__
-    now = utcnow()
-    made = db.session.execute(_dml().insert(table).values(
-        public_id=new_public_id(), customer=customer,
-        customer_reversed=reversed_digits(customer), our_number=our_number,
-        name=name, last_activity_at=now, last_text="", last_direction="in",
-        needs_reply=False, unread=False, created_at=now,
-    ).on_conflict_do_nothing(index_elements=["customer", "our_number"]).returning(table.c.id)
-    ).first() is not None
-    ident = db.session.scalar(select(table.c.id).where(
-        table.c.customer == customer, table.c.our_number == our_number))
-    if made and name is None:
-        found = _name_from_a_list(customer)
-        if found:
-            db.session.execute(update(table).where(table.c.id == ident).values(name=found))
-    return ident
 
 
 NAME_COLUMNS = ("name", "full name", "first name", "customer", "contact")

@@ -8,9 +8,7 @@ answers; pictures and automatic answers go to the queue (followup.py).
 
 from __future__ import annotations
 
-import hashlib
 import logging
-from urllib.parse import urlencode
 
 from flask import Blueprint, jsonify, request
 
@@ -32,11 +30,8 @@ MAX_INBOUND_BYTES = 32 * 1024
 
 def _refused(reason: guard.RefusalReason, payload: dict[str, str], scheme: SignatureScheme,
              detail: str):
-    source = request.remote_addr or "unknown"
-    if guard.throttled(source):
-        return jsonify(error="too many refused messages from this address"), 429
-    guard.refuse_callback(payload, reason, source, scheme)
-    return jsonify(error="signature refused", detail=detail), 403
+    return guard.refused_answer(reason, payload, scheme, detail,
+                                request.remote_addr or "unknown")
 
 
 @bp.post("/plivo/message")
@@ -64,8 +59,7 @@ def plivo_message():
         message = inbound.parse_inbound(request.form)
     except ValueError as exc:
         return jsonify(error="malformed message", detail=str(exc)), 400
-    digest = hashlib.sha256(urlencode(sorted(request.form.items(multi=True))).encode()
-                            ).hexdigest()
+    digest = guard.body_digest(request.form)
     outcome = inbound.record(message, verdict.scheme,
                              nonce=verdict.nonce if verdict.valid else None, body_sha256=digest)
     if outcome == inbound.InboundOutcome.REPLAYED:
